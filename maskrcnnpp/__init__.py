@@ -1,0 +1,11 @@
+"""maskrcnnpp: UNet++'s nested-dense skip pathways for Detectron2.
+
+Importing this package registers its backbones, meta-architectures and datasets in
+Detectron2's registries and DatasetCatalog.
+"""
+from .config import add_maskrcnnpp_config
+from . import data  # noqa: F401  registers datasets
+from . import modeling  # noqa: F401  registers backbones and meta-architectures
+from . import evaluation  # noqa: F401
+
+__all__ = ["add_maskrcnnpp_config"]

@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+"""maskrcnnpp: UNet++'s nested-dense skip pathways as a Detectron2 plugin.
+
+Install after Detectron2 and PyTorch (see README: ``bash tools/setup_env.sh`` does it all).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="maskrcnnpp",
+    version="0.1.0",
+    description="Mask R-CNN++ (nested-dense FPN) and semantic UNet++ for Detectron2",
+    packages=find_packages(include=["maskrcnnpp", "maskrcnnpp.*"]),
+    python_requires=">=3.10",
+    # torch, torchvision and detectron2 are installed by tools/setup_env.sh (PyPI has no
+    # Detectron2 for Python 3.11, and torch must match torchvision exactly).
+    install_requires=[
+        "detectron2",
+        "torch",
+        "torchvision",
+        "numpy",
+        "opencv-python-headless",
+        "pycocotools>=2.0.6",
+        "matplotlib",
+        "tqdm",
+        "fvcore",
+        "tifffile",
+    ],
+    extras_require={"test": ["pytest", "pytest-timeout", "scipy"]},
+)

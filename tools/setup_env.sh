@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Create (or refresh) the virtual environment .venv at the repository root with PyTorch,
+# torchvision, Detectron2 and maskrcnnpp (editable). Quick when .venv is already complete.
+#
+#   bash tools/setup_env.sh
+#
+# Environment:
+#   PYTHON=python3.11        interpreter used to create .venv (default: python3)
+#   DETECTRON2_SOURCE=SRC    build upstream Detectron2 with its compiled ops from SRC (a local
+#                            clone of facebookresearch/detectron2, or any pip-installable URL
+#                            of it) instead of the default pure-Python repackaged wheel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.maskrcnnpp-setup-complete
+# Changing any of these files invalidates the stamp and re-runs the installs.
+FINGERPRINT=$(cat tools/setup_env.sh tools/repackage_detectron2.py setup.py | sha256sum | cut -c1-16)
+FINGERPRINT="$FINGERPRINT ${DETECTRON2_SOURCE:-}"
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$FINGERPRINT" ]; then
+  exit 0
+fi
+rm -f "$STAMP"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY=$VENV/bin/python
+PIP="$PY -m pip --disable-pip-version-check"
+
+$PIP install -q --upgrade pip wheel "setuptools<81"
+echo "[setup] installing torch 2.14.1 + torchvision 0.29.1 (about a minute from the local cache)"
+$PIP install -q torch==2.14.1 torchvision==0.29.1
+
+if [ -n "${DETECTRON2_SOURCE:-}" ]; then
+  echo "[setup] building Detectron2 with compiled ops from $DETECTRON2_SOURCE"
+  $PIP install -q fvcore iopath ninja
+  $PIP install -q --no-build-isolation "$DETECTRON2_SOURCE"
+else
+  echo "[setup] installing Detectron2 (pure-Python repackaging of sal-detectron2 0.7.2)"
+  WHEEL_DIR=$VENV/wheels
+  WHEEL=$($PY tools/repackage_detectron2.py --out "$WHEEL_DIR")
+  $PIP install -q "$WHEEL"
+fi
+
+echo "[setup] installing maskrcnnpp (editable) with its test extras"
+$PIP install -q -e ".[test]"
+$PIP check
+echo "$FINGERPRINT" > "$STAMP"
+echo "[setup] done: $($PY -c 'import torch, detectron2, maskrcnnpp; print("torch", torch.__version__, "| detectron2", detectron2.__version__)')"
