@@ -1,0 +1,16 @@
+"""Training-side pieces shared by tools/: config set-up, evaluators, DDP on any device, plots."""
+from .setup import setup_cfg, resolve_device
+from .evaluators import build_nuclei_evaluators
+from .ddp import create_ddp_model_any_device
+from .training_curves import TrainingCurvesHook, plot_training_curves
+from .results_table import format_results_table
+
+__all__ = [
+    "setup_cfg",
+    "resolve_device",
+    "build_nuclei_evaluators",
+    "create_ddp_model_any_device",
+    "TrainingCurvesHook",
+    "plot_training_curves",
+    "format_results_table",
+]

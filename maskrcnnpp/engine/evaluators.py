@@ -1,0 +1,48 @@
+"""The evaluators a maskrcnnpp model is scored with: COCO AP and the nuclei metrics together."""
+import os
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, SemSegEvaluator
+
+from ..evaluation import NucleiEvaluator
+
+
+def build_nuclei_evaluators(cfg, dataset_name, output_folder=None):
+    """
+    COCO bbox + segm AP (instance datasets) or Detectron2's semantic metrics (semantic datasets),
+    plus the nuclei metrics of DESIGN section 6 on both.
+
+    COCOeval runs the official pycocotools code (``use_fast_impl=False``: the compiled fast
+    COCOeval may be absent) with ``maxDets`` up to ``TEST.DETECTIONS_PER_IMAGE``.
+    """
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
+    evaluators = []
+    if evaluator_type == "coco":
+        evaluators.append(
+            COCOEvaluator(
+                dataset_name,
+                tasks=("bbox", "segm"),
+                distributed=True,
+                output_dir=output_folder,
+                max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                use_fast_impl=False,
+            )
+        )
+    elif evaluator_type == "sem_seg":
+        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+    else:
+        raise ValueError(
+            f"dataset '{dataset_name}' has evaluator_type '{evaluator_type}'; maskrcnnpp evaluates "
+            "'coco' (instances) and 'sem_seg' (semantic) datasets"
+        )
+    evaluators.append(
+        NucleiEvaluator(
+            dataset_name,
+            score_thresh=cfg.TEST.NUCLEI.SCORE_THRESH,
+            output_dir=output_folder,
+            num_vis=cfg.TEST.NUCLEI.NUM_VIS,
+        )
+    )
+    return DatasetEvaluators(evaluators)

@@ -1,0 +1,56 @@
+"""Build a config from a YAML file and command-line overrides, with errors that name the fault."""
+import logging
+
+import torch
+from detectron2.config import get_cfg
+
+from ..config import add_maskrcnnpp_config
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(cfg):
+    """
+    Keep ``cfg.MODEL.DEVICE`` when it can run here; fall back from CUDA to the CPU (and say so)
+    when CUDA is absent. Modifies ``cfg`` in place and returns the device string.
+    """
+    device = cfg.MODEL.DEVICE
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using the CPU.", device)
+        print(f"[maskrcnnpp] MODEL.DEVICE={device} but CUDA is not available: using the CPU.")
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg.MODEL.DEVICE
+
+
+def setup_cfg(config_file, opts=(), *, freeze=True):
+    """
+    Args:
+        config_file (str): YAML file ("" for Detectron2's defaults plus maskrcnnpp's keys).
+        opts (list[str]): trailing ``KEY VALUE`` overrides.
+
+    Returns:
+        CfgNode with maskrcnnpp's keys, the file and overrides merged, a usable device.
+
+    Raises:
+        KeyError / ValueError naming the unknown key and the file (or the command line).
+    """
+    cfg = get_cfg()
+    add_maskrcnnpp_config(cfg)
+    if config_file:
+        try:
+            cfg.merge_from_file(config_file)
+        except KeyError as e:
+            raise KeyError(f"{config_file}: {e.args[0] if e.args else e}") from e
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"config file not found: {config_file}") from e
+    if opts:
+        if len(opts) % 2:
+            raise ValueError(f"overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
+        try:
+            cfg.merge_from_list(list(opts))
+        except KeyError as e:
+            raise KeyError(f"command-line override: {e.args[0] if e.args else e}") from e
+    resolve_device(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg

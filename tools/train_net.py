@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""
+Train and evaluate maskrcnnpp models (Mask R-CNN, Mask R-CNN++, semantic UNet++) with
+Detectron2's DefaultTrainer. Usual Detectron2 flags:
+
+    python tools/train_net.py --config-file configs/quick/mask_rcnn_NestedFPN.yaml
+    python tools/train_net.py --config-file C --num-gpus 2            # GLOO on a CPU machine
+    python tools/train_net.py --config-file C --eval-only MODEL.WEIGHTS out/model_final.pth
+    python tools/train_net.py --config-file C --resume                 # continue a run
+
+Writes into OUTPUT_DIR: checkpoints, metrics.json, training_curves.png, final_metrics.json,
+and inference/<dataset>/ (COCO results, worst-image pictures when TEST.NUCLEI.NUM_VIS > 0).
+"""
+import json
+import logging
+import os
+import sys
+import weakref
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    default_argument_parser,
+    default_setup,
+    launch,
+)
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
+from maskrcnnpp.engine import (
+    TrainingCurvesHook,
+    build_nuclei_evaluators,
+    create_ddp_model_any_device,
+    format_results_table,
+    setup_cfg,
+)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with DDP on any device, nuclei evaluators and a training-curves plot."""
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__ with one change: DDP gets device_ids only for CUDA modules.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model_any_device(model, broadcast_buffers=False)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_nuclei_evaluators(cfg, dataset_name, output_folder)
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        hooks.append(TrainingCurvesHook(self.cfg.OUTPUT_DIR, period=self.cfg.SOLVER.CHECKPOINT_PERIOD))
+        return hooks
+
+
+def setup(args):
+    cfg = setup_cfg(args.config_file, args.opts)
+    default_setup(cfg, args)
+    return cfg
+
+
+def _report(cfg, results, args):
+    """Print the metrics table and keep the numbers in OUTPUT_DIR/final_metrics.json."""
+    if not comm.is_main_process() or not results:
+        return
+    label = os.path.splitext(os.path.basename(args.config_file))[0] or "model"
+    per_dataset = results if all(isinstance(v, dict) and "nuclei" in v for v in results.values()) \
+        else {cfg.DATASETS.TEST[0]: results}
+    for dataset_name, res in per_dataset.items():
+        print(f"\nResults of {label} on {dataset_name}:")
+        print(format_results_table({label: res}))
+    path = os.path.join(cfg.OUTPUT_DIR, "final_metrics.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"config_file": args.config_file, "results": per_dataset}, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+        _report(cfg, results, args)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    results = trainer.train()
+    _report(cfg, results, args)
+    return results
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+    sys.exit(0)
