@@ -17,7 +17,6 @@ import os
 import sys
 import weakref
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
@@ -32,12 +31,14 @@ from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
 from maskrcnnpp.engine import (
+    AtomicDetectionCheckpointer,
     TrainingCurvesHook,
     build_nuclei_evaluators,
     create_ddp_model_any_device,
     format_results_table,
     setup_cfg,
 )
+from maskrcnnpp.utils.atomic_io import atomic_open
 
 
 class Trainer(DefaultTrainer):
@@ -56,7 +57,9 @@ class Trainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = AtomicDetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -89,16 +92,15 @@ def _report(cfg, results, args):
         print(f"\nResults of {label} on {dataset_name}:")
         print(format_results_table({label: res}))
     path = os.path.join(cfg.OUTPUT_DIR, "final_metrics.json")
-    with open(path + ".tmp", "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump({"config_file": args.config_file, "results": per_dataset}, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = Trainer.test(cfg, model)

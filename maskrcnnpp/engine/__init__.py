@@ -1,4 +1,5 @@
 """Training-side pieces shared by tools/: config set-up, evaluators, DDP on any device, plots."""
+from .checkpointer import AtomicDetectionCheckpointer
 from .setup import setup_cfg, resolve_device
 from .evaluators import build_nuclei_evaluators
 from .ddp import create_ddp_model_any_device
@@ -6,6 +7,7 @@ from .training_curves import TrainingCurvesHook, plot_training_curves
 from .results_table import format_results_table
 
 __all__ = [
+    "AtomicDetectionCheckpointer",
     "setup_cfg",
     "resolve_device",
     "build_nuclei_evaluators",

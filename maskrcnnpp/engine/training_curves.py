@@ -2,10 +2,11 @@
 import json
 import logging
 import os
-import tempfile
 
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+
+from ..utils.atomic_io import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +77,11 @@ def plot_training_curves(metrics_json, out_png):
         axes[1].legend(fontsize=7)
         axes[1].set_title("evaluation")
     fig.tight_layout()
-    out_dir = os.path.dirname(os.path.abspath(out_png))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out_dir)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out_png)
+        with atomic_open(out_png, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return out_png
 
 

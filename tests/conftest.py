@@ -1,0 +1,31 @@
+"""Shared pytest set-up: CPU only, small thread count, the `slow` marker, the shared data."""
+import os
+import pathlib
+
+import pytest
+import torch
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DSB2018 = REPO_ROOT.parent / "shared" / "datasets" / "dsb2018"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: real training or long benchmarks; run on purpose with `-m slow`"
+    )
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_dsb2018():
+    """Path of the shared real DSB2018 data (../shared/datasets/dsb2018); skips if absent."""
+    if not (SHARED_DSB2018 / "stage1_train").is_dir():
+        pytest.skip(f"shared DSB2018 data not found at {SHARED_DSB2018}")
+    return SHARED_DSB2018
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Synthetic data is generated once per test session into a private cache."""
+    cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
+    monkeypatch.setenv("MASKRCNNPP_CACHE", str(cache))
