@@ -1,1 +1,27 @@
 """Nuclei metrics (foreground IoU / Dice, DSB score, AJI, PQ) and their Detectron2 evaluator."""
+
+from .nuclei_metrics import (
+    DSB_IOU_THRESHOLDS,
+    NUCLEI_METRIC_NAMES,
+    coco_segmentation_to_rle,
+    coco_segmentations_to_label_image,
+    decode_coco_segmentation,
+    image_nuclei_stats,
+    masks_to_label_image,
+    semantic_to_label_image,
+    summarize_nuclei_stats,
+)
+from .nuclei_evaluator import NucleiEvaluator
+
+__all__ = [
+    "DSB_IOU_THRESHOLDS",
+    "NUCLEI_METRIC_NAMES",
+    "NucleiEvaluator",
+    "coco_segmentation_to_rle",
+    "coco_segmentations_to_label_image",
+    "decode_coco_segmentation",
+    "image_nuclei_stats",
+    "masks_to_label_image",
+    "semantic_to_label_image",
+    "summarize_nuclei_stats",
+]

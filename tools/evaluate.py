@@ -1,0 +1,340 @@
+#!/usr/bin/env python
+"""
+Score a COCO instance-segmentation results file against COCO ground truth:
+
+    python tools/evaluate.py --gt val.json --pred coco_instances_results.json \
+        [--out metrics.json] [--score-thresh 0.5]
+
+- ``segm`` and ``bbox``: COCO AP in percent (AP, AP50, AP75, APs, APm, APl) through
+  Detectron2's own COCO path (``_evaluate_predictions_on_coco`` with the official pycocotools
+  COCOeval) and maxDets [1, 10, 1000], so that images with hundreds of nuclei are not capped.
+  Every detection counts, whatever its score. A result without ``bbox`` gets its mask's box.
+- ``nuclei``: foreground IoU / Dice, DSB score, AJI and PQ (fractions, see
+  ``maskrcnnpp.evaluation.nuclei_metrics``) over every ground-truth image, class-agnostic:
+  predictions with score >= --score-thresh, overlaps resolved by score; the first listed
+  ground-truth annotation keeps pixels where true masks overlap.
+
+The results file is what Detectron2's COCOEvaluator writes (``coco_instances_results.json``):
+a JSON list of ``{"image_id", "category_id", "score", "segmentation"[, "bbox"]}``, the
+segmentation an RLE (compressed or not) or polygons.
+
+Prints a table; with --out, writes ``{"segm": {...}, "bbox": {...}, "nuclei": {...}}``
+(NaN as null) atomically. Bad input exits with status 1 and a message naming the file and
+the fault, before anything is written.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import sys
+from collections import OrderedDict, defaultdict
+
+import pycocotools.mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
+
+from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+
+from maskrcnnpp.evaluation.nuclei_metrics import (
+    coco_segmentation_to_rle,
+    coco_segmentations_to_label_image,
+    image_nuclei_stats,
+    summarize_nuclei_stats,
+)
+from maskrcnnpp.utils.atomic_io import atomic_open
+
+logger = logging.getLogger("maskrcnnpp.evaluate")
+
+# COCOeval's maxDets: the last one is what AP uses; DSB images hold up to ~375 nuclei.
+MAX_DETS_PER_IMAGE = [1, 10, 1000]
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+class InputError(Exception):
+    """Bad input: the message names the file and the fault."""
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def load_json(path, what):
+    """Read a JSON file; InputError if it is missing or not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{what} file {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} file {path}: is a directory") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} file {path}: not a text (JSON) file ({e})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{what} file {path}: not valid JSON ({e})") from None
+
+
+def check_ground_truth(gt, path):
+    """
+    Validate COCO ground truth and normalize it in place for COCOeval: segmentations become
+    compressed RLEs; missing ``area`` (mask area), ``bbox`` (mask box), ``iscrowd`` (0) and
+    ``id`` (sequential) are filled in.
+
+    Returns:
+        dict: image id -> image entry.
+    """
+    if not isinstance(gt, dict):
+        raise InputError(
+            f"ground-truth file {path}: expected a COCO JSON object, got a {type(gt).__name__}"
+        )
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(gt.get(key), list):
+            raise InputError(f"ground-truth file {path}: missing or non-list '{key}'")
+    images = {}
+    for index, image in enumerate(gt["images"]):
+        if not isinstance(image, dict) or "id" not in image:
+            raise InputError(f"ground-truth file {path}: images[{index}] has no 'id'")
+        for key in ("height", "width"):
+            if not isinstance(image.get(key), int) or image[key] <= 0:
+                raise InputError(
+                    f"ground-truth file {path}: image {image['id']!r} has no positive "
+                    f"integer '{key}'"
+                )
+        if image["id"] in images:
+            raise InputError(f"ground-truth file {path}: image id {image['id']!r} appears twice")
+        images[image["id"]] = image
+    category_ids = set()
+    for index, category in enumerate(gt["categories"]):
+        if not isinstance(category, dict) or "id" not in category:
+            raise InputError(f"ground-truth file {path}: categories[{index}] has no 'id'")
+        category_ids.add(category["id"])
+
+    used_ids = {a["id"] for a in gt["annotations"] if isinstance(a, dict) and "id" in a}
+    next_id = max([i for i in used_ids if isinstance(i, int)], default=0) + 1
+    for index, annotation in enumerate(gt["annotations"]):
+        where = f"ground-truth file {path}: annotations[{index}]"
+        if not isinstance(annotation, dict):
+            raise InputError(f"{where} is not an object")
+        if annotation.get("image_id") not in images:
+            raise InputError(f"{where} refers to unknown image_id {annotation.get('image_id')!r}")
+        if annotation.get("category_id") not in category_ids:
+            raise InputError(f"{where} has unknown category_id {annotation.get('category_id')!r}")
+        if "segmentation" not in annotation:
+            raise InputError(f"{where} has no 'segmentation'")
+        image = images[annotation["image_id"]]
+        try:
+            rle = coco_segmentation_to_rle(
+                annotation["segmentation"], image["height"], image["width"]
+            )
+        except ValueError as e:
+            raise InputError(f"{where}: bad 'segmentation': {e}") from None
+        annotation["segmentation"] = rle
+        annotation.setdefault("area", float(mask_util.area(rle)))
+        annotation.setdefault("bbox", mask_util.toBbox(rle).tolist())
+        annotation.setdefault("iscrowd", 0)
+        if "id" not in annotation:
+            annotation["id"] = next_id
+            next_id += 1
+    return images
+
+
+def check_results(results, path, images, category_ids):
+    """
+    Validate a COCO results list and normalize it: segmentations become compressed RLEs,
+    missing ``bbox`` is the mask's box.
+
+    Returns:
+        list[dict]: the normalized results.
+    """
+    if not isinstance(results, list):
+        raise InputError(
+            f"results file {path}: expected a JSON list of results, got a {type(results).__name__}"
+        )
+    normalized = []
+    for index, result in enumerate(results):
+        where = f"results file {path}: entry {index}"
+        if not isinstance(result, dict):
+            raise InputError(f"{where} is not an object")
+        image_id = result.get("image_id")
+        if image_id not in images:
+            raise InputError(
+                f"{where} refers to image_id {image_id!r}, which is not in the ground truth"
+            )
+        if result.get("category_id") not in category_ids:
+            raise InputError(
+                f"{where} has category_id {result.get('category_id')!r}, which is not in the "
+                "ground truth"
+            )
+        if "segmentation" not in result:
+            raise InputError(f"{where} (image_id {image_id!r}) has no 'segmentation'")
+        if not _is_number(result.get("score")):
+            raise InputError(f"{where} (image_id {image_id!r}) has no finite numeric 'score'")
+        image = images[image_id]
+        try:
+            rle = coco_segmentation_to_rle(result["segmentation"], image["height"], image["width"])
+        except ValueError as e:
+            raise InputError(f"{where} (image_id {image_id!r}): bad 'segmentation': {e}") from None
+        if "bbox" in result:
+            bbox = result["bbox"]
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+                raise InputError(
+                    f"{where} (image_id {image_id!r}): 'bbox' must be 4 numbers [x, y, w, h]"
+                )
+        else:
+            bbox = mask_util.toBbox(rle).tolist()
+        normalized.append(
+            {
+                "image_id": image_id,
+                "category_id": result["category_id"],
+                "score": float(result["score"]),
+                "segmentation": rle,
+                "bbox": [float(v) for v in bbox],
+            }
+        )
+    return normalized
+
+
+def evaluate_coco(coco_gt, results, iou_type):
+    """
+    COCO AP through Detectron2's ``_evaluate_predictions_on_coco`` (official COCOeval).
+
+    Returns:
+        OrderedDict: AP, AP50, AP75, APs, APm, APl in percent, NaN where COCOeval has no value
+        (no predictions, or no ground truth in an area range), as Detectron2's COCOEvaluator.
+    """
+    if len(results) == 0:
+        logger.warning(f"No predictions: {iou_type} AP is NaN")
+        return OrderedDict((name, float("nan")) for name in COCO_METRICS)
+    with contextlib.redirect_stdout(sys.stderr):  # COCOeval prints its progress and summary
+        coco_eval = _evaluate_predictions_on_coco(
+            coco_gt,
+            results,
+            iou_type,
+            cocoeval_fn=COCOeval,
+            max_dets_per_image=MAX_DETS_PER_IMAGE,
+        )
+    return OrderedDict(
+        (name, float(coco_eval.stats[index] * 100) if coco_eval.stats[index] >= 0 else float("nan"))
+        for index, name in enumerate(COCO_METRICS)
+    )
+
+
+def evaluate_nuclei(gt, images, results, score_thresh):
+    """
+    Nuclei metrics over every ground-truth image (class-agnostic).
+
+    Returns:
+        OrderedDict: :func:`summarize_nuclei_stats` of the per-image statistics.
+    """
+    gt_by_image = defaultdict(list)
+    for annotation in gt["annotations"]:
+        gt_by_image[annotation["image_id"]].append(annotation["segmentation"])
+    pred_by_image = defaultdict(list)
+    for result in results:
+        if result["score"] >= score_thresh:
+            pred_by_image[result["image_id"]].append(result)
+
+    per_image_stats = []
+    for image_id, image in images.items():
+        height, width = image["height"], image["width"]
+        gt_labels = coco_segmentations_to_label_image(gt_by_image[image_id], height, width)
+        predictions = pred_by_image[image_id]
+        pred_labels = coco_segmentations_to_label_image(
+            [p["segmentation"] for p in predictions],
+            height,
+            width,
+            [p["score"] for p in predictions],
+        )
+        per_image_stats.append(image_nuclei_stats(gt_labels, pred_labels))
+    return OrderedDict(summarize_nuclei_stats(per_image_stats))
+
+
+def format_tables(metrics):
+    """Two pipe tables: COCO AP (percent) and nuclei metrics (fractions)."""
+    coco_rows = [
+        [task] + [metrics[task][name] for name in COCO_METRICS] for task in ("segm", "bbox")
+    ]
+    coco_table = tabulate(
+        coco_rows, headers=["task", *COCO_METRICS], tablefmt="pipe", floatfmt=".3f", numalign="left"
+    )
+    nuclei = metrics["nuclei"]
+    nuclei_table = tabulate(
+        [list(nuclei.values())],
+        headers=list(nuclei.keys()),
+        tablefmt="pipe",
+        floatfmt=".4f",
+        numalign="left",
+    )
+    return f"COCO AP (%):\n{coco_table}\n\nNuclei metrics (fractions):\n{nuclei_table}"
+
+
+def _nan_to_none(metrics):
+    return {
+        task: {
+            k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()
+        }
+        for task, values in metrics.items()
+    }
+
+
+def run(gt_path, pred_path, score_thresh):
+    """
+    Returns:
+        OrderedDict: {"segm": {...}, "bbox": {...}, "nuclei": {...}}.
+
+    Raises:
+        InputError: bad input.
+    """
+    gt = load_json(gt_path, "ground-truth")
+    images = check_ground_truth(gt, gt_path)
+    results = load_json(pred_path, "results")
+    results = check_results(results, pred_path, images, {c["id"] for c in gt["categories"]})
+
+    coco_gt = COCO()
+    coco_gt.dataset = gt
+    with contextlib.redirect_stdout(sys.stderr):
+        coco_gt.createIndex()
+    metrics = OrderedDict()
+    metrics["segm"] = evaluate_coco(coco_gt, results, "segm")
+    metrics["bbox"] = evaluate_coco(coco_gt, results, "bbox")
+    metrics["nuclei"] = evaluate_nuclei(gt, images, results, score_thresh)
+    return metrics
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="COCO AP (segm, bbox) and nuclei metrics of a COCO results file."
+    )
+    parser.add_argument("--gt", required=True, help="COCO ground-truth JSON")
+    parser.add_argument("--pred", required=True, help="COCO results JSON (list of detections)")
+    parser.add_argument("--out", help="write the metrics to this JSON file")
+    parser.add_argument(
+        "--score-thresh",
+        type=float,
+        default=0.5,
+        help="predictions with score >= this count for the nuclei metrics (default 0.5)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s: %(message)s")
+
+    try:
+        metrics = run(args.gt, args.pred, args.score_thresh)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_tables(metrics))
+    if args.out:
+        try:
+            with atomic_open(args.out, "w") as f:
+                json.dump(_nan_to_none(metrics), f, indent=2)
+        except OSError as e:
+            print(f"error: output file {args.out}: {e.strerror or e}", file=sys.stderr)
+            return 1
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
