@@ -1,0 +1,535 @@
+#!/usr/bin/env python
+"""Convert the 2018 Data Science Bowl nuclei data (Kaggle layout) for Detectron2.
+
+Input (``--root DIR``), exactly the Kaggle download::
+
+    DIR/stage1_train/<id>/images/<id>.png     one image per folder
+    DIR/stage1_train/<id>/masks/*.png         one binary PNG per nucleus, same size
+    DIR/<split>.txt                           optional: one image id a line, per split
+
+Output (``--out OUT``, default ``DIR``)::
+
+    OUT/annotations/instances_<split>.json    COCO instances, one category "nucleus" (id 1),
+                                              compressed RLE masks, exact area, tight bbox
+    OUT/semantic/<split>/<id>.png             uint8, 0 background, 1 nucleus (union of masks)
+    OUT/<split>.txt                           only when DIR has no split lists (see below)
+
+Every ``DIR/<split>.txt`` is a split. With none, a deterministic split is drawn, stratified
+by imaging modality (dark-background fluorescence, light-background grayscale brightfield,
+light-background colour histology, told apart by median brightness and colour spread), about
+50/20/30 % train/val/test as in the UNet++ paper (335/134/201 of 670), and the lists are
+saved to ``OUT/<split>.txt``.
+
+Image ``file_name`` in the JSON is relative to OUT when the image lies inside OUT (the usual
+case, OUT = DIR: the folder can then be moved as a whole), and absolute otherwise (e.g. a
+read-only DIR converted into another OUT). Both resolve with ``image_root = OUT``.
+
+A mask that is unreadable, empty or of the wrong size is reported on stderr with its path and
+left out; an image that cannot be read is reported and left out. With ``--strict`` the first
+such problem stops the conversion with exit status 1 and an error naming the file. Images
+without any nucleus are kept as negatives. All outputs are written atomically (temporary file
+in the same folder, fsync, rename), so an interrupted run never leaves a half-written file.
+
+Usage::
+
+    python datasets/prepare_dsb2018.py --root /data/dsb2018 [--out datasets/dsb2018] [--strict]
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from multiprocessing import Pool
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+from tqdm import tqdm
+
+from maskrcnnpp.data.image_io import ImageReadError, read_image_rgb, read_mask
+
+IMAGES_DIRNAME = "stage1_train"
+CATEGORY = {"id": 1, "name": "nucleus", "supercategory": "nucleus"}
+# Default split when DIR has no <split>.txt: fraction of each modality per split.
+DEFAULT_SPLIT_FRACTIONS = (("train", 0.5), ("val", 0.2), ("test", 0.3))
+# Median gray level below which the background is dark (fluorescence). DSB2018 stage 1:
+# fluorescence medians <= 44, brightfield and histology >= 136.
+DARK_BACKGROUND_MAX = 90.0
+# Mean |channel - gray| above which a light image is colour (stained histology); exactly 0
+# for the grayscale brightfield images stored as RGB, >= 4.4 for histology.
+COLOUR_SPREAD_MIN = 2.0
+
+
+class DatasetFormatError(ValueError):
+    """A file of the input dataset at fault (raised under ``--strict`` and for bad lists)."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
+class Problem(NamedTuple):
+    """One input file reported and left out."""
+
+    path: str
+    reason: str
+
+
+class Instance(NamedTuple):
+    rle: dict  # {"size": [H, W], "counts": str}
+    area: int
+    bbox: List[int]  # [x, y, w, h], COCO convention (w = x_max - x_min + 1)
+
+
+class ConvertedImage(NamedTuple):
+    image_id: str
+    height: int  # 0 when the image could not be read
+    width: int
+    instances: List[Instance]
+    problems: List[Problem]
+
+
+class ConvertJob(NamedTuple):
+    image_id: str
+    image_dir: str
+    semantic_paths: List[str]  # where to write the semantic mask (one per split holding it)
+    strict: bool
+
+
+# ---------------------------------------------------------------------------------------
+# atomic output
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` holds either its old or its new content.
+
+    The bytes go to a temporary file in the same folder, are flushed and fsync-ed, and the
+    file is renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:  # includes KeyboardInterrupt: never leave the temporary behind
+        try:
+            os.unlink(tmp_path)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_png(path: str, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"cannot encode PNG for {path}")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_directory(path: str) -> None:
+    """Make completed renames in ``path`` durable (no-op where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------
+# layout, splits
+
+
+def image_path(root: str, image_id: str) -> str:
+    return os.path.join(root, IMAGES_DIRNAME, image_id, "images", f"{image_id}.png")
+
+
+def find_image_ids(root: str) -> List[str]:
+    """Sorted ids of the folders under ``root/stage1_train``."""
+    images_dir = os.path.join(root, IMAGES_DIRNAME)
+    if not os.path.isdir(images_dir):
+        raise DatasetFormatError(
+            images_dir,
+            "no such folder: --root must hold the Kaggle layout "
+            f"{IMAGES_DIRNAME}/<id>/images/<id>.png and {IMAGES_DIRNAME}/<id>/masks/*.png",
+        )
+    ids = sorted(
+        name
+        for name in os.listdir(images_dir)
+        if not name.startswith(".") and os.path.isdir(os.path.join(images_dir, name))
+    )
+    if not ids:
+        raise DatasetFormatError(images_dir, "holds no image folder")
+    return ids
+
+
+def read_split_lists(root: str, image_ids: Sequence[str]) -> Dict[str, List[str]]:
+    """Read every ``root/<split>.txt`` (one image id a line; blank lines ignored).
+
+    Returns:
+        split name -> image ids in file order; empty when ``root`` has no ``.txt`` file.
+
+    Raises:
+        DatasetFormatError: a list names an id that is not under ``stage1_train`` or names an
+            id twice.
+    """
+    known = set(image_ids)
+    splits = {}
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if not name.endswith(".txt") or not os.path.isfile(path):
+            continue
+        ids: List[str] = []
+        seen = set()
+        with open(path, encoding="utf-8") as f:
+            for line_number, line in enumerate(f, start=1):
+                image_id = line.strip()
+                if not image_id:
+                    continue
+                where = f"{path}:{line_number}"
+                if image_id not in known:
+                    raise DatasetFormatError(
+                        where, f"image id {image_id!r} has no folder under {IMAGES_DIRNAME}/"
+                    )
+                if image_id in seen:
+                    raise DatasetFormatError(where, f"image id {image_id!r} is listed twice")
+                seen.add(image_id)
+                ids.append(image_id)
+        splits[name[: -len(".txt")]] = ids
+    return splits
+
+
+def imaging_modality(image: np.ndarray) -> str:
+    """Classify a DSB2018 image by simple statistics.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+
+    Returns:
+        "fluorescence" (dark background), "brightfield" (light, grayscale) or "histology"
+        (light, coloured stain).
+    """
+    pixels = image.astype(np.float32)
+    gray = pixels.mean(axis=2)
+    if float(np.median(gray)) <= DARK_BACKGROUND_MAX:
+        return "fluorescence"
+    colour_spread = float(np.abs(pixels - gray[:, :, None]).mean())
+    return "histology" if colour_spread >= COLOUR_SPREAD_MIN else "brightfield"
+
+
+def _stable_order_key(image_id: str) -> str:
+    # A hash, not a seeded RNG: the order of an id never depends on the other ids or on
+    # the numpy / Python version.
+    return hashlib.sha256(image_id.encode("utf-8")).hexdigest()
+
+
+def stratified_split(modality_by_id: Dict[str, str]) -> Dict[str, List[str]]:
+    """Deterministic split, stratified by modality, with ``DEFAULT_SPLIT_FRACTIONS``.
+
+    Within each modality the ids are ordered by a hash of the id and cut into consecutive
+    parts of round-half-up(fraction * n) ids (the last split takes the remainder).
+
+    Returns:
+        split name -> sorted image ids.
+    """
+    splits: Dict[str, List[str]] = {name: [] for name, _ in DEFAULT_SPLIT_FRACTIONS}
+    for modality in sorted(set(modality_by_id.values())):
+        ids = sorted((i for i, m in modality_by_id.items() if m == modality), key=_stable_order_key)
+        start = 0
+        for k, (name, fraction) in enumerate(DEFAULT_SPLIT_FRACTIONS):
+            if k == len(DEFAULT_SPLIT_FRACTIONS) - 1:
+                count = len(ids) - start
+            else:
+                count = min(int(np.floor(fraction * len(ids) + 0.5)), len(ids) - start)
+            splits[name].extend(ids[start : start + count])
+            start += count
+    return {name: sorted(ids) for name, ids in splits.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# per-image conversion (runs in worker processes)
+
+
+def _modality_of(args: Tuple[str, str]) -> Tuple[str, Optional[str], Optional[Problem]]:
+    image_id, path = args
+    try:
+        return image_id, imaging_modality(read_image_rgb(path)), None
+    except ImageReadError as e:
+        return image_id, None, Problem(e.path, e.reason)
+
+
+def mask_to_instance(mask: np.ndarray) -> Instance:
+    """(H, W) bool, not empty -> compressed RLE, pixel area, tight XYWH box."""
+    # (H, W) in Fortran order, as pycocotools wants; cv2.transpose is ~5x faster than
+    # np.asfortranarray here.
+    fortran_mask = cv2.transpose(mask.view(np.uint8)).T
+    rle = mask_util.encode(fortran_mask)
+    rle["counts"] = rle["counts"].decode("ascii")
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    bbox = [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+    return Instance(rle=rle, area=int(np.count_nonzero(mask)), bbox=bbox)
+
+
+def convert_image(job: ConvertJob) -> ConvertedImage:
+    """Read one image folder: instances from its masks and the semantic mask (written)."""
+    path = os.path.join(job.image_dir, "images", f"{job.image_id}.png")
+    try:
+        height, width = read_image_rgb(path).shape[:2]
+    except ImageReadError as e:
+        return ConvertedImage(job.image_id, 0, 0, [], [Problem(e.path, e.reason)])
+
+    problems: List[Problem] = []
+    instances: List[Instance] = []
+    semantic = np.zeros((height, width), np.uint8)
+    masks_dir = os.path.join(job.image_dir, "masks")
+    if os.path.isdir(masks_dir):
+        mask_names = sorted(n for n in os.listdir(masks_dir) if n.lower().endswith(".png"))
+    else:
+        mask_names = []
+        problems.append(Problem(masks_dir, "no masks folder: image kept without instances"))
+    for name in mask_names:
+        mask_path = os.path.join(masks_dir, name)
+        try:
+            mask = read_mask(mask_path)
+        except ImageReadError as e:
+            problems.append(Problem(mask_path, e.reason))
+            continue
+        if mask.shape != (height, width):
+            problems.append(
+                Problem(
+                    mask_path,
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {path} "
+                    f"is {width}x{height}",
+                )
+            )
+            continue
+        if not mask.any():
+            problems.append(Problem(mask_path, "empty mask (no foreground pixel)"))
+            continue
+        instances.append(mask_to_instance(mask))
+        semantic |= mask
+    if not (job.strict and problems):
+        for semantic_path in job.semantic_paths:
+            atomic_write_png(semantic_path, semantic)
+    return ConvertedImage(job.image_id, height, width, instances, problems)
+
+
+# ---------------------------------------------------------------------------------------
+# driver
+
+
+def _json_file_name(image_file: str, out: str) -> str:
+    image_file = os.path.abspath(image_file)
+    try:
+        relative = os.path.relpath(image_file, os.path.abspath(out))
+    except ValueError:  # different drives (Windows)
+        return image_file
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return image_file
+    return relative.replace(os.sep, "/")
+
+
+def coco_instances(
+    split: str, image_ids: Sequence[str], converted: Dict[str, ConvertedImage], root: str, out: str
+) -> dict:
+    """COCO instances dict of one split (images that could not be read are left out)."""
+    images, annotations = [], []
+    for image_id in image_ids:
+        result = converted[image_id]
+        if result.height == 0:
+            continue
+        coco_image_id = len(images) + 1
+        images.append(
+            {
+                "id": coco_image_id,
+                "file_name": _json_file_name(image_path(root, image_id), out),
+                "height": result.height,
+                "width": result.width,
+            }
+        )
+        for instance in result.instances:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": coco_image_id,
+                    "category_id": CATEGORY["id"],
+                    "segmentation": instance.rle,
+                    "area": instance.area,
+                    "bbox": instance.bbox,
+                    "iscrowd": 0,
+                }
+            )
+    return {
+        "info": {"description": f"DSB2018 {IMAGES_DIRNAME}, split '{split}' (prepare_dsb2018.py)"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [CATEGORY],
+    }
+
+
+def semantic_path(out: str, split: str, image_id: str) -> str:
+    return os.path.join(out, "semantic", split, f"{image_id}.png")
+
+
+def _report(problem: Problem, strict: bool) -> None:
+    if strict:
+        raise DatasetFormatError(problem.path, problem.reason)
+    tqdm.write(f"warning: left out {problem.path}: {problem.reason}", file=sys.stderr)
+
+
+def _parallel_map(function, jobs, workers: int, description: str):
+    """Yield ``function(job)`` in job order with a progress bar, over ``workers`` processes."""
+    progress = dict(total=len(jobs), desc=description, unit="img", file=sys.stderr)
+    if workers <= 1:
+        yield from tqdm(map(function, jobs), **progress)
+        return
+    with Pool(workers) as pool:
+        yield from tqdm(pool.imap(function, jobs, chunksize=4), **progress)
+
+
+def prepare_dsb2018(
+    root: str, out: Optional[str] = None, *, strict: bool = False, workers: int = 2
+):
+    """Convert ``root`` (Kaggle layout) into COCO JSON + semantic masks under ``out``.
+
+    Args:
+        root: folder holding ``stage1_train/`` and optional ``<split>.txt`` lists.
+        out: output folder (default ``root``); refused when it is read-only, also by its
+            permission bits alone (a read-only download stays untouched even for root).
+        strict: raise on the first bad image or mask instead of reporting and skipping it.
+        workers: processes used to read masks (1: in this process).
+
+    Returns:
+        dict: split name -> {"images": int, "instances": int, "json_file": str}.
+
+    Raises:
+        DatasetFormatError: bad layout or split list; under ``strict``, the first bad file.
+    """
+    out = root if out is None else out
+    image_ids = find_image_ids(root)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise DatasetFormatError(out, f"cannot create the output folder ({e.strerror})") from e
+    # Also refuse a folder whose permission bits say read-only: root ignores them otherwise.
+    if not os.access(out, os.W_OK) or not os.stat(out).st_mode & 0o222:
+        raise DatasetFormatError(out, "output folder is read-only; pass --out to write elsewhere")
+    splits = read_split_lists(root, image_ids)
+    if not splits:
+        jobs = [(i, image_path(root, i)) for i in image_ids]
+        modality_by_id = {}
+        for image_id, modality, problem in _parallel_map(_modality_of, jobs, workers, "modality"):
+            if problem is not None:
+                _report(problem, strict)
+            else:
+                modality_by_id[image_id] = modality
+        splits = stratified_split(modality_by_id)
+        for split, ids in splits.items():
+            atomic_write_text(os.path.join(out, f"{split}.txt"), "".join(i + "\n" for i in ids))
+        counts = {
+            m: list(modality_by_id.values()).count(m) for m in sorted(set(modality_by_id.values()))
+        }
+        tqdm.write(
+            f"no split lists in {root}: wrote a split stratified by {counts}", file=sys.stderr
+        )
+
+    splits_of_image: Dict[str, List[str]] = {}
+    for split, ids in splits.items():
+        for image_id in ids:
+            splits_of_image.setdefault(image_id, []).append(split)
+    unlisted = len(image_ids) - len(splits_of_image)
+    if unlisted:
+        tqdm.write(
+            f"note: {unlisted} image folders of {IMAGES_DIRNAME}/ are in no split list "
+            f"({', '.join(f'{s}.txt' for s in splits)}): not converted",
+            file=sys.stderr,
+        )
+    jobs = [
+        ConvertJob(
+            image_id=image_id,
+            image_dir=os.path.join(root, IMAGES_DIRNAME, image_id),
+            semantic_paths=[semantic_path(out, s, image_id) for s in image_splits],
+            strict=strict,
+        )
+        for image_id, image_splits in sorted(splits_of_image.items())
+    ]
+    for split in splits:
+        os.makedirs(os.path.join(out, "semantic", split), exist_ok=True)
+    converted: Dict[str, ConvertedImage] = {}
+    for result in _parallel_map(convert_image, jobs, workers, "convert"):
+        for problem in result.problems:
+            _report(problem, strict)
+        converted[result.image_id] = result
+
+    annotations_dir = os.path.join(out, "annotations")
+    summary = {}
+    for split, ids in splits.items():
+        coco = coco_instances(split, ids, converted, root, out)
+        json_file = os.path.join(annotations_dir, f"instances_{split}.json")
+        atomic_write_text(json_file, json.dumps(coco, separators=(",", ":")))
+        summary[split] = {
+            "images": len(coco["images"]),
+            "instances": len(coco["annotations"]),
+            "json_file": json_file,
+        }
+    for directory in [out, annotations_dir] + [os.path.join(out, "semantic", s) for s in splits]:
+        _fsync_directory(directory)
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root", required=True, help=f"folder holding {IMAGES_DIRNAME}/ (Kaggle layout)"
+    )
+    parser.add_argument("--out", help="output folder (default: --root)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad image or mask")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        summary = prepare_dsb2018(args.root, args.out, strict=args.strict, workers=args.workers)
+    except DatasetFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for split, counts in summary.items():
+        print(
+            f"{split}: {counts['images']} images, {counts['instances']} instances -> {counts['json_file']}"
+        )
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
