@@ -78,6 +78,7 @@ class Trainer(DefaultTrainer):
 def setup(args):
     cfg = setup_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="maskrcnnpp")
     return cfg
 
 
@@ -108,7 +109,9 @@ def main(args):
         return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    results = trainer.train()
+    trainer.train()
+    # DefaultTrainer.train() returns the final evaluation only when TEST.EXPECTED_RESULTS is set
+    results = getattr(trainer, "_last_eval_results", None)
     _report(cfg, results, args)
     return results
 

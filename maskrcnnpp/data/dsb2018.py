@@ -149,6 +149,8 @@ def register_dsb2018(root: str, *, name: str = "dsb2018") -> List[str]:
                     stuff_classes=list(DSB2018_STUFF_CLASSES),
                     ignore_label=SEM_SEG_IGNORE_LABEL,
                     evaluator_type="sem_seg",
+                    # the nuclei metrics read instance ground truth from the instance twin
+                    instance_dataset_name=f"{name}_{split}",
                     image_root=root,
                     sem_seg_root=semantic_dir(root, split),
                 ),

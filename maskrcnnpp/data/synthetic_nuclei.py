@@ -535,6 +535,8 @@ def register_synthetic_nuclei():
             stuff_classes=["background", "nucleus"],
             ignore_label=255,
             evaluator_type="sem_seg",
+            # the nuclei metrics read instance ground truth from the instance twin
+            instance_dataset_name=instances_name,
         )
 
 
