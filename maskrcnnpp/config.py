@@ -13,13 +13,17 @@ def add_maskrcnnpp_config(cfg):
     # Every MODEL.FPN.* key keeps its meaning; only the new knobs live here.
     # ---------------------------------------------------------------------------------------
     _C.MODEL.NESTED_FPN = CN()
-    # Skip design between pyramid levels: "fpn" (same-scale only, the ablation point),
-    # "unet+" (each node sees its left neighbour) or "unet++" (each node sees all nodes on its left).
+    # Skip design (maskrcnnpp/modeling/backbone/nested_graph.py): "fpn" (FPN's top-down chain,
+    # X(i,L-1-i) = H(X(i,0), U(X(i+1,L-2-i))), no intermediate nodes; the ablation point),
+    # "unet+" (every X(i,j), each fed by its left neighbour X(i,j-1)) or "unet++" (every X(i,j),
+    # each fed by all of X(i,0..j-1)); every node X(i,j) also gets the up-sampled X(i+1,j-1).
     _C.MODEL.NESTED_FPN.SKIP = "unet++"
     # How a node merges its inputs: "concat" (the paper: concatenate, then the node conv) or
-    # "sum" (element-wise sum, then the node conv; cheaper).
+    # "sum" (element-wise sum, then the node conv; cheaper; MODEL.FPN.FUSE_TYPE "avg" makes it
+    # the mean; "avg" is rejected with "concat").
     _C.MODEL.NESTED_FPN.FUSION = "concat"
-    # Node conv block: "plain" (3x3 conv) or "separable" (depthwise 3x3 + pointwise 1x1).
+    # Node conv block, followed by norm and ReLU: "plain" (3x3 conv) or "separable"
+    # (depthwise 3x3 + norm, then pointwise 1x1).
     _C.MODEL.NESTED_FPN.NODE_CONV = "plain"
     # Normalization inside node conv blocks: "", "BN", "GN", "SyncBN", ... (get_norm names).
     _C.MODEL.NESTED_FPN.NORM = ""
@@ -37,4 +41,17 @@ def add_maskrcnnpp_config(cfg):
     # Write side-by-side ground truth | prediction pictures of the N images with the lowest
     # DSB score into OUTPUT_DIR/inference/worst_images (0: none).
     _C.TEST.NUCLEI.NUM_VIS = 0
+
+    # ---------------------------------------------------------------------------------------
+    # VGG-style encoder of the UNet++ paper (maskrcnnpp/modeling/backbone/vgg.py), registered
+    # as "build_vgg_backbone": stage k = 2x2 max-pool (k > 0) + two 3x3 conv + norm + ReLU,
+    # output "vgg{k}" at stride 2**k.
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.VGG = CN()
+    # Output channels of stages vgg0, vgg1, ... (the paper's UNet++: 32, 64, 128, 256, 512).
+    _C.MODEL.VGG.STAGE_CHANNELS = [32, 64, 128, 256, 512]
+    # Normalization after each conv: "", "BN", "GN", "SyncBN", ... (get_norm names).
+    _C.MODEL.VGG.NORM = "BN"
+    # Stage outputs to return; stages deeper than the deepest one listed are not built.
+    _C.MODEL.VGG.OUT_FEATURES = ["vgg0", "vgg1", "vgg2", "vgg3", "vgg4"]
     return cfg
