@@ -11,6 +11,7 @@ Detectron2's DefaultTrainer. Usual Detectron2 flags:
 Writes into OUTPUT_DIR: checkpoints, metrics.json, training_curves.png, final_metrics.json,
 and inference/<dataset>/ (COCO results, worst-image pictures when TEST.NUCLEI.NUM_VIS > 0).
 """
+import glob
 import json
 import logging
 import os
@@ -83,18 +84,29 @@ def setup(args):
 
 
 def _report(cfg, results, args):
-    """Print the metrics table and keep the numbers in OUTPUT_DIR/final_metrics.json."""
+    """Print the metrics table, beside the runs in sibling output folders scored on the same
+    dataset (e.g. output/quick/mask_rcnn_FPN next to output/quick/mask_rcnn_NestedFPN), and
+    keep the numbers in OUTPUT_DIR/final_metrics.json."""
     if not comm.is_main_process() or not results:
         return
     label = os.path.splitext(os.path.basename(args.config_file))[0] or "model"
     per_dataset = results if all(isinstance(v, dict) and "nuclei" in v for v in results.values()) \
         else {cfg.DATASETS.TEST[0]: results}
-    for dataset_name, res in per_dataset.items():
-        print(f"\nResults of {label} on {dataset_name}:")
-        print(format_results_table({label: res}))
-    path = os.path.join(cfg.OUTPUT_DIR, "final_metrics.json")
-    with atomic_open(path, "w") as f:
+    with atomic_open(os.path.join(cfg.OUTPUT_DIR, "final_metrics.json"), "w") as f:
         json.dump({"config_file": args.config_file, "results": per_dataset}, f, indent=2)
+    siblings = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(cfg.OUTPUT_DIR)), "*", "final_metrics.json")))
+    for dataset_name, res in per_dataset.items():
+        rows = {label: res}
+        for path in siblings:
+            if os.path.samefile(os.path.dirname(path), cfg.OUTPUT_DIR):
+                continue
+            with open(path) as f:
+                other = json.load(f)
+            if dataset_name in other.get("results", {}):
+                other_label = os.path.splitext(os.path.basename(other["config_file"]))[0]
+                rows[f"{other_label} ({os.path.basename(os.path.dirname(path))})"] = other["results"][dataset_name]
+        print(f"\nResults on {dataset_name} (COCO AP in %, nuclei metrics as fractions):")
+        print(format_results_table(rows))
 
 
 def main(args):
