@@ -40,6 +40,12 @@ def parse_args():
     parser.add_argument("--depth", type=int, default=50, help="MODEL.RESNETS.DEPTH")
     parser.add_argument("--out-channels", type=int, default=256, help="MODEL.FPN.OUT_CHANNELS")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--designs",
+        nargs="+",
+        metavar="SKIP/FUSION/NODE_CONV",
+        help="nested designs to time beside FPN, e.g. unet++/sum/separable (default: all)",
+    )
     return parser.parse_args()
 
 
@@ -63,13 +69,19 @@ def build_designs(args):
     """
     Returns:
         dict[str -> Backbone]: "FPN", then "nested <skip>/<fusion>/<node conv>" for every
-        combination, in eval mode on ``args.device``.
+        combination (those in ``args.designs`` if given), in eval mode on ``args.device``.
     """
+    all_designs = ["/".join(d) for d in itertools.product(SKIP_DESIGNS, FUSIONS, NODE_CONVS)]
+    unknown = sorted(set(args.designs or []) - set(all_designs))
+    if unknown:
+        raise ValueError(f"--designs: {unknown} unknown; choose among {all_designs}.")
     torch.manual_seed(0)
     designs = {"FPN": build_backbone(backbone_cfg(args, "build_resnet_fpn_backbone"))}
-    for skip, fusion, node_conv in itertools.product(SKIP_DESIGNS, FUSIONS, NODE_CONVS):
-        cfg = backbone_cfg(args, "build_resnet_nested_fpn_backbone", skip, fusion, node_conv)
-        designs[f"nested {skip}/{fusion}/{node_conv}"] = build_backbone(cfg)
+    for design in all_designs:
+        if args.designs and design not in args.designs:
+            continue
+        cfg = backbone_cfg(args, "build_resnet_nested_fpn_backbone", *design.split("/"))
+        designs[f"nested {design}"] = build_backbone(cfg)
     return {name: model.to(args.device).eval() for name, model in designs.items()}
 
 

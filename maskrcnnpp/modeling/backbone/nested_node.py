@@ -98,4 +98,4 @@ class NestedNode(nn.Module):
             fused.add_(below_blocks)
         if self.fusion == "avg":
             fused.mul_(1.0 / (self.num_same_level + 1))
-        return self.conv(fused.view(n, c, 2 * h, 2 * w))
+        return self.conv(fused.reshape(n, c, 2 * h, 2 * w))
