@@ -48,7 +48,7 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
             raise ValueError(f"overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
         try:
             cfg.merge_from_list(list(opts))
-        except KeyError as e:
+        except (KeyError, AssertionError) as e:  # yacs asserts on an unknown key here
             raise KeyError(f"command-line override: {e.args[0] if e.args else e}") from e
     resolve_device(cfg)
     if freeze:
