@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from multiprocessing import Pool
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -51,6 +50,7 @@ import pycocotools.mask as mask_util
 from tqdm import tqdm
 
 from maskrcnnpp.data.image_io import ImageReadError, read_image_rgb, read_mask
+from maskrcnnpp.utils.atomic_io import atomic_open
 
 IMAGES_DIRNAME = "stage1_train"
 CATEGORY = {"id": 1, "name": "nucleus", "supercategory": "nucleus"}
@@ -109,28 +109,9 @@ class ConvertJob(NamedTuple):
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds either its old or its new content.
-
-    The bytes go to a temporary file in the same folder, are flushed and fsync-ed, and the
-    file is renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows).
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:  # includes KeyboardInterrupt: never leave the temporary behind
-        try:
-            os.unlink(tmp_path)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write ``data`` to ``path`` so that ``path`` holds either its old or its new content."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_png(path: str, image: np.ndarray) -> None:
