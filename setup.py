@@ -8,7 +8,7 @@ from setuptools import find_packages, setup
 setup(
     name="maskrcnnpp",
     version="0.1.0",
-    description="Mask R-CNN++ (nested-dense FPN) and semantic UNet++ for Detectron2",
+    description="Mask R-CNN++ (nested-dense FPN) and nuclei tools for Detectron2",
     packages=find_packages(include=["maskrcnnpp", "maskrcnnpp.*"]),
     python_requires=">=3.10",
     # torch, torchvision and detectron2 are installed by tools/setup_env.sh (PyPI has no

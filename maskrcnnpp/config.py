@@ -40,7 +40,7 @@ def add_maskrcnnpp_config(cfg):
     # (COCO AP always uses every detection).
     _C.TEST.NUCLEI.SCORE_THRESH = 0.5
     # Write side-by-side ground truth | prediction pictures of the N images with the lowest
-    # DSB score into OUTPUT_DIR/inference/worst_images (0: none).
+    # DSB score into OUTPUT_DIR/inference/<dataset>/worst_images (0: none).
     _C.TEST.NUCLEI.NUM_VIS = 0
 
     # ---------------------------------------------------------------------------------------

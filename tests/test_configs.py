@@ -26,11 +26,7 @@ def test_config_merges_builds_and_runs(name):
     with torch.no_grad():
         outputs = model([{"image": torch.rand(3, height, width) * 255, "height": height, "width": width}])
     assert len(outputs) == 1
-    out = outputs[0]
-    if "instances" in out:
-        assert out["instances"].image_size == (height, width)
-    else:
-        assert out["sem_seg"].shape[-2:] == (height, width)
+    assert outputs[0]["instances"].image_size == (height, width)
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
@@ -45,6 +41,21 @@ def test_unknown_override_is_named():
         setup_cfg(str(CONFIG_DIR / "quick/mask_rcnn_FPN.yaml"), ["SOLVER.NOPE", "1"])
 
 
-def test_cuda_request_falls_back_to_cpu_when_absent():
-    cfg = setup_cfg(str(CONFIG_DIR / "quick/mask_rcnn_FPN.yaml"), ["MODEL.DEVICE", "cuda"])
-    assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")
+def test_cuda_request_falls_back_to_cpu_when_absent(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = setup_cfg(str(CONFIG_DIR / "quick/mask_rcnn_FPN.yaml"), ["MODEL.DEVICE", "cuda:0"])
+    assert cfg.MODEL.DEVICE == "cpu"
+
+
+def test_type_mismatch_names_file(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(f'_BASE_: "{CONFIG_DIR / "quick/mask_rcnn_FPN.yaml"}"\nSOLVER:\n  MAX_ITER: "many"\n')
+    with pytest.raises(ValueError, match=r"typo\.yaml.*SOLVER\.MAX_ITER"):
+        setup_cfg(str(bad))
+
+
+def test_missing_base_is_named(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text('_BASE_: "no_such_base.yaml"\n')
+    with pytest.raises(FileNotFoundError, match=r"no_such_base\.yaml.*a _BASE_ of .*child\.yaml"):
+        setup_cfg(str(child))

@@ -5,13 +5,13 @@
 #   bash tools/setup_env.sh
 #
 # Environment:
-#   PYTHON=python3.11        interpreter used to create .venv (default: python3)
+#   PYTHON=python3.11        interpreter used to create .venv (default: python3.11, else python3)
 #   DETECTRON2_SOURCE=SRC    build upstream Detectron2 with its compiled ops from SRC (a local
 #                            clone of facebookresearch/detectron2, or any pip-installable URL
 #                            of it) instead of the default pure-Python repackaged wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 VENV=.venv
 STAMP=$VENV/.maskrcnnpp-setup-complete
 # Changing any of these files invalidates the stamp and re-runs the installs.
@@ -25,6 +25,7 @@ rm -f "$STAMP"
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -c 'import sys; sys.version_info[:2] == (3, 11) or print("[setup] warning: tested with Python 3.11; torch 2.14.1 wheels are cached for 3.11 only")'
   "$PYTHON" -m venv "$VENV"
 fi
 PY=$VENV/bin/python

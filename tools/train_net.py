@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Train and evaluate maskrcnnpp models (Mask R-CNN, Mask R-CNN++, semantic UNet++) with
+Train and evaluate maskrcnnpp models (Mask R-CNN and Mask R-CNN++) with
 Detectron2's DefaultTrainer. Usual Detectron2 flags:
 
     python tools/train_net.py --config-file configs/quick/mask_rcnn_NestedFPN.yaml
@@ -90,8 +90,8 @@ def _report(cfg, results, args):
     if not comm.is_main_process() or not results:
         return
     label = os.path.splitext(os.path.basename(args.config_file))[0] or "model"
-    per_dataset = results if all(isinstance(v, dict) and "nuclei" in v for v in results.values()) \
-        else {cfg.DATASETS.TEST[0]: results}
+    # DefaultTrainer.test() returns {dataset: results}, flattened when there is one dataset
+    per_dataset = results if set(results) <= set(cfg.DATASETS.TEST) else {cfg.DATASETS.TEST[0]: results}
     with atomic_open(os.path.join(cfg.OUTPUT_DIR, "final_metrics.json"), "w") as f:
         json.dump({"config_file": args.config_file, "results": per_dataset}, f, indent=2)
     siblings = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(cfg.OUTPUT_DIR)), "*", "final_metrics.json")))
@@ -100,11 +100,17 @@ def _report(cfg, results, args):
         for path in siblings:
             if os.path.samefile(os.path.dirname(path), cfg.OUTPUT_DIR):
                 continue
-            with open(path) as f:
-                other = json.load(f)
-            if dataset_name in other.get("results", {}):
+            try:
+                with open(path) as f:
+                    other = json.load(f)
+                other_results = other["results"].get(dataset_name)
                 other_label = os.path.splitext(os.path.basename(other["config_file"]))[0]
-                rows[f"{other_label} ({os.path.basename(os.path.dirname(path))})"] = other["results"][dataset_name]
+            except (OSError, ValueError, KeyError, AttributeError) as e:
+                logging.getLogger("maskrcnnpp").warning("skipping %s: unreadable (%s)", path, e)
+                continue
+            if other_results is not None:
+                folder = os.path.basename(os.path.dirname(path))
+                rows[other_label if folder == other_label else f"{other_label} ({folder})"] = other_results
         print(f"\nResults on {dataset_name} (COCO AP in %, nuclei metrics as fractions):")
         print(format_results_table(rows))
 

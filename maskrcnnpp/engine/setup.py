@@ -39,10 +39,16 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
     if config_file:
         try:
             cfg.merge_from_file(config_file)
-        except KeyError as e:
-            raise KeyError(f"{config_file}: {e.args[0] if e.args else e}") from e
+        except (KeyError, ValueError) as e:  # unknown key / type mismatch
+            raise type(e)(
+                f"{config_file} (or one of its _BASE_ files): {e.args[0] if e.args else e}"
+            ) from e
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"config file not found: {config_file}") from e
+            missing = e.filename or config_file
+            raise FileNotFoundError(
+                f"config file not found: {missing}"
+                + ("" if missing == config_file else f" (a _BASE_ of {config_file})")
+            ) from e
     if opts:
         if len(opts) % 2:
             raise ValueError(f"overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
@@ -50,6 +56,8 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
             cfg.merge_from_list(list(opts))
         except (KeyError, AssertionError) as e:  # yacs asserts on an unknown key here
             raise KeyError(f"command-line override: {e.args[0] if e.args else e}") from e
+        except ValueError as e:  # type mismatch
+            raise ValueError(f"command-line override: {e.args[0] if e.args else e}") from e
     resolve_device(cfg)
     if freeze:
         cfg.freeze()
