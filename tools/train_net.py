@@ -83,13 +83,20 @@ def setup(args):
     return cfg
 
 
+def _row_label(config_file, output_dir):
+    """A table row's name: the config's name, plus the output folder when it differs."""
+    name = os.path.splitext(os.path.basename(config_file))[0] or "model"
+    folder = os.path.basename(os.path.normpath(output_dir))
+    return name if folder == name else f"{name} ({folder})"
+
+
 def _report(cfg, results, args):
     """Print the metrics table, beside the runs in sibling output folders scored on the same
     dataset (e.g. output/quick/mask_rcnn_FPN next to output/quick/mask_rcnn_NestedFPN), and
     keep the numbers in OUTPUT_DIR/final_metrics.json."""
     if not comm.is_main_process() or not results:
         return
-    label = os.path.splitext(os.path.basename(args.config_file))[0] or "model"
+    label = _row_label(args.config_file, cfg.OUTPUT_DIR)
     # DefaultTrainer.test() returns {dataset: results}, flattened when there is one dataset
     per_dataset = results if set(results) <= set(cfg.DATASETS.TEST) else {cfg.DATASETS.TEST[0]: results}
     with atomic_open(os.path.join(cfg.OUTPUT_DIR, "final_metrics.json"), "w") as f:
@@ -104,13 +111,12 @@ def _report(cfg, results, args):
                 with open(path) as f:
                     other = json.load(f)
                 other_results = other["results"].get(dataset_name)
-                other_label = os.path.splitext(os.path.basename(other["config_file"]))[0]
+                other_label = _row_label(other["config_file"], os.path.dirname(path))
             except (OSError, ValueError, KeyError, AttributeError) as e:
                 logging.getLogger("maskrcnnpp").warning("skipping %s: unreadable (%s)", path, e)
                 continue
             if other_results is not None:
-                folder = os.path.basename(os.path.dirname(path))
-                rows[other_label if folder == other_label else f"{other_label} ({folder})"] = other_results
+                rows[other_label] = other_results
         print(f"\nResults on {dataset_name} (COCO AP in %, nuclei metrics as fractions):")
         print(format_results_table(rows))
 
