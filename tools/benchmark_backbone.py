@@ -12,6 +12,11 @@ processes share the cores). Prints a Markdown table with ratios to FPN.
 Example (the command behind the numbers in the nested FPN's report):
 
     python tools/benchmark_backbone.py --size 512 --threads 2 --runs 10
+
+Measured so (2-core CPU VM, no other job running, 2026-11-26; median of paired ratios to FPN,
+whose backbone took 310 ms): paper-faithful unet++/concat/plain 2.97x (3.86x the MACs),
+unet++/sum/plain 1.68x, unet++/concat/separable 1.84x, unet++/sum/separable 1.21x,
+unet+/sum/separable 1.19x, fpn/sum/separable 1.05x.
 """
 
 import argparse
