@@ -25,5 +25,9 @@ setup(
         "fvcore",
         "tifffile",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "scipy"]},
+    # "export": tools/export_model.py --format onnx writes with onnx and checks with onnxruntime.
+    extras_require={
+        "export": ["onnx", "onnxruntime"],
+        "test": ["pytest", "pytest-timeout", "scipy", "onnx", "onnxruntime"],
+    },
 )
