@@ -28,6 +28,8 @@ setup(
     # "export": tools/export_model.py --format onnx writes with onnx and checks with onnxruntime.
     extras_require={
         "export": ["onnx", "onnxruntime"],
+        # tools/benchmark.py: our UNet++ against segmentation_models_pytorch's UnetPlusPlus
+        "bench": ["segmentation-models-pytorch>=0.4"],
         "test": ["pytest", "pytest-timeout", "scipy", "onnx", "onnxruntime"],
     },
 )
