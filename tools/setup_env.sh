@@ -46,8 +46,8 @@ else
   $PIP install -q "$WHEEL"
 fi
 
-echo "[setup] installing maskrcnnpp (editable) with its test extras"
-$PIP install -q -e ".[test]"
+echo "[setup] installing maskrcnnpp (editable) with its test and bench extras"
+$PIP install -q -e ".[test,bench]"
 $PIP check
 echo "$FINGERPRINT" > "$STAMP"
 echo "[setup] done: $($PY -c 'import torch, detectron2, maskrcnnpp; print("torch", torch.__version__, "| detectron2", detectron2.__version__)')"
