@@ -44,6 +44,21 @@ def add_maskrcnnpp_config(cfg):
     _C.TEST.NUCLEI.NUM_VIS = 0
 
     # ---------------------------------------------------------------------------------------
+    # Prediction on users' images (tools/predict.py, maskrcnnpp/inference/).
+    # ---------------------------------------------------------------------------------------
+    _C.TEST.PREDICT = CN()
+    # Images whose height or width exceeds this many pixels are predicted tile by tile.
+    _C.TEST.PREDICT.MAX_UNTILED_SIZE = 1024
+    # Side of the square tiles, in pixels of the original image (each tile then goes through
+    # the model's usual test resize, INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST).
+    _C.TEST.PREDICT.TILE_SIZE = 512
+    # Minimum overlap of neighbouring tiles, in pixels; must be at least the diameter of the
+    # largest nucleus, so that every nucleus lies whole inside the tile that keeps it.
+    _C.TEST.PREDICT.TILE_OVERLAP = 128
+    # Nuclei with score >= this value are written (label image, CSV, COCO results).
+    _C.TEST.PREDICT.SCORE_THRESH = 0.5
+
+    # ---------------------------------------------------------------------------------------
     # VGG-style encoder of the UNet++ paper (maskrcnnpp/modeling/backbone/vgg.py), registered
     # as "build_vgg_backbone": stage k = 2x2 max-pool (k > 0) + two 3x3 conv + norm + ReLU,
     # output "vgg{k}" at stride 2**k.
