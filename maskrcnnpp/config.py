@@ -70,4 +70,55 @@ def add_maskrcnnpp_config(cfg):
     _C.MODEL.VGG.NORM = "BN"
     # Stage outputs to return; stages deeper than the deepest one listed are not built.
     _C.MODEL.VGG.OUT_FEATURES = ["vgg0", "vgg1", "vgg2", "vgg3", "vgg4"]
+    # ---------------------------------------------------------------------------------------
+    # Semantic UNet++ (maskrcnnpp/modeling/meta_arch/semantic_unetpp.py), meta-architecture
+    # "SemanticUNetPlusPlus". Decoder nodes X(i,j) = two 3x3 conv + norm + ReLU over the
+    # concatenated same-level nodes and the 2x2-transposed-conv up-sampled X(i+1,j-1).
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.UNETPP = CN()
+    # Registry name (BACKBONE_REGISTRY) of the encoder: "build_vgg_backbone" (the paper's,
+    # MODEL.VGG.*), "build_resnet_encoder_backbone" (Detectron2's ResNet, MODEL.RESNETS.*, plus
+    # "res1" at stride 2) or any backbone whose IN_FEATURES strides double level to level.
+    _C.MODEL.UNETPP.ENCODER = "build_vgg_backbone"
+    # Encoder outputs X(0..L-1, 0), finest first; L - 1 decoder columns (the paper: L = 5).
+    _C.MODEL.UNETPP.IN_FEATURES = ["vgg0", "vgg1", "vgg2", "vgg3", "vgg4"]
+    # "unet" (U-Net's decoder), "unet+" (nested nodes, each fed by its left neighbour) or
+    # "unet++" (nested nodes fed by all nodes on their left). Wide U-Net: "unet" with wider
+    # MODEL.VGG.STAGE_CHANNELS.
+    _C.MODEL.UNETPP.SKIP = "unet++"
+    # Output channels of the decoder nodes of levels 0..L-2; empty: the encoder's channels of
+    # each level (the paper).
+    _C.MODEL.UNETPP.DECODER_CHANNELS = []
+    # Normalization in the decoder nodes ("", "BN", "GN", ...: get_norm names).
+    _C.MODEL.UNETPP.NORM = "BN"
+    # Classes including the background (class 0). 2: one sigmoid logit per head (the paper).
+    _C.MODEL.UNETPP.NUM_CLASSES = 2
+    # Heads on every top-row node X(0,1..L-1), each trained with the hybrid loss (needs
+    # "unet+" or "unet++"); False: one head on X(0,L-1).
+    _C.MODEL.UNETPP.DEEP_SUPERVISION = True
+    # Loss weight of each head in column order; empty: 1 for every head.
+    _C.MODEL.UNETPP.LOSS_WEIGHTS = []
+    # Weight of the cross-entropy term in the hybrid loss CE_WEIGHT * CE + (1 - Dice); the
+    # paper's 0.5.
+    _C.MODEL.UNETPP.CE_WEIGHT = 0.5
+    # Target value of unlabelled pixels (and of the padding added in training).
+    _C.MODEL.UNETPP.IGNORE_VALUE = 255
+    # Inference: 0 averages the probabilities of all heads (ensemble); k in 1..L-1 runs only
+    # the sub-network feeding X(0,k) (pruned UNet++ L_k: encoder levels > k are not computed).
+    _C.MODEL.UNETPP.TEST_LEVEL = 0
+    # Inference on images with a side above this many pixels runs on overlapping windows of
+    # this size, averaged where they overlap (0: whole images always).
+    _C.MODEL.UNETPP.SLIDING_WINDOW_SIZE = 512
+    # Fraction of a window shared with its neighbour, in [0, 1).
+    _C.MODEL.UNETPP.SLIDING_WINDOW_OVERLAP = 0.25
+
+    # ---------------------------------------------------------------------------------------
+    # Training inputs of semantic models (maskrcnnpp/data/semantic_patch_mapper.py).
+    # ---------------------------------------------------------------------------------------
+    _C.INPUT.SEMANTIC_PATCH = CN()
+    # Side of the random square patches cut from training images (the paper: 96); smaller
+    # images are padded (ignored label). Flips and 90-degree rotations are always applied.
+    _C.INPUT.SEMANTIC_PATCH.SIZE = 96
+    # Brightness and contrast are each scaled by a random factor in [1 - J, 1 + J] (0: off).
+    _C.INPUT.SEMANTIC_PATCH.INTENSITY_JITTER = 0.2
     return cfg

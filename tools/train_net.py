@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Train and evaluate maskrcnnpp models (Mask R-CNN and Mask R-CNN++) with
+Train and evaluate maskrcnnpp models (Mask R-CNN, Mask R-CNN++, semantic UNet++) with
 Detectron2's DefaultTrainer. Usual Detectron2 flags:
 
     python tools/train_net.py --config-file configs/quick/mask_rcnn_NestedFPN.yaml
@@ -18,6 +18,7 @@ import os
 import sys
 import weakref
 
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
@@ -31,6 +32,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
+from maskrcnnpp.data.build import build_nuclei_mapper
 from maskrcnnpp.engine import (
     AtomicDetectionCheckpointer,
     TrainingCurvesHook,
@@ -65,6 +67,16 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_nuclei_mapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=build_nuclei_mapper(cfg, is_train=False)
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

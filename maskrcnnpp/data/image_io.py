@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import tifffile
 
-__all__ = ["ImageReadError", "read_image_rgb", "read_mask"]
+__all__ = ["ImageReadError", "read_image_rgb", "read_label_image", "read_mask"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -171,3 +171,21 @@ def read_mask(path: PathLike) -> np.ndarray:
     if image.shape[2] == 2:  # gray + alpha
         return image[:, :, 0] != 0
     return np.any(image[:, :, :3] != 0, axis=2)
+
+
+def read_label_image(path: PathLike) -> np.ndarray:
+    """Read a single-channel label image (a semantic segmentation's class per pixel).
+
+    Returns:
+        np.ndarray: (H, W) with the stored integer values unchanged (no stretch).
+
+    Raises:
+        ImageReadError: as :func:`read_image_rgb`, or the file has several channels or
+            non-integer pixels.
+    """
+    path, image = _decode(path)
+    if image.ndim != 2:
+        raise ImageReadError(path, f"a label image must have one channel, got shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.integer):
+        raise ImageReadError(path, f"a label image must hold integers, got {image.dtype}")
+    return image

@@ -1,2 +1,4 @@
-"""Models: the nested-dense FPN backbone (Mask R-CNN++)."""
-from .backbone import nested_fpn  # noqa: F401  registers the nested FPN backbone builders
+"""Models: the nested-dense FPN backbone (Mask R-CNN++), the UNet++ encoders and the semantic
+UNet++ meta-architecture."""
+from . import backbone  # noqa: F401  registers the nested FPN, VGG and ResNet-encoder backbones
+from . import meta_arch  # noqa: F401  registers SemanticUNetPlusPlus

@@ -78,6 +78,18 @@ class VGG(Backbone):
             dict[str->Tensor]: "vgg{k}" -> (N, stage_channels[k], H / 2**k, W / 2**k)
             (sizes rounded down) for every requested output.
         """
+        return self.forward_up_to(x, self._out_features[-1])
+
+    def forward_up_to(self, x, last_feature: str):
+        """
+        Like :meth:`forward`, but stops after the stage that computes ``last_feature`` (one of
+        the requested outputs): deeper stages are not run.
+
+        Returns:
+            dict[str->Tensor]: the requested outputs up to and including ``last_feature``.
+        """
+        if last_feature not in self._out_features:
+            raise ValueError(f"{last_feature!r} is not an output of this VGG: {self._out_features}")
         outputs = {}
         for k, name in enumerate(self._stage_names):
             if k > 0:
@@ -85,6 +97,8 @@ class VGG(Backbone):
             x = getattr(self, name)(x)
             if name in self._out_features:
                 outputs[name] = x
+            if name == last_feature:
+                break
         return outputs
 
     def output_shape(self):

@@ -1,0 +1,132 @@
+"""
+Dataset mapper of semantic models: random patches with flips, 90-degree rotations and
+intensity jitter in training; whole images at test time.
+"""
+
+import copy
+import logging
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from detectron2.config import configurable
+
+from .image_io import ImageReadError, read_image_rgb, read_label_image
+
+__all__ = ["SemanticPatchDatasetMapper", "random_patch"]
+
+logger = logging.getLogger(__name__)
+
+
+def random_patch(
+    image: np.ndarray, labels: np.ndarray, size: int, ignore_value: int, rng: np.random.Generator
+) -> Tuple[np.ndarray, np.ndarray]:
+    """
+    A random ``size`` x ``size`` patch of ``image`` (H, W, C) and ``labels`` (H, W), chosen
+    uniformly among the positions inside the image. A side shorter than ``size`` is padded at
+    its end: image with 0, labels with ``ignore_value``.
+    """
+    height, width = labels.shape
+    pad_h, pad_w = max(0, size - height), max(0, size - width)
+    if pad_h or pad_w:
+        image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
+        labels = np.pad(labels, ((0, pad_h), (0, pad_w)), constant_values=ignore_value)
+        height, width = labels.shape
+    y = int(rng.integers(0, height - size + 1))
+    x = int(rng.integers(0, width - size + 1))
+    return image[y : y + size, x : x + size], labels[y : y + size, x : x + size]
+
+
+class SemanticPatchDatasetMapper:
+    """
+    Maps a dataset dict with ``file_name`` and ``sem_seg_file_name`` to the inputs of a
+    semantic model: ``"image"`` (3, H, W) uint8 RGB and, in training, ``"sem_seg"`` (H, W)
+    int64.
+
+    Training: a random ``patch_size`` patch (padded with the ignore value when the image is
+    smaller), a random horizontal flip, vertical flip and rotation by a multiple of 90
+    degrees (the 8 symmetries of the square), then brightness and contrast each scaled by a
+    random factor in [1 - jitter, 1 + jitter]. An image or label file that cannot be read
+    is logged with the file and the reason and the record is skipped (Detectron2's loader
+    draws another). Test: the whole image; unreadable files raise :class:`ImageReadError`.
+    """
+
+    @configurable
+    def __init__(
+        self, *, is_train: bool, patch_size: int, intensity_jitter: float, ignore_value: int
+    ):
+        """
+        Args:
+            is_train (bool): training (patches, augmentation, labels) or test (whole images).
+            patch_size (int): side of the square training patches.
+            intensity_jitter (float): J in [0, 1): brightness and contrast factors are
+                drawn from [1 - J, 1 + J].
+            ignore_value (int): label of padded pixels.
+        """
+        if patch_size < 1 or not 0.0 <= intensity_jitter < 1.0:
+            raise ValueError(
+                f"INPUT.SEMANTIC_PATCH: SIZE must be >= 1 and INTENSITY_JITTER in [0, 1), got "
+                f"{patch_size} and {intensity_jitter}."
+            )
+        self.is_train = is_train
+        self.patch_size = patch_size
+        self.intensity_jitter = intensity_jitter
+        self.ignore_value = ignore_value
+        self._rng = None
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        return {
+            "is_train": is_train,
+            "patch_size": cfg.INPUT.SEMANTIC_PATCH.SIZE,
+            "intensity_jitter": cfg.INPUT.SEMANTIC_PATCH.INTENSITY_JITTER,
+            "ignore_value": cfg.MODEL.UNETPP.IGNORE_VALUE,
+        }
+
+    @property
+    def rng(self) -> np.random.Generator:
+        # Seeded from numpy's global state, which Detectron2 seeds per data-loader worker.
+        if self._rng is None:
+            self._rng = np.random.default_rng(np.random.randint(2**31))
+        return self._rng
+
+    def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
+        dataset_dict = copy.copy(dataset_dict)
+        if not self.is_train:
+            image = read_image_rgb(dataset_dict["file_name"])
+            dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            return dataset_dict
+        try:
+            image = read_image_rgb(dataset_dict["file_name"])
+            labels = read_label_image(dataset_dict["sem_seg_file_name"])
+        except ImageReadError as e:
+            logger.warning(f"Skipping a training image: {e}")
+            return None
+        if labels.shape != image.shape[:2]:
+            logger.warning(
+                f"Skipping a training image: {dataset_dict['file_name']} is "
+                f"{image.shape[1]}x{image.shape[0]} but its labels "
+                f"{dataset_dict['sem_seg_file_name']} are {labels.shape[1]}x{labels.shape[0]}."
+            )
+            return None
+        image, labels = self._augment(image, labels.astype(np.int64))
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        dataset_dict["sem_seg"] = torch.as_tensor(np.ascontiguousarray(labels))
+        return dataset_dict
+
+    def _augment(self, image: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        rng = self.rng
+        image, labels = random_patch(image, labels, self.patch_size, self.ignore_value, rng)
+        if rng.random() < 0.5:
+            image, labels = image[:, ::-1], labels[:, ::-1]
+        if rng.random() < 0.5:
+            image, labels = image[::-1], labels[::-1]
+        quarter_turns = int(rng.integers(0, 4))
+        image, labels = np.rot90(image, quarter_turns), np.rot90(labels, quarter_turns)
+        if self.intensity_jitter > 0:
+            brightness, contrast = rng.uniform(1 - self.intensity_jitter, 1 + self.intensity_jitter, 2)
+            pixels = image.astype(np.float32) * brightness
+            pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
+            image = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        return image, labels

@@ -1,0 +1,105 @@
+"""
+Detectron2's ResNet as a U-Net encoder: its maps at strides 4..32 ("res2".."res5") plus the
+stem's conv output at stride 2 ("res1"), so that a decoder can come back to stride 2.
+"""
+
+import torch.nn.functional as F
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone, ResNet, build_resnet_backbone
+
+__all__ = ["ResNetEncoder", "build_resnet_encoder_backbone"]
+
+_RESNET_STAGES = ("res2", "res3", "res4", "res5")
+
+
+class ResNetEncoder(Backbone):
+    """
+    Wraps a Detectron2 :class:`ResNet` with a :class:`BasicStem` (conv1 with stride 2 + ReLU,
+    then a 3x3 max-pool with stride 2). Output "res1" is the stem's map before the max-pool
+    (stride 2, ``stem.out_channels`` channels); "res2".."res5" are the ResNet's own. The
+    wrapped network is ``self.resnet``, so its parameters keep ResNet's names after that
+    prefix and Detectron2's checkpoint matching loads ImageNet ResNet weights into it.
+    """
+
+    def __init__(self, resnet: ResNet, out_features):
+        """
+        Args:
+            resnet (ResNet): built with the requested "res2".."res5" outputs (or "stem" when
+                none is requested).
+            out_features (list[str]): outputs to return, among "res1".."res5".
+        """
+        super().__init__()
+        available = ("res1",) + tuple(resnet.stage_names)
+        unknown = [name for name in out_features if name not in available]
+        if not out_features or unknown:
+            raise ValueError(
+                f"ResNet encoder outputs {list(out_features)}: must be a non-empty subset of "
+                f"{list(available)}."
+            )
+        self.resnet = resnet
+        self._out_features = [name for name in available if name in out_features]
+        self._out_feature_strides = {"res1": resnet.stem.stride // 2}
+        self._out_feature_channels = {"res1": resnet.stem.out_channels}
+        for name in resnet.stage_names:
+            self._out_feature_strides[name] = resnet._out_feature_strides[name]
+            self._out_feature_channels[name] = resnet._out_feature_channels[name]
+
+    def forward(self, x):
+        """
+        Args:
+            x (Tensor): (N, C, H, W), H and W divisible by :attr:`size_divisibility`.
+
+        Returns:
+            dict[str->Tensor]: name -> (N, channels, H / stride, W / stride).
+        """
+        return self.forward_up_to(x, self._out_features[-1])
+
+    def forward_up_to(self, x, last_feature: str):
+        """
+        Like :meth:`forward`, but stops after computing ``last_feature``: deeper stages are
+        not run.
+        """
+        if last_feature not in self._out_features:
+            raise ValueError(f"{last_feature!r} is not an output of this encoder: {self._out_features}")
+        outputs = {}
+        stem = self.resnet.stem
+        x = F.relu_(stem.conv1(x))
+        if "res1" in self._out_features:
+            outputs["res1"] = x
+        if last_feature == "res1":
+            return outputs
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        for name, stage in zip(self.resnet.stage_names, self.resnet.stages):
+            x = stage(x)
+            if name in self._out_features:
+                outputs[name] = x
+            if name == last_feature:
+                break
+        return outputs
+
+    def output_shape(self):
+        return {
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
+            for name in self._out_features
+        }
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_encoder_backbone(cfg, input_shape: ShapeSpec):
+    """
+    A :class:`ResNetEncoder` over ``build_resnet_backbone``; MODEL.RESNETS.OUT_FEATURES may
+    list "res1" besides "res2".."res5".
+
+    Returns:
+        ResNetEncoder
+    """
+    out_features = list(cfg.MODEL.RESNETS.OUT_FEATURES)
+    resnet_cfg = cfg.clone()
+    resnet_cfg.defrost()
+    stages = [name for name in out_features if name in _RESNET_STAGES]
+    resnet_cfg.MODEL.RESNETS.OUT_FEATURES = stages or ["stem"]
+    resnet = build_resnet_backbone(resnet_cfg, input_shape)
+    return ResNetEncoder(resnet, out_features)

@@ -1,0 +1,309 @@
+"""
+Semantic UNet++ (DESIGN.md section 4) as a Detectron2 meta-architecture: any registered
+encoder, a U-Net / UNet+ / UNet++ decoder, deep supervision with the hybrid loss, and
+inference from the ensemble of heads or from a pruned sub-network.
+"""
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, Backbone
+from detectron2.modeling.backbone import ResNet
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+
+from ..unetpp.hybrid_loss import hybrid_loss, segmentation_probabilities
+from ..unetpp.nested_decoder import NestedDecoder
+from ..unetpp.sliding_window import sliding_window_predict
+
+__all__ = ["SemanticUNetPlusPlus"]
+
+logger = logging.getLogger(__name__)
+
+
+def _registered_name(registry, name: str, key: str) -> str:
+    if name not in registry:
+        raise KeyError(
+            f"{key} {name!r} is not registered in {registry._name}; registered: "
+            f"{sorted(k for k, _ in registry)}."
+        )
+    return name
+
+
+@META_ARCH_REGISTRY.register()
+class SemanticUNetPlusPlus(nn.Module):
+    """
+    Encoder ``X(i, 0)`` (the encoder's ``in_features``, strides doubling from level to level),
+    :class:`NestedDecoder`, and 1x1 conv heads on top-row nodes ``X(0, j)``.
+
+    Heads: with deep supervision, one per top-row node ``X(0, 1..D)`` (D = L - 1 decoder
+    columns; UNet+ and UNet++ only); without, one on ``X(0, D)``. A head predicts one logit
+    (binary: sigmoid foreground) when ``num_classes == 2``, else ``num_classes`` logits
+    (softmax). Head ``j`` is the submodule ``heads.x_0_{j}``.
+
+    Training: the loss of head j is ``loss_weights[j] * hybrid_loss`` at the input's
+    resolution (logits up-sampled bilinearly when the top row's stride is above 1).
+
+    Inference (``test_level``): 0 averages the probabilities of all heads (the ensemble;
+    the single head without deep supervision); k in 1..D runs only the sub-network that feeds
+    ``X(0, k)`` -- encoder levels 0..k and decoder nodes with i + j <= k -- and returns head
+    k. Images with a side above ``sliding_window_size`` are predicted window by window.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        encoder: Backbone,
+        in_features: Sequence[str],
+        decoder_channels: Sequence[int],
+        skip: str,
+        norm: str,
+        num_classes: int,
+        deep_supervision: bool,
+        loss_weights: Sequence[float],
+        ce_weight: float,
+        ignore_value: int,
+        test_level: int,
+        sliding_window_size: int,
+        sliding_window_overlap: float,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+    ):
+        """
+        Args:
+            encoder (Backbone): produces ``in_features``.
+            in_features (list[str]): encoder outputs ``X(0..L-1, 0)``, finest first, each
+                stride twice the previous one.
+            decoder_channels (list[int]): channels of the decoder nodes of levels 0..L-2;
+                empty: the encoder's channels at each level (the paper's U-Net / UNet++).
+            skip (str): "unet", "unet+" or "unet++".
+            norm (str): normalization in the decoder nodes, a :func:`get_norm` name.
+            num_classes (int): classes including the background (class 0); 2 is binary.
+            deep_supervision (bool): a head on every top-row node (else on the last only).
+            loss_weights (list[float]): one weight per head, in column order; empty: all 1.
+            ce_weight (float): weight of the cross-entropy term of the hybrid loss.
+            ignore_value (int): target value of pixels without a label.
+            test_level (int): 0 (ensemble of heads) or k in 1..L-1 (pruned at level k).
+            sliding_window_size (int): images with a side above this are predicted in
+                windows of this size (0: never).
+            sliding_window_overlap (float): fraction of a window shared with its neighbour.
+            pixel_mean, pixel_std (list[float]): input normalization, one value per channel.
+        """
+        super().__init__()
+        shapes = encoder.output_shape()
+        missing = [name for name in in_features if name not in shapes]
+        if missing or len(in_features) < 2:
+            raise ValueError(
+                f"MODEL.UNETPP.IN_FEATURES {list(in_features)}: need >= 2 outputs of the encoder "
+                f"{type(encoder).__name__}, which produces {sorted(shapes)}."
+            )
+        strides = [shapes[name].stride for name in in_features]
+        if any(b != 2 * a for a, b in zip(strides, strides[1:])):
+            raise ValueError(
+                f"MODEL.UNETPP.IN_FEATURES {list(in_features)} have strides {strides}; each must "
+                f"be twice the previous one."
+            )
+        in_channels = [shapes[name].channels for name in in_features]
+        num_levels = len(in_features)
+        depth = num_levels - 1
+        if not decoder_channels:
+            decoder_channels = in_channels[:depth]
+        if len(decoder_channels) != depth:
+            raise ValueError(
+                f"MODEL.UNETPP.DECODER_CHANNELS {list(decoder_channels)}: need {depth} entries "
+                f"(levels 0..{depth - 1}) for IN_FEATURES {list(in_features)}, or none."
+            )
+        if num_classes < 2:
+            raise ValueError(f"MODEL.UNETPP.NUM_CLASSES must be >= 2 (with background), got {num_classes}.")
+        self.encoder = encoder
+        self.in_features = list(in_features)
+        self.decoder = NestedDecoder(
+            in_channels=in_channels, channels=decoder_channels, skip=skip, norm=norm
+        )
+        if deep_supervision and skip == "unet":
+            raise ValueError(
+                "MODEL.UNETPP.DEEP_SUPERVISION needs top-row nodes X(0, 1..L-2), which the "
+                "'unet' skip design does not have; use SKIP 'unet+' or 'unet++', or turn it off."
+            )
+        self.head_columns = list(range(1, depth + 1)) if deep_supervision else [depth]
+        if loss_weights and len(loss_weights) != len(self.head_columns):
+            raise ValueError(
+                f"MODEL.UNETPP.LOSS_WEIGHTS {list(loss_weights)}: need one weight per head "
+                f"(columns {self.head_columns}), or none."
+            )
+        self.loss_weights = list(loss_weights) or [1.0] * len(self.head_columns)
+        head_outputs = 1 if num_classes == 2 else num_classes
+        self.heads = nn.ModuleDict(
+            {f"x_0_{j}": nn.Conv2d(self.decoder.out_channels, head_outputs, 1) for j in self.head_columns}
+        )
+        self.num_classes = num_classes
+        self.ce_weight = ce_weight
+        self.ignore_value = ignore_value
+        self.top_row_stride = strides[0]
+        self.size_divisibility = strides[-1]
+        self.test_level = test_level
+        self.sliding_window_size = sliding_window_size
+        self.sliding_window_overlap = sliding_window_overlap
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        c = cfg.MODEL.UNETPP
+        name = _registered_name(BACKBONE_REGISTRY, c.ENCODER, "MODEL.UNETPP.ENCODER")
+        encoder = BACKBONE_REGISTRY.get(name)(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        return {
+            "encoder": encoder,
+            "in_features": list(c.IN_FEATURES),
+            "decoder_channels": list(c.DECODER_CHANNELS),
+            "skip": c.SKIP,
+            "norm": c.NORM,
+            "num_classes": c.NUM_CLASSES,
+            "deep_supervision": c.DEEP_SUPERVISION,
+            "loss_weights": list(c.LOSS_WEIGHTS),
+            "ce_weight": c.CE_WEIGHT,
+            "ignore_value": c.IGNORE_VALUE,
+            "test_level": c.TEST_LEVEL,
+            "sliding_window_size": c.SLIDING_WINDOW_SIZE,
+            "sliding_window_overlap": c.SLIDING_WINDOW_OVERLAP,
+            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": list(cfg.MODEL.PIXEL_STD),
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    @property
+    def test_level(self) -> int:
+        return self._test_level
+
+    @test_level.setter
+    def test_level(self, level: int):
+        """0 (ensemble) or k in 1..D with a head on X(0, k); checked here so that a bad
+        MODEL.UNETPP.TEST_LEVEL fails when the model is built, not after training."""
+        if level != 0 and level not in self.head_columns:
+            raise ValueError(
+                f"MODEL.UNETPP.TEST_LEVEL {level}: this model has heads on columns "
+                f"{self.head_columns}; use 0 (ensemble) or one of them."
+            )
+        self._test_level = level
+
+    # ------------------------------------------------------------------------------------
+    def head_logits(self, images: torch.Tensor, depth: Optional[int] = None) -> Dict[int, torch.Tensor]:
+        """
+        Args:
+            images (Tensor): normalized (N, C, H, W), H and W divisible by
+                :attr:`size_divisibility`.
+            depth (int): run the sub-network of ``X(0, depth)`` only (encoder levels
+                0..depth); default: the whole network.
+
+        Returns:
+            dict[int -> Tensor]: column j -> head logits (N, K, H, W), for each head with
+            j <= depth.
+        """
+        depth = depth or len(self.in_features) - 1
+        features = self._encoder_features(images, depth)
+        top_row = self.decoder(features, depth)
+        logits = {}
+        for j in self.head_columns:
+            if j <= depth:
+                out = self.heads[f"x_0_{j}"](top_row[j])
+                if self.top_row_stride != 1:
+                    out = F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+                logits[j] = out
+        return logits
+
+    def _encoder_features(self, images: torch.Tensor, depth: int) -> List[torch.Tensor]:
+        """The encoder maps of levels 0..depth; encoders with ``forward_up_to`` (VGG,
+        ResNetEncoder) and Detectron2's ResNet stop after level ``depth``."""
+        names = self.in_features[: depth + 1]
+        if hasattr(self.encoder, "forward_up_to"):
+            features = self.encoder.forward_up_to(images, names[-1])
+        elif isinstance(self.encoder, ResNet):
+            features, x = {}, self.encoder.stem(images)
+            if "stem" in names:
+                features["stem"] = x
+            for name, stage in zip(self.encoder.stage_names, self.encoder.stages):
+                if names[-1] in features:
+                    break
+                x = stage(x)
+                features[name] = x
+        else:
+            features = self.encoder(images)
+        return [features[name] for name in names]
+
+    def _normalize(self, image: torch.Tensor) -> torch.Tensor:
+        return (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+
+    def _pad(self, tensors: List[torch.Tensor], pad_value: float) -> ImageList:
+        return ImageList.from_tensors(tensors, self.size_divisibility, pad_value=pad_value)
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs (list[dict]): per image, "image" (C, H, W) in the model's input
+                format; in training also "sem_seg" (H, W) long targets; optionally "height",
+                "width" (the output size, default the input size).
+
+        Returns:
+            Training: dict of losses ``"loss_sem_seg_x_0_{j}"``, one per head.
+            Inference: list[dict], per image ``{"sem_seg": (C, height, width)}`` class
+            probabilities (C = num_classes; class 0 the background).
+        """
+        if self.training:
+            return self._losses(batched_inputs)
+        return [self._predict_one(x) for x in batched_inputs]
+
+    def _losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        if any("sem_seg" not in x for x in batched_inputs):
+            raise ValueError("SemanticUNetPlusPlus needs 'sem_seg' targets in training inputs.")
+        images = self._pad([self._normalize(x["image"]) for x in batched_inputs], 0.0)
+        targets = self._pad(
+            [x["sem_seg"].to(self.device) for x in batched_inputs], self.ignore_value
+        ).tensor.long()
+        logits = self.head_logits(images.tensor)
+        return {
+            f"loss_sem_seg_x_0_{j}": weight
+            * hybrid_loss(logits[j], targets, ignore_value=self.ignore_value, ce_weight=self.ce_weight)
+            for j, weight in zip(self.head_columns, self.loss_weights)
+        }
+
+    def predict_probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            image (Tensor): one normalized image (C_in, H, W), any H, W >= 1.
+
+        Returns:
+            Tensor: (C, H, W) class probabilities from the heads chosen by :attr:`test_level`.
+        """
+        height, width = image.shape[-2:]
+        padded = self._pad([image], 0.0).tensor
+        if self.test_level == 0:
+            logits = list(self.head_logits(padded).values())
+        else:
+            logits = [self.head_logits(padded, self.test_level)[self.test_level]]
+        probs = sum(segmentation_probabilities(x) for x in logits) / len(logits)
+        return probs[0, :, :height, :width]
+
+    def _predict_one(self, inputs: Dict) -> Dict[str, torch.Tensor]:
+        image = self._normalize(inputs["image"])
+        height, width = image.shape[-2:]
+        if self.sliding_window_size and max(height, width) > self.sliding_window_size:
+            probs = sliding_window_predict(
+                image,
+                self.predict_probabilities,
+                window=self.sliding_window_size,
+                overlap=self.sliding_window_overlap,
+            )
+        else:
+            probs = self.predict_probabilities(image)
+        out_h, out_w = inputs.get("height", height), inputs.get("width", width)
+        return {"sem_seg": sem_seg_postprocess(probs, (height, width), out_h, out_w)}
