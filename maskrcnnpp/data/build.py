@@ -1,7 +1,6 @@
 """The dataset mapper each kind of model trains and is tested with."""
 
-from detectron2.data import DatasetMapper
-
+from .instance_mapper import InstanceDatasetMapper
 from .semantic_patch_mapper import SemanticPatchDatasetMapper
 
 __all__ = ["SEMANTIC_META_ARCHITECTURES", "build_nuclei_mapper"]
@@ -14,8 +13,9 @@ def build_nuclei_mapper(cfg, is_train: bool):
     """
     Returns:
         callable: :class:`SemanticPatchDatasetMapper` for the semantic meta-architectures,
-        Detectron2's :class:`DatasetMapper` for instance models.
+        :class:`InstanceDatasetMapper` (Detectron2's ``DatasetMapper`` reading images with
+        ``read_image_rgb`` and skipping unreadable training images) for instance models.
     """
     if cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES:
         return SemanticPatchDatasetMapper(cfg, is_train=is_train)
-    return DatasetMapper(cfg, is_train=is_train)
+    return InstanceDatasetMapper(cfg, is_train=is_train)
