@@ -1,0 +1,168 @@
+"""Export a built model to TorchScript or ONNX, check the export against the eager model on
+sample images, and only then write it (atomically) with a description of its inputs and
+outputs."""
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Dict, Optional, Sequence
+
+from detectron2.export import dump_torchscript_IR
+from detectron2.modeling import GeneralizedRCNN
+from torch import nn
+
+from ..utils.atomic_io import atomic_open
+from .onnx_export import DEFAULT_ONNX_OPSET, export_onnx_bytes, load_onnx
+from .output_check import OutputTolerance, check_exported_outputs
+from .sample_inputs import SampleInput
+from .torchscript_export import load_torchscript, torchscript_bytes, trace_torchscript
+from .traceable_model import build_traceable_model, flattened_output_names, run_eager
+
+__all__ = ["EXPORT_FORMATS", "EXPORT_INFO_FILE", "export_model"]
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx"}
+"""Format -> name of the model file written into the output folder."""
+EXPORT_INFO_FILE = "export_info.json"
+
+_RCNN_POSTPROCESSING = (
+    "Outputs stop before Detectron2's detector_postprocess: boxes are in the coordinates of "
+    "the (resized) input image, pred_masks are (R, 1, M, M) mask probabilities per box. To get "
+    "results on the original image, scale the boxes by (width / input width, height / input "
+    "height) and paste the masks into the image (detectron2.layers.paste_masks_in_image, "
+    "threshold 0.5), or rebuild Instances and call "
+    "detectron2.modeling.postprocessing.detector_postprocess."
+)
+_SEMANTIC_POSTPROCESSING = (
+    "sem_seg is (K, H, W) at the size of the (resized) input image; resize it to the original "
+    "size (bilinear) before taking the per-pixel decision."
+)
+
+
+def _write_ir_dump(module, output_dir: str) -> None:
+    """Detectron2's TorchScript IR dump (code, graph, inlined graph, module tree), written to a
+    temporary folder and then renamed file by file into ``output_dir``."""
+    staging = tempfile.mkdtemp(prefix=".ts_ir.", dir=output_dir)
+    try:
+        dump_torchscript_IR(module, staging)
+        for name in sorted(os.listdir(staging)):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_model(
+    cfg,
+    model: nn.Module,
+    samples: Sequence[SampleInput],
+    *,
+    export_format: str,
+    output_dir: str,
+    opset: int = DEFAULT_ONNX_OPSET,
+    tolerance: OutputTolerance = OutputTolerance(),
+    dump_ir: bool = True,
+    config_file: Optional[str] = None,
+) -> Dict:
+    """
+    Trace ``model`` on ``samples[0]``, export it, load the export back from its bytes, run it
+    and the eager model on every sample, compare (``check_exported_outputs``), and write
+    ``<output_dir>/model.ts`` or ``model.onnx`` plus ``export_info.json``.
+
+    Args:
+        cfg: the model's config (device, input format and size, score threshold).
+        model: built from ``cfg``, weights loaded, in eval mode, on ``cfg.MODEL.DEVICE``.
+        samples: preprocessed images (``load_sample_inputs``); the first one is traced.
+        export_format: "torchscript" or "onnx".
+        opset: ONNX opset (ONNX only).
+        dump_ir: also write Detectron2's TorchScript IR dump (TorchScript only).
+
+    Returns:
+        The content of ``export_info.json``: file, input and output description, and the
+        check's report with the largest absolute difference per output.
+
+    Raises:
+        ExportMismatchError: the export computes something else; nothing is written.
+        OnnxExportError: an operator has no ONNX translation; nothing is written.
+    """
+    if export_format not in EXPORT_FORMATS:
+        raise ValueError(f"--format {export_format!r}: choose one of {sorted(EXPORT_FORMATS)}")
+    if not samples:
+        raise ValueError("export needs at least one sample image")
+    device = cfg.MODEL.DEVICE
+    start = time.perf_counter()
+    adapter = build_traceable_model(model, samples[0].image)
+    names = flattened_output_names(adapter)
+    eager = [run_eager(adapter, s.image) for s in samples]
+
+    if export_format == "torchscript":
+        module = trace_torchscript(adapter, samples[0].image)
+        data = torchscript_bytes(module)
+        run_exported = load_torchscript(data, device)
+    else:
+        module = None
+        data = export_onnx_bytes(adapter, samples[0].image, names, opset)
+        run_exported = load_onnx(data, device)
+    export_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    exported = [run_exported(s.image) for s in samples]
+    is_rcnn = isinstance(model, GeneralizedRCNN)
+    report = check_exported_outputs(
+        names,
+        eager,
+        exported,
+        [s.source for s in samples],
+        tolerance=tolerance,
+        score_threshold=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST if is_rcnn else None,
+    )
+    check_seconds = time.perf_counter() - start
+
+    os.makedirs(output_dir, exist_ok=True)
+    model_file = EXPORT_FORMATS[export_format]
+    if module is not None and dump_ir:
+        _write_ir_dump(module, output_dir)
+    with atomic_open(os.path.join(output_dir, model_file), "wb") as f:
+        f.write(data)
+    info = {
+        "format": export_format,
+        "file": model_file,
+        "opset": opset if export_format == "onnx" else None,
+        "config_file": config_file,
+        "weights": cfg.MODEL.WEIGHTS or None,
+        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+        "device": str(device),
+        "input": {
+            "name": "image",
+            "shape": "(C, H, W), any H and W",
+            "dtype": "float32",
+            "channels": cfg.INPUT.FORMAT,
+            "values": "0..255; the model subtracts MODEL.PIXEL_MEAN and divides by MODEL.PIXEL_STD",
+            "resize_before": {
+                "shortest_edge": cfg.INPUT.MIN_SIZE_TEST,
+                "max_size": cfg.INPUT.MAX_SIZE_TEST,
+            },
+        },
+        "outputs": names,
+        "samples": [
+            {
+                "source": s.source,
+                "input_size": list(s.image.shape[-2:]),
+                "original_size": [s.height, s.width],
+            }
+            for s in samples
+        ],
+        "postprocessing": (
+            _RCNN_POSTPROCESSING
+            if is_rcnn
+            else _SEMANTIC_POSTPROCESSING if "sem_seg" in names else None
+        ),
+        "export_seconds": round(export_seconds, 2),
+        "check_seconds": round(check_seconds, 2),
+        "check": report,
+    }
+    with atomic_open(os.path.join(output_dir, EXPORT_INFO_FILE), "w") as f:
+        json.dump(info, f, indent=2)
+    return info

@@ -1,0 +1,131 @@
+"""Sample images for tracing a model and for checking the exported model against it: the
+user's files, else the config's test dataset, else synthetic nuclei."""
+import glob
+import logging
+import os
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.data import transforms as T
+
+from ..data.image_io import read_image_rgb
+from ..data.synthetic_nuclei import generate_synthetic_nuclei_image
+
+__all__ = ["SampleInput", "expand_image_paths", "image_to_model_input", "load_sample_inputs"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class SampleInput:
+    """One preprocessed image, as Detectron2's ``DefaultPredictor`` feeds the model.
+
+    Attributes:
+        image: (C, H, W) float32 tensor on the model's device, pixel values 0..255 in the
+            channel order of ``cfg.INPUT.FORMAT``, resized by the test-time
+            ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``.
+        height, width: size of the original image, before the resize.
+        source: where it came from (a file, ``<dataset>:<file>`` or ``synthetic:<seed>``).
+    """
+
+    image: torch.Tensor
+    height: int
+    width: int
+    source: str
+
+
+def image_to_model_input(rgb: np.ndarray, cfg, device, source: str) -> SampleInput:
+    """
+    Args:
+        rgb: (H, W, 3) uint8 RGB image.
+        cfg: the model's config (``INPUT.FORMAT``, ``INPUT.MIN_SIZE_TEST``, ``INPUT.MAX_SIZE_TEST``).
+        device: where the tensor goes.
+    """
+    if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
+        raise ValueError(f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: export supports 'BGR' and 'RGB' inputs.")
+    height, width = rgb.shape[:2]
+    resize = T.ResizeShortestEdge(
+        [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+    )
+    image = resize.get_transform(rgb).apply_image(rgb)
+    if cfg.INPUT.FORMAT == "BGR":
+        image = image[:, :, ::-1]
+    tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=torch.float32)
+    return SampleInput(image=tensor.to(device), height=height, width=width, source=source)
+
+
+def expand_image_paths(paths: Sequence[str]) -> List[str]:
+    """Files as given; folders and glob patterns become the image files they hold, sorted.
+
+    Raises:
+        FileNotFoundError: naming a path that matches no image file.
+    """
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(
+                os.path.join(path, name)
+                for name in os.listdir(path)
+                if name.lower().endswith(IMAGE_SUFFIXES)
+            )
+        elif os.path.exists(path):
+            found = [path]
+        else:
+            found = sorted(p for p in glob.glob(path) if os.path.isfile(p))
+        if not found:
+            raise FileNotFoundError(f"--sample-image {path}: no such image file, folder or glob match")
+        files.extend(found)
+    return files
+
+
+def _test_dataset_images(cfg, count: int) -> List[str]:
+    """Up to ``count`` image files of ``cfg.DATASETS.TEST[0]``; [] when there is none or it
+    cannot be loaded (not registered, not prepared)."""
+    if not cfg.DATASETS.TEST:
+        return []
+    name = cfg.DATASETS.TEST[0]
+    try:
+        records = DatasetCatalog.get(name)
+    except (KeyError, FileNotFoundError, OSError) as e:
+        logger.warning("DATASETS.TEST %s cannot be loaded (%s): using synthetic images.", name, e)
+        return []
+    return [record["file_name"] for record in records[:count]]
+
+
+def load_sample_inputs(
+    cfg, image_paths: Sequence[str] = (), *, count: int = 2, synthetic_size: int = 256
+) -> List[SampleInput]:
+    """
+    Args:
+        cfg: the model's config; ``cfg.MODEL.DEVICE`` is where the images go.
+        image_paths: files, folders or globs; all their images are used. Empty: the first
+            ``count`` images of ``cfg.DATASETS.TEST[0]``, or, when that dataset cannot be
+            loaded, ``count`` synthetic nuclei images of ``synthetic_size`` pixels.
+
+    Returns:
+        list[SampleInput], at least one.
+    """
+    device = torch.device(cfg.MODEL.DEVICE)
+    if image_paths:
+        files = expand_image_paths(image_paths)
+        return [image_to_model_input(read_image_rgb(f), cfg, device, f) for f in files]
+    files = _test_dataset_images(cfg, count)
+    if files:
+        name = cfg.DATASETS.TEST[0]
+        return [
+            image_to_model_input(read_image_rgb(f), cfg, device, f"{name}:{f}") for f in files
+        ]
+    return [
+        image_to_model_input(
+            generate_synthetic_nuclei_image(seed, image_size=synthetic_size)[0],
+            cfg,
+            device,
+            f"synthetic:{seed}",
+        )
+        for seed in range(count)
+    ]
