@@ -1,8 +1,10 @@
 """Training-side pieces shared by tools/: config set-up, evaluators, DDP on any device, plots."""
 from .checkpointer import AtomicDetectionCheckpointer
 from .setup import setup_cfg, resolve_device
+from .config_checks import check_datasets_registered, check_registered_names
 from .evaluators import build_nuclei_evaluators
 from .ddp import create_ddp_model_any_device
+from .metrics_json import drop_partial_last_line, read_metrics_json
 from .training_curves import TrainingCurvesHook, plot_training_curves
 from .results_table import format_results_table
 
@@ -10,6 +12,10 @@ __all__ = [
     "AtomicDetectionCheckpointer",
     "setup_cfg",
     "resolve_device",
+    "check_datasets_registered",
+    "check_registered_names",
+    "drop_partial_last_line",
+    "read_metrics_json",
     "build_nuclei_evaluators",
     "create_ddp_model_any_device",
     "TrainingCurvesHook",

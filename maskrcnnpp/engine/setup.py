@@ -5,6 +5,7 @@ import torch
 from detectron2.config import get_cfg
 
 from ..config import add_maskrcnnpp_config
+from .config_checks import check_registered_names
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
         CfgNode with maskrcnnpp's keys, the file and overrides merged, a usable device.
 
     Raises:
-        KeyError / ValueError naming the unknown key and the file (or the command line).
+        KeyError / ValueError naming the unknown key and the file (or the command line);
+        ValueError naming a key whose value is not a registered name (backbone,
+        meta-architecture, ...) and the registered names.
     """
     cfg = get_cfg()
     add_maskrcnnpp_config(cfg)
@@ -58,6 +61,7 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
             raise KeyError(f"command-line override: {e.args[0] if e.args else e}") from e
         except ValueError as e:  # type mismatch
             raise ValueError(f"command-line override: {e.args[0] if e.args else e}") from e
+    check_registered_names(cfg, source=config_file or None)
     resolve_device(cfg)
     if freeze:
         cfg.freeze()

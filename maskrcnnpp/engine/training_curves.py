@@ -1,5 +1,4 @@
 """Plot of the training losses (and evaluation metrics) read from Detectron2's metrics.json."""
-import json
 import logging
 import os
 
@@ -7,27 +6,12 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..utils.atomic_io import atomic_open
+from .metrics_json import read_metrics_json
 
 logger = logging.getLogger(__name__)
 
 # metrics.json scalars plotted on the metrics panel, when present (evaluation results).
 _METRIC_KEYS = ("segm/AP", "segm/AP50", "bbox/AP", "nuclei/iou", "nuclei/dice", "nuclei/dsb_score")
-
-
-def _read_metrics_json(path):
-    """Returns the list of records in a Detectron2 metrics.json (one JSON object a line),
-    skipping a last line cut short by a kill."""
-    records = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                logger.warning("%s: skipping an unreadable line", path)
-    return records
 
 
 def plot_training_curves(metrics_json, out_png):
@@ -46,7 +30,7 @@ def plot_training_curves(metrics_json, out_png):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = _read_metrics_json(metrics_json)
+    records = read_metrics_json(metrics_json)
     loss_records = [r for r in records if "total_loss" in r and "iteration" in r]
     if not loss_records:
         return None

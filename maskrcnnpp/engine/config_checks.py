@@ -1,0 +1,114 @@
+"""Checks of the names a config gives to registered things (model parts, datasets), run before
+anything is built, so that a typo fails at once with the key, the value and the choices.
+
+Detectron2's registries answer an unknown name with ``KeyError: No object named 'X' found in
+'BACKBONE' registry!``, which names neither the config key nor the registered names.
+"""
+import difflib
+import os
+
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
+from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY
+from detectron2.modeling.roi_heads import (
+    ROI_BOX_HEAD_REGISTRY,
+    ROI_HEADS_REGISTRY,
+    ROI_KEYPOINT_HEAD_REGISTRY,
+    ROI_MASK_HEAD_REGISTRY,
+)
+
+# (config key, registry its value names). Keys absent from a config are skipped, and so are
+# empty values (Detectron2's default MODEL.ROI_BOX_HEAD.NAME is "": unused by Res5ROIHeads).
+_REGISTRY_KEYS = (
+    ("MODEL.META_ARCHITECTURE", META_ARCH_REGISTRY),
+    ("MODEL.BACKBONE.NAME", BACKBONE_REGISTRY),
+    ("MODEL.NESTED_FPN.BOTTOM_UP", BACKBONE_REGISTRY),
+    ("MODEL.UNETPP.ENCODER", BACKBONE_REGISTRY),
+    ("MODEL.PROPOSAL_GENERATOR.NAME", PROPOSAL_GENERATOR_REGISTRY),
+    ("MODEL.ROI_HEADS.NAME", ROI_HEADS_REGISTRY),
+    ("MODEL.ROI_BOX_HEAD.NAME", ROI_BOX_HEAD_REGISTRY),
+    ("MODEL.ROI_MASK_HEAD.NAME", ROI_MASK_HEAD_REGISTRY),
+    ("MODEL.ROI_KEYPOINT_HEAD.NAME", ROI_KEYPOINT_HEAD_REGISTRY),
+    ("MODEL.SEM_SEG_HEAD.NAME", SEM_SEG_HEADS_REGISTRY),
+)
+
+
+def _lookup(cfg, dotted_key):
+    node = cfg
+    for part in dotted_key.split("."):
+        if not hasattr(node, "get") or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _did_you_mean(value, choices):
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def check_registered_names(cfg, *, source=None):
+    """
+    Check every config key that names a registry entry (meta-architecture, backbone, nested
+    FPN bottom-up, UNet++ encoder, proposal generator, ROI heads, heads).
+
+    Args:
+        cfg (CfgNode): a merged config.
+        source (str or None): where the config came from (a YAML path), for the message.
+
+    Raises:
+        ValueError: naming the key, its value, ``source``, and the registered names.
+    """
+    for key, registry in _REGISTRY_KEYS:
+        value = _lookup(cfg, key)
+        if not value or value in registry:
+            continue
+        registered = sorted(name for name, _ in registry)
+        where = f" (set in {source} or on the command line)" if source else ""
+        raise ValueError(
+            f"{key} = '{value}'{where} is not in Detectron2's {registry._name} registry."
+            f"{_did_you_mean(value, registered)} Registered: {', '.join(registered)}. "
+            "Names defined in your own code are registered when the module defining them is "
+            "imported, which must happen before the config is used."
+        )
+
+
+def _how_to_add_dataset(name):
+    dsb_root = os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "dsb2018")
+    if name.startswith("dsb2018_"):
+        split = name[len("dsb2018_sem_seg_"):] if name.startswith("dsb2018_sem_seg_") else name[len("dsb2018_"):]
+        return (
+            f"DSB2018 splits are registered for every {dsb_root}/annotations/instances_<split>.json "
+            f"(DETECTRON2_DATASETS={os.getenv('DETECTRON2_DATASETS', '<unset: ./datasets>')}). "
+            f"To get '{name}', put the image ids of split '{split}' in <download>/{split}.txt and run\n"
+            f"    python datasets/prepare_dsb2018.py --root <download> --out {dsb_root}\n"
+            "(see datasets/README.md)."
+        )
+    return (
+        "Prepare DSB2018 with `python datasets/prepare_dsb2018.py --root <download>` "
+        "(registers dsb2018_<split>; see datasets/README.md), or register your own COCO-format "
+        "data before training, e.g. detectron2.data.datasets.register_coco_instances("
+        f"'{name}', {{}}, 'instances.json', 'image_folder')."
+    )
+
+
+def check_datasets_registered(cfg, keys=("DATASETS.TRAIN", "DATASETS.TEST")):
+    """
+    Check that every dataset the config names is in Detectron2's ``DatasetCatalog``.
+
+    Registration is cheap and reads no data; whether a registered dataset is prepared is
+    checked when it is loaded (``maskrcnnpp.data.dsb2018`` then names the missing file and the
+    command that prepares it).
+
+    Raises:
+        ValueError: naming the key, the dataset, the registered names and how to add it.
+    """
+    registered = DatasetCatalog.list()
+    for key in keys:
+        for name in _lookup(cfg, key) or ():
+            if name in registered:
+                continue
+            raise ValueError(
+                f"{key} names dataset '{name}', which is not registered.{_did_you_mean(name, registered)}\n"
+                f"Registered datasets: {', '.join(sorted(registered))}.\n{_how_to_add_dataset(name)}"
+            )
