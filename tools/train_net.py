@@ -37,7 +37,9 @@ from maskrcnnpp.engine import (
     AtomicDetectionCheckpointer,
     TrainingCurvesHook,
     build_nuclei_evaluators,
+    check_datasets_registered,
     create_ddp_model_any_device,
+    drop_partial_last_line,
     format_results_table,
     setup_cfg,
 )
@@ -82,6 +84,11 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_nuclei_evaluators(cfg, dataset_name, output_folder)
 
+    def build_writers(self):
+        # a run killed mid-write may have left half a line; --resume appends after it
+        drop_partial_last_line(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
+        return super().build_writers()
+
     def build_hooks(self):
         hooks = super().build_hooks()
         hooks.append(TrainingCurvesHook(self.cfg.OUTPUT_DIR, period=self.cfg.SOLVER.CHECKPOINT_PERIOD))
@@ -90,6 +97,7 @@ class Trainer(DefaultTrainer):
 
 def setup(args):
     cfg = setup_cfg(args.config_file, args.opts)
+    check_datasets_registered(cfg, ("DATASETS.TEST",) if args.eval_only else ("DATASETS.TRAIN", "DATASETS.TEST"))
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="maskrcnnpp")
     return cfg
