@@ -16,6 +16,8 @@ def test_configs_are_shipped():
     assert "Base-RCNN-FPN-Nuclei.yaml" in ALL_CONFIGS
     assert "quick/mask_rcnn_FPN.yaml" in ALL_CONFIGS
     assert "DSB2018/mask_rcnn_R_50_FPN.yaml" in ALL_CONFIGS
+    for variant in ("unet_vgg", "wide_unet_vgg", "unetplus_vgg", "unetpp_vgg", "unetpp_vgg_nods"):
+        assert f"DSB2018/{variant}.yaml" in ALL_CONFIGS
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
@@ -26,7 +28,12 @@ def test_config_merges_builds_and_runs(name):
     with torch.no_grad():
         outputs = model([{"image": torch.rand(3, height, width) * 255, "height": height, "width": width}])
     assert len(outputs) == 1
-    assert outputs[0]["instances"].image_size == (height, width)
+    if cfg.MODEL.META_ARCHITECTURE == "SemanticUNetPlusPlus":
+        probs = outputs[0]["sem_seg"]
+        assert probs.shape == (cfg.MODEL.UNETPP.NUM_CLASSES, height, width)
+        assert torch.allclose(probs.sum(0), torch.ones(height, width), atol=1e-5)
+    else:
+        assert outputs[0]["instances"].image_size == (height, width)
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
