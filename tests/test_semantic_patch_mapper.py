@@ -1,0 +1,98 @@
+"""SemanticPatchDatasetMapper: patches, symmetries that keep image and labels aligned, padding,
+jitter, and unreadable files."""
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from maskrcnnpp.data.semantic_patch_mapper import SemanticPatchDatasetMapper
+
+
+def write_pair(tmp_path, height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    labels = (image[:, :, 0] > 127).astype(np.uint8)  # labels are a function of the pixels
+    cv2.imwrite(str(tmp_path / "img.png"), image[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "sem.png"), labels)
+    return {"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.png"),
+            "height": height, "width": width, "image_id": 0}
+
+
+def mapper(is_train=True, size=32, jitter=0.0):
+    return SemanticPatchDatasetMapper(is_train=is_train, patch_size=size, intensity_jitter=jitter,
+                                      ignore_value=255)
+
+
+def test_patches_keep_image_and_labels_aligned(tmp_path):
+    record = write_pair(tmp_path, 70, 90)
+    m = mapper()
+    np.random.seed(0)
+    seen = set()
+    for _ in range(30):
+        out = m(record)
+        img, sem = out["image"].numpy(), out["sem_seg"].numpy()
+        assert img.shape == (3, 32, 32) and sem.shape == (32, 32)
+        assert (sem == (img[0] > 127)).all()  # flips / rotations applied to both alike
+        seen.add(img.tobytes())
+    assert len(seen) > 20  # random positions and symmetries
+
+
+def test_rotations_and_flips_happen(tmp_path):
+    record = write_pair(tmp_path, 32, 32)  # patch = whole image: only the symmetries change it
+    original = cv2.imread(record["file_name"])[:, :, ::-1][:, :, 0]
+    m = mapper()
+    np.random.seed(1)
+    variants = {m(record)["image"].numpy()[0].tobytes() for _ in range(60)}
+    expected = set()
+    for k in range(4):
+        for flip in (False, True):
+            v = np.rot90(original[:, ::-1] if flip else original, k)
+            expected.add(np.ascontiguousarray(v).tobytes())
+    assert variants == expected  # exactly the 8 symmetries of the square
+
+
+def test_small_image_is_padded_with_ignore(tmp_path):
+    record = write_pair(tmp_path, 10, 20)
+    out = mapper(size=32)(record)
+    sem = out["sem_seg"].numpy()
+    assert sem.shape == (32, 32)
+    assert (sem == 255).sum() == 32 * 32 - 10 * 20
+
+
+def test_intensity_jitter_changes_pixels_not_labels(tmp_path):
+    record = write_pair(tmp_path, 32, 32)
+    np.random.seed(2)
+    out = mapper(jitter=0.5)(record)
+    np.random.seed(2)
+    plain = mapper(jitter=0.0)(record)
+    assert (out["sem_seg"] == plain["sem_seg"]).all()
+    assert not (out["image"] == plain["image"]).all()
+
+
+def test_unreadable_training_image_is_named_and_skipped(tmp_path, caplog):
+    record = write_pair(tmp_path, 40, 40)
+    data = open(record["file_name"], "rb").read()
+    open(record["file_name"], "wb").write(data[: len(data) // 3])
+    with caplog.at_level(logging.WARNING):
+        assert mapper()(record) is None
+    assert "img.png" in caplog.text
+
+
+def test_label_size_mismatch_is_named_and_skipped(tmp_path, caplog):
+    record = write_pair(tmp_path, 40, 40)
+    cv2.imwrite(record["sem_seg_file_name"], np.zeros((40, 41), np.uint8))
+    with caplog.at_level(logging.WARNING):
+        assert mapper()(record) is None
+    assert "sem.png" in caplog.text
+
+
+def test_test_mode_gives_whole_image_without_labels(tmp_path):
+    record = write_pair(tmp_path, 45, 67)
+    out = mapper(is_train=False)(record)
+    assert out["image"].shape == (3, 45, 67) and "sem_seg" not in out
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="INTENSITY_JITTER"):
+        mapper(jitter=1.5)
