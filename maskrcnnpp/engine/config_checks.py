@@ -73,6 +73,19 @@ def check_registered_names(cfg, *, source=None):
         )
 
 
+# Name prefixes of the datasets Detectron2 registers itself (detectron2/data/datasets/builtin.py).
+_DETECTRON2_BUILTIN_PREFIXES = ("coco_", "keypoints_coco_", "lvis_", "cityscapes_", "voc_", "ade20k_")
+
+
+def _registered_datasets_summary(registered):
+    own = sorted(n for n in registered if not n.startswith(_DETECTRON2_BUILTIN_PREFIXES))
+    builtin = len(registered) - len(own)
+    return (
+        f"Registered datasets: {', '.join(own)}"
+        + (f", and {builtin} of Detectron2's built-in ones (COCO, LVIS, Cityscapes, VOC, ADE20K)." if builtin else ".")
+    )
+
+
 def _how_to_add_dataset(name):
     dsb_root = os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "dsb2018")
     if name.startswith("dsb2018_"):
@@ -110,5 +123,5 @@ def check_datasets_registered(cfg, keys=("DATASETS.TRAIN", "DATASETS.TEST")):
                 continue
             raise ValueError(
                 f"{key} names dataset '{name}', which is not registered.{_did_you_mean(name, registered)}\n"
-                f"Registered datasets: {', '.join(sorted(registered))}.\n{_how_to_add_dataset(name)}"
+                f"{_registered_datasets_summary(registered)}\n{_how_to_add_dataset(name)}"
             )

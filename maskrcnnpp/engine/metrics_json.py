@@ -17,7 +17,9 @@ def read_metrics_json(path):
         (the last line of a run killed mid-write) is skipped with a warning, and when a resumed
         run logs an iteration that was already logged (``--resume`` restarts from the last
         checkpoint), the older records from that iteration on are dropped, so each iteration
-        appears once, as the resumed run logged it.
+        appears once, as the resumed run logged it. (Within one run Detectron2's JSONWriter
+        writes each iteration at most once, all its scalars on one line, so a record whose
+        iteration is not above the previous one's starts a resumed run.)
     """
     records = []
     with open(path, errors="replace") as f:
