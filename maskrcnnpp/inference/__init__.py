@@ -1,0 +1,27 @@
+"""Prediction on users' images (tools/predict.py): inputs, tiled prediction of instance and
+semantic models, per-nucleus measurements, and the output folder."""
+from .coco_results import coco_instance_results, label_image_to_rles
+from .input_files import collect_image_files, unique_output_names
+from .instance_painting import CroppedMask, crop_masks, paint_instances
+from .measurements import MEASUREMENT_COLUMNS, measure_nuclei
+from .prediction_writer import PredictionWriter
+from .predictor import NucleiPrediction, NucleiPredictor
+from .tiling import Tile, tile_axis, tile_image
+
+__all__ = [
+    "CroppedMask",
+    "MEASUREMENT_COLUMNS",
+    "NucleiPrediction",
+    "NucleiPredictor",
+    "PredictionWriter",
+    "Tile",
+    "coco_instance_results",
+    "collect_image_files",
+    "crop_masks",
+    "label_image_to_rles",
+    "measure_nuclei",
+    "paint_instances",
+    "tile_axis",
+    "tile_image",
+    "unique_output_names",
+]

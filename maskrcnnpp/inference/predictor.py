@@ -1,0 +1,259 @@
+"""Predict the nuclei of one image of any size, whole or tile by tile, with an instance model
+(Mask R-CNN / Mask R-CNN++: ``{"instances": Instances}``) or a semantic one (UNet++ family:
+``{"sem_seg": (C, H, W)}``), as one label image."""
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import configurable
+from detectron2.data import detection_utils
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+
+from ..data.build import SEMANTIC_META_ARCHITECTURES
+from ..evaluation.nuclei_metrics import semantic_to_label_image
+from .instance_painting import crop_masks, paint_instances
+from .tiling import Tile, tile_image
+
+__all__ = ["NucleiPrediction", "NucleiPredictor"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NucleiPrediction:
+    """The nuclei of one image.
+
+    Attributes:
+        labels (ndarray): (H, W) int32 label image, 0 background, nuclei 1..K numbered by
+            decreasing score (instance models) or in raster order (semantic models).
+        scores (ndarray): (K,) float64, ``scores[k - 1]`` the score of nucleus ``k``.
+        num_tiles (int): 1 when the image was predicted whole.
+    """
+
+    labels: np.ndarray
+    scores: np.ndarray
+    num_tiles: int
+
+
+def _as_probabilities(sem_seg: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) class probabilities as they are, or class logits through a softmax."""
+    sem_seg = sem_seg.float()
+    tolerance = 1e-3
+    is_distribution = (
+        sem_seg.min() >= -tolerance
+        and sem_seg.max() <= 1 + tolerance
+        and torch.allclose(sem_seg.sum(dim=0), torch.ones(()), atol=tolerance)
+    )
+    return sem_seg if is_distribution else sem_seg.softmax(dim=0)
+
+
+class NucleiPredictor:
+    """
+    ``NucleiPredictor(cfg)(image)``: the nuclei of an (H, W, 3) uint8 RGB image.
+
+    Images with a side longer than ``max_untiled_size`` are cut into overlapping tiles of
+    ``tile_size`` (see :mod:`maskrcnnpp.inference.tiling` for the rule that keeps every nucleus
+    once and whole); each tile, or the whole image, goes through the model as in evaluation:
+    with the config's test-time resize for instance models, as it is for semantic ones.
+
+    * Instance models: detections with score >= ``score_thresh`` and a non-empty mask; where
+      masks overlap the higher score keeps the pixel.
+    * Semantic models: the class probabilities are stitched from the tiles' cores; nuclei are
+      the 8-connected components of ``argmax != 0`` (for a binary model, ``argmax == 1``),
+      each scored by its mean nucleus probability ``1 - p(background)`` (for a binary model,
+      the mean of channel 1) and kept if that score >= ``score_thresh``. Outputs that are
+      not per-pixel distributions are taken as logits and softmaxed.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        augmentations,
+        input_format: str,
+        max_untiled_size: int,
+        tile_size: int,
+        tile_overlap: int,
+        score_thresh: float,
+    ):
+        """
+        Args:
+            model: a Detectron2 model taking ``[{"image": (3, h, w) float, "height", "width"}]``
+                and returning, per image, ``{"instances": Instances}`` with ``pred_masks``
+                (N, height, width) bool and ``scores`` (N,), or ``{"sem_seg": (C, height,
+                width)}``. Put in eval mode.
+            augmentations (list[Augmentation]): test-time transforms applied to each tile.
+            input_format (str): "RGB" or "BGR", the channel order the model expects.
+            max_untiled_size (int): images with height or width above it are tiled.
+            tile_size, tile_overlap (int): tile side and minimum overlap, in pixels.
+            score_thresh (float): nuclei with a lower score are dropped.
+        """
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for prediction; got {input_format!r}")
+        if max_untiled_size < 0:
+            raise ValueError(f"TEST.PREDICT.MAX_UNTILED_SIZE must be >= 0; got {max_untiled_size}")
+        if tile_size < 1:
+            raise ValueError(f"TEST.PREDICT.TILE_SIZE must be >= 1; got {tile_size}")
+        if not 0 <= tile_overlap < tile_size:
+            raise ValueError(
+                f"TEST.PREDICT.TILE_OVERLAP must be in [0, TEST.PREDICT.TILE_SIZE = {tile_size}); "
+                f"got {tile_overlap}"
+            )
+        self.model = model.eval()
+        self.augmentations = T.AugmentationList(list(augmentations))
+        self.input_format = input_format
+        self.max_untiled_size = max_untiled_size
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.score_thresh = score_thresh
+
+    @classmethod
+    def from_config(cls, cfg, model=None):
+        """
+        Builds the model of ``cfg`` on ``cfg.MODEL.DEVICE`` and loads ``cfg.MODEL.WEIGHTS``
+        (random weights, with a warning, when it is empty) unless ``model`` is given.
+        """
+        if model is None:
+            model = build_model(cfg)
+            weights = cfg.MODEL.WEIGHTS
+            if not weights:
+                logger.warning("MODEL.WEIGHTS is empty: predicting with randomly initialised weights")
+            else:
+                if "://" not in weights and not os.path.isfile(weights):
+                    raise FileNotFoundError(f"MODEL.WEIGHTS: no such file: {weights}")
+                DetectionCheckpointer(model).load(weights)
+        return {
+            "model": model,
+            # As in evaluation (maskrcnnpp.data.build_nuclei_mapper): instance models get the
+            # test-time resize, semantic ones the image as it is.
+            "augmentations": (
+                []
+                if cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES
+                else detection_utils.build_augmentation(cfg, is_train=False)
+            ),
+            "input_format": cfg.INPUT.FORMAT,
+            "max_untiled_size": cfg.TEST.PREDICT.MAX_UNTILED_SIZE,
+            "tile_size": cfg.TEST.PREDICT.TILE_SIZE,
+            "tile_overlap": cfg.TEST.PREDICT.TILE_OVERLAP,
+            "score_thresh": cfg.TEST.PREDICT.SCORE_THRESH,
+        }
+
+    def tiles(self, height, width):
+        """
+        Returns:
+            list[Tile]: one tile for the whole image when both sides are at most
+            ``max_untiled_size``, else the overlapping tile grid.
+        """
+        if height <= self.max_untiled_size and width <= self.max_untiled_size:
+            return [Tile(0, 0, height, width, 0, 0, height, width)]
+        return tile_image(height, width, self.tile_size, self.tile_overlap)
+
+    def run_model(self, image: np.ndarray) -> dict:
+        """
+        Args:
+            image (ndarray): (h, w, 3) uint8 RGB.
+
+        Returns:
+            dict: the model's output for the image (at size h x w).
+        """
+        height, width = image.shape[:2]
+        if self.input_format == "BGR":
+            image = image[:, :, ::-1]
+        aug_input = T.AugInput(np.ascontiguousarray(image))
+        self.augmentations(aug_input)
+        tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
+        with torch.no_grad():
+            return self.model([{"image": tensor, "height": height, "width": width}])[0]
+
+    def __call__(self, image: np.ndarray) -> NucleiPrediction:
+        """
+        Args:
+            image (ndarray): (H, W, 3) uint8 RGB, any size >= 1x1.
+
+        Returns:
+            NucleiPrediction: label image at (H, W), scores, number of tiles.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB image; got {image.shape} {image.dtype}")
+        height, width = image.shape[:2]
+        tiles = self.tiles(height, width)
+        instances = []  # CroppedMask, from instance models
+        nucleus_prob = foreground = None  # (H, W) float32 / bool, from semantic models
+        for tile in tiles:
+            output = self.run_model(image[tile.y0 : tile.y1, tile.x0 : tile.x1])
+            tile_shape = (tile.y1 - tile.y0, tile.x1 - tile.x0)
+            if "instances" in output:
+                instances.extend(self._kept_instances(output["instances"], tile, tile_shape))
+            elif "sem_seg" in output:
+                if nucleus_prob is None:
+                    nucleus_prob = np.zeros((height, width), np.float32)
+                    foreground = np.zeros((height, width), bool)
+                self._stitch_core(output["sem_seg"], tile, tile_shape, nucleus_prob, foreground)
+            else:
+                raise ValueError(
+                    f"the model's output has neither 'instances' nor 'sem_seg' (keys: {sorted(output)})"
+                )
+        if nucleus_prob is not None and instances:
+            raise ValueError("the model returned 'instances' for some tiles and 'sem_seg' for others")
+        if nucleus_prob is not None:
+            labels, scores = self._semantic_instances(nucleus_prob, foreground)
+        else:
+            labels, scores = paint_instances(height, width, instances)
+        return NucleiPrediction(labels, scores, len(tiles))
+
+    def _kept_instances(self, instances, tile, tile_shape):
+        """The tile's detections above the threshold whose box centre lies in its core, as
+        CroppedMask in full-image pixels."""
+        if not instances.has("pred_masks"):
+            raise ValueError("the model's instances have no 'pred_masks': it needs a mask head")
+        masks = instances.pred_masks
+        if masks.dim() != 3 or tuple(masks.shape[1:]) != tile_shape:
+            raise ValueError(
+                f"pred_masks of shape {tuple(masks.shape)}; expected (N, {tile_shape[0]}, "
+                f"{tile_shape[1]}) masks pasted at the input size"
+            )
+        keep = instances.scores >= self.score_thresh
+        masks = masks[keep]
+        masks = (masks if masks.dtype == torch.bool else masks >= 0.5).cpu().numpy()
+        crops = crop_masks(masks, instances.scores[keep].cpu().numpy(), tile.y0, tile.x0)
+        return [crop for crop in crops if tile.core_holds_box_centre(*crop.box)]
+
+    @staticmethod
+    def _stitch_core(sem_seg, tile, tile_shape, nucleus_prob, foreground):
+        """Write the tile's core into the full-image nucleus probability and foreground."""
+        if sem_seg.dim() != 3 or sem_seg.shape[0] < 2 or tuple(sem_seg.shape[1:]) != tile_shape:
+            raise ValueError(
+                f"sem_seg of shape {tuple(sem_seg.shape)}; expected (C >= 2, {tile_shape[0]}, "
+                f"{tile_shape[1]}) class scores at the input size, class 0 the background"
+            )
+        probs = _as_probabilities(
+            sem_seg[
+                :,
+                tile.core_y0 - tile.y0 : tile.core_y1 - tile.y0,
+                tile.core_x0 - tile.x0 : tile.core_x1 - tile.x0,
+            ]
+        )
+        core = (slice(tile.core_y0, tile.core_y1), slice(tile.core_x0, tile.core_x1))
+        nucleus_prob[core] = (1 - probs[0]).cpu().numpy()
+        foreground[core] = (probs.argmax(dim=0) != 0).cpu().numpy()
+
+    def _semantic_instances(self, nucleus_prob, foreground):
+        """Connected components of the foreground, scored by mean nucleus probability and
+        thresholded; returns (labels 1..K in raster order, scores)."""
+        components = semantic_to_label_image(foreground)
+        num_components = int(components.max(initial=0))
+        flat = components.reshape(-1)
+        area = np.bincount(flat, minlength=num_components + 1)[1:]
+        prob_sum = np.bincount(flat, weights=nucleus_prob.reshape(-1), minlength=num_components + 1)[1:]
+        scores = prob_sum / np.maximum(area, 1)
+        keep = scores >= self.score_thresh
+        relabel = np.zeros(num_components + 1, np.int32)
+        relabel[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        return relabel[components], scores[keep]
