@@ -73,19 +73,22 @@ def test_tile_axis_covers_overlaps_and_partitions(length, tile, overlap):
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(60, 16, 7), (61, 20, 9), (50, 11, 10)])
-def test_keep_rule_keeps_every_small_nucleus_once_whole(length, tile, overlap):
+@pytest.mark.parametrize("axis", ["y", "x"])
+def test_keep_rule_keeps_every_small_nucleus_once_whole(length, tile, overlap, axis):
     """Every 1-D nucleus [p, p + d) with d < overlap, seen by each tile as its part inside the
     tile, is kept by exactly one tile, and that tile saw it whole."""
-    tiles = [t for t in tile_image(1, length, tile, overlap)]
+    tiles = tile_image(length, 1, tile, overlap) if axis == "y" else tile_image(1, length, tile, overlap)
     for diameter in range(1, overlap):
         for start in range(0, length - diameter + 1):
             end = start + diameter
             kept = []
             for t in tiles:
-                seen_start, seen_end = max(start, t.x0), min(end, t.x1)
+                t0, t1 = (t.y0, t.y1) if axis == "y" else (t.x0, t.x1)
+                seen_start, seen_end = max(start, t0), min(end, t1)
                 if seen_start >= seen_end:
                     continue
-                if t.core_holds_box_centre(0, seen_start, 1, seen_end):
+                box = (seen_start, 0, seen_end, 1) if axis == "y" else (0, seen_start, 1, seen_end)
+                if t.core_holds_box_centre(*box):
                     kept.append((seen_start, seen_end))
             assert kept == [(start, end)], (diameter, start, kept)
 
