@@ -55,6 +55,9 @@ def add_maskrcnnpp_config(cfg):
     # Minimum overlap of neighbouring tiles, in pixels; must be at least the diameter of the
     # largest nucleus, so that every nucleus lies whole inside the tile that keeps it.
     _C.TEST.PREDICT.TILE_OVERLAP = 128
+    # Instance models: detections kept from different tiles whose masks overlap with IoU >= this
+    # are one nucleus seen twice, and only the higher score stays (> 1: off).
+    _C.TEST.PREDICT.TILE_MERGE_IOU = 0.5
     # Nuclei with score >= this value are written (label image, CSV, COCO results).
     _C.TEST.PREDICT.SCORE_THRESH = 0.5
 
