@@ -14,9 +14,9 @@ from detectron2.modeling import GeneralizedRCNN
 from torch import nn
 
 from ..utils.atomic_io import atomic_open
-from .onnx_export import DEFAULT_ONNX_OPSET, export_onnx_bytes, load_onnx
-from .output_check import OutputTolerance, check_exported_outputs
-from .sample_inputs import SampleInput
+from .onnx_export import DEFAULT_ONNX_OPSET, check_onnx_opset, export_onnx_bytes, load_onnx
+from .output_check import ExportMismatchError, OutputTolerance, check_exported_outputs
+from .sample_inputs import SampleInput, resizes_at_test
 from .torchscript_export import load_torchscript, torchscript_bytes, trace_torchscript
 from .traceable_model import build_traceable_model, flattened_output_names, run_eager
 
@@ -52,6 +52,26 @@ def _write_ir_dump(module, output_dir: str) -> None:
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _traced_path_hint(cfg, samples: Sequence[SampleInput]) -> str:
+    """Why a traced export can differ: it replays the control flow of the traced image."""
+    height, width = samples[0].image.shape[-2:]
+    hint = (
+        f"The model was traced on {samples[0].source} ({height}x{width} input); a traced graph "
+        f"replays that image's control flow, so inputs that take another path in the eager "
+        f"model get other results."
+    )
+    window = cfg.MODEL.UNETPP.SLIDING_WINDOW_SIZE if "UNETPP" in cfg.MODEL else 0
+    if window and not resizes_at_test(cfg):
+        sides = [max(s.image.shape[-2:]) for s in samples]
+        if any(side > window for side in sides) and any(side <= window for side in sides):
+            hint += (
+                f" Here some samples exceed MODEL.UNETPP.SLIDING_WINDOW_SIZE {window} (predicted "
+                f"window by window) and others do not: export with all samples on one side of "
+                f"it, or with MODEL.UNETPP.SLIDING_WINDOW_SIZE 0 for whole-image inference."
+            )
+    return hint
 
 
 def export_model(
@@ -91,6 +111,8 @@ def export_model(
         raise ValueError(f"--format {export_format!r}: choose one of {sorted(EXPORT_FORMATS)}")
     if not samples:
         raise ValueError("export needs at least one sample image")
+    if export_format == "onnx":
+        check_onnx_opset(model, opset)  # before the slow part
     device = cfg.MODEL.DEVICE
     start = time.perf_counter()
     adapter = build_traceable_model(model, samples[0].image)
@@ -110,14 +132,17 @@ def export_model(
     start = time.perf_counter()
     exported = [run_exported(s.image) for s in samples]
     is_rcnn = isinstance(model, GeneralizedRCNN)
-    report = check_exported_outputs(
-        names,
-        eager,
-        exported,
-        [s.source for s in samples],
-        tolerance=tolerance,
-        score_threshold=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST if is_rcnn else None,
-    )
+    try:
+        report = check_exported_outputs(
+            names,
+            eager,
+            exported,
+            [s.source for s in samples],
+            tolerance=tolerance,
+            score_threshold=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST if is_rcnn else None,
+        )
+    except ExportMismatchError as e:
+        raise ExportMismatchError(f"{e}\n{_traced_path_hint(cfg, samples)}") from e
     check_seconds = time.perf_counter() - start
 
     os.makedirs(output_dir, exist_ok=True)
@@ -140,10 +165,11 @@ def export_model(
             "dtype": "float32",
             "channels": cfg.INPUT.FORMAT,
             "values": "0..255; the model subtracts MODEL.PIXEL_MEAN and divides by MODEL.PIXEL_STD",
-            "resize_before": {
-                "shortest_edge": cfg.INPUT.MIN_SIZE_TEST,
-                "max_size": cfg.INPUT.MAX_SIZE_TEST,
-            },
+            "resize_before": (
+                {"shortest_edge": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST}
+                if resizes_at_test(cfg)
+                else None
+            ),
         },
         "outputs": names,
         "samples": [

@@ -11,10 +11,17 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 
+from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.image_io import read_image_rgb
 from ..data.synthetic_nuclei import generate_synthetic_nuclei_image
 
-__all__ = ["SampleInput", "expand_image_paths", "image_to_model_input", "load_sample_inputs"]
+__all__ = [
+    "SampleInput",
+    "expand_image_paths",
+    "image_to_model_input",
+    "load_sample_inputs",
+    "resizes_at_test",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +30,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 @dataclass
 class SampleInput:
-    """One preprocessed image, as Detectron2's ``DefaultPredictor`` feeds the model.
+    """One preprocessed image, as the project's test-time mapper feeds the model.
 
     Attributes:
         image: (C, H, W) float32 tensor on the model's device, pixel values 0..255 in the
-            channel order of ``cfg.INPUT.FORMAT``, resized by the test-time
-            ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``.
+            channel order of ``cfg.INPUT.FORMAT``; for instance models resized by the
+            test-time ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``, for
+            semantic models (``SEMANTIC_META_ARCHITECTURES``) at the original size.
         height, width: size of the original image, before the resize.
         source: where it came from (a file, ``<dataset>:<file>`` or ``synthetic:<seed>``).
     """
@@ -37,6 +45,12 @@ class SampleInput:
     height: int
     width: int
     source: str
+
+
+def resizes_at_test(cfg) -> bool:
+    """Whether the model's test-time mapper resizes images (instance models) or feeds them
+    whole (semantic models, which predict large images window by window)."""
+    return cfg.MODEL.META_ARCHITECTURE not in SEMANTIC_META_ARCHITECTURES
 
 
 def image_to_model_input(rgb: np.ndarray, cfg, device, source: str) -> SampleInput:
@@ -49,10 +63,12 @@ def image_to_model_input(rgb: np.ndarray, cfg, device, source: str) -> SampleInp
     if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
         raise ValueError(f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: export supports 'BGR' and 'RGB' inputs.")
     height, width = rgb.shape[:2]
-    resize = T.ResizeShortestEdge(
-        [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-    )
-    image = resize.get_transform(rgb).apply_image(rgb)
+    image = rgb
+    if resizes_at_test(cfg):
+        resize = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        image = resize.get_transform(rgb).apply_image(rgb)
     if cfg.INPUT.FORMAT == "BGR":
         image = image[:, :, ::-1]
     tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=torch.float32)
