@@ -201,3 +201,12 @@ def test_checkpointer_removes_temporaries_of_a_killed_save(tmp_path):
     assert not stale.exists() and other.exists()
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
     assert checkpointer.resume_or_load("", resume=True)["iteration"] == 9
+
+
+def test_truncated_checkpoint_is_named(tmp_path):
+    checkpointer = AtomicDetectionCheckpointer(nn.Linear(2, 3), save_dir=str(tmp_path))
+    checkpointer.save("model_final")
+    data = (tmp_path / "model_final.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RuntimeError, match=r"cannot load checkpoint .*cut\.pth \(truncated"):
+        checkpointer.load(str(tmp_path / "cut.pth"))

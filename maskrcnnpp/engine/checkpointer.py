@@ -2,6 +2,7 @@
 import contextlib
 import glob
 import os
+import pickle
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -36,6 +37,14 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename):
         with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(last_filename_basename)
+
+    def _load_file(self, filename):
+        try:
+            return super()._load_file(filename)
+        except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+            raise RuntimeError(
+                f"cannot load checkpoint {filename} (truncated, or not a checkpoint): {e}"
+            ) from e
 
     def _remove_stale_temporaries(self, basename):
         """Temporary files of ``basename`` (see ``atomic_open``) left by a killed writer: only
