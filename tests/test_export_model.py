@@ -24,7 +24,8 @@ from maskrcnnpp.export import (
     export_model,
 )
 from maskrcnnpp.export.sample_inputs import image_to_model_input
-from maskrcnnpp.export.traceable_model import build_traceable_model, run_eager
+from maskrcnnpp.export.onnx_export import OnnxExportError, export_onnx_bytes
+from maskrcnnpp.export.traceable_model import build_traceable_model, flattened_output_names, run_eager
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "export_model.py")
@@ -154,6 +155,20 @@ def test_onnx_opset_below_16_is_refused_naming_roi_align(mask_rcnnpp, tmp_path):
     assert not tmp_path.exists() or not os.listdir(tmp_path)
 
 
+class _ModelWithoutOnnxOp(torch.nn.Module):
+    """Semantic-style model whose only op (erfcx) has no ONNX translation."""
+
+    def forward(self, inputs):
+        return [{"sem_seg": torch.special.erfcx(inputs[0]["image"])}]
+
+
+def test_onnx_export_failure_names_the_operator():
+    image = torch.rand(3, 8, 8)
+    adapter = build_traceable_model(_ModelWithoutOnnxOp().eval(), image)
+    with pytest.raises(OnnxExportError, match=r"opset 17\) of _ModelWithoutOnnxOp failed at aten::special_erfcx"):
+        export_onnx_bytes(adapter, image, flattened_output_names(adapter), 17)
+
+
 @pytest.mark.parametrize("export_format", ["torchscript", "onnx"])
 def test_unetpp_export_round_trip(export_format, tmp_path):
     # 64x64 traced, 48x80 (odd multiple of 16 wide) and 45x70 (padded, cropped back) checked.
@@ -264,3 +279,14 @@ def test_cli_says_to_repeat_sample_image_for_a_stray_path(tmp_path, capsys):
              "--sample-image", "a.png", str(image), "MODEL.WEIGHTS", "w.pth"]
         )
     assert "give one --sample-image per image path" in capsys.readouterr().err
+
+
+def test_cli_missing_weights_exit_2_and_nothing_written(tmp_path, capsys):
+    out = tmp_path / "export"
+    rc = _tool().main(
+        ["--config-file", MASK_RCNNPP, "--format", "torchscript", "--output", str(out),
+         *SMALL_RCNN, "MODEL.WEIGHTS", str(tmp_path / "missing.pth")]
+    )
+    assert rc == 2
+    assert f"MODEL.WEIGHTS: no such file: {tmp_path / 'missing.pth'}" in capsys.readouterr().err
+    assert not out.exists()

@@ -65,14 +65,20 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="maskrcnnpp")
-    cfg = setup_cfg(args.config_file, args.opts)
-    device = torch.device(cfg.MODEL.DEVICE)
-    model = build_model(cfg).to(device).eval()
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
-        logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model.")
-    samples = load_sample_inputs(cfg, args.sample_image, count=args.num_samples)
+    try:
+        cfg = setup_cfg(args.config_file, args.opts)
+        model = build_model(cfg).to(torch.device(cfg.MODEL.DEVICE)).eval()
+        weights = cfg.MODEL.WEIGHTS
+        if not weights:
+            logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model.")
+        elif "://" not in weights and not os.path.isfile(weights):
+            raise FileNotFoundError(f"MODEL.WEIGHTS: no such file: {weights}")
+        else:
+            DetectionCheckpointer(model).load(weights)
+        samples = load_sample_inputs(cfg, args.sample_image, count=args.num_samples)
+    except (KeyError, ValueError, OSError) as e:  # config, weights, unreadable sample image
+        print(f"export_model: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
     logger.info("Sample images: %s", ", ".join(s.source for s in samples))
     tolerance = OutputTolerance(box_atol=args.box_atol, atol=args.atol, rtol=args.rtol)
     try:
