@@ -8,9 +8,11 @@ unaligned op and the exported model keeps different boxes (measured here: 57 ins
 detections on a DSB2018 image). The default is therefore opset 17, and an opset below 16 is
 refused for models that hold an aligned RoIAlign.
 
-Why not the ``torch.export``-based exporter (``dynamo=True``, PyTorch's default since 2.9):
-Detectron2's R-CNN has data-dependent shapes (proposals after NMS, detections per image)
-that the traced graph handles as dynamic sizes; the TorchScript-based exporter exports them.
+The exporter is PyTorch's TorchScript-based one (``dynamo=False``; deprecated but working in
+PyTorch 2.14), the one that ``TracingAdapter`` is made for: it exports the traced graph with
+its data-dependent sizes (proposals after NMS, detections per image) and dynamic input height
+and width. The ``torch.export``-based exporter (``dynamo=True``, PyTorch's default since 2.9)
+needs the ``onnxscript`` package and was not tried on Detectron2's R-CNN here.
 """
 import io
 import re
