@@ -1,0 +1,282 @@
+"""
+Benchmark cases of Mask R-CNN (FPN) against Mask R-CNN++ (nested FPN designs), on the same
+ResNet bottom-up and random weights:
+
+- suite "rcnn_backbone": the backbone alone (bottom-up + neck), ``(1, 3, S, S)`` input;
+- suite "rcnn_model": the whole detector with the numbers of proposals and detections pinned:
+  RPN NMS off (``MODEL.RPN.NMS_THRESH 1.0``) so every model keeps exactly
+  ``POST_NMS_TOPK_TEST`` proposals, and box score threshold 0 with NMS off
+  (``SCORE_THRESH_TEST 0``, ``NMS_THRESH_TEST 1.0``) so every model keeps exactly
+  ``TEST.DETECTIONS_PER_IMAGE`` detections; random-init heads would otherwise keep different
+  numbers of boxes and make the race unfair. Without trained weights the box-delta layers of
+  the RPN and box heads are zeroed as well: a random ResNet's activations grow block after
+  block, and random deltas that large push most boxes off the image, where clipping empties
+  them; with zero deltas the proposals are the anchors and the detections the proposals.
+  The kept counts are recorded with each timing. The pinned counts default to 1000 proposals
+  and 100 detections (Detectron2's defaults; DSB2018 val images hold 25 nuclei at the median
+  and 84 at the 90th percentile), not the nuclei config's limits of 2000 / 500, where the mask
+  head on 500 boxes alone costs ~230 GMACs and every backbone difference vanishes.
+"""
+import itertools
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_backbone, build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.analysis import FlopCountAnalysis
+from detectron2.utils.events import EventStorage
+
+from ..engine.setup import setup_cfg
+from ..modeling.backbone.nested_fpn import FUSIONS
+from ..modeling.backbone.nested_graph import SKIP_DESIGNS
+from .case import BenchmarkCase, Workload
+from .tensor_workload import TensorWorkload
+
+__all__ = [
+    "FPN_VARIANT",
+    "DEFAULT_NESTED_DESIGNS",
+    "PAPER_DESIGN",
+    "PINNED_COUNT_OPTS",
+    "rcnn_cases",
+    "DetectorWorkload",
+]
+
+FPN_VARIANT = "FPN"
+# The paper-faithful node: dense skips, concatenation, a plain 3x3 conv.
+PAPER_DESIGN = "unet++/concat/plain"
+# Every skip design x fusion with the default (separable) node conv, then the paper's design.
+DEFAULT_NESTED_DESIGNS = tuple(
+    f"{skip}/{fusion}/separable" for skip, fusion in itertools.product(SKIP_DESIGNS, FUSIONS)
+) + (PAPER_DESIGN,)
+
+PINNED_COUNT_OPTS = (
+    "MODEL.RPN.NMS_THRESH", 1.0,
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST", 1.0,
+)  # fmt: skip
+
+
+def _design_opts(variant: str) -> List[object]:
+    if variant == FPN_VARIANT:
+        return ["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone"]
+    skip, fusion, node_conv = variant.split("/")
+    return [
+        "MODEL.BACKBONE.NAME", "build_resnet_nested_fpn_backbone",
+        "MODEL.NESTED_FPN.SKIP", skip,
+        "MODEL.NESTED_FPN.FUSION", fusion,
+        "MODEL.NESTED_FPN.NODE_CONV", node_conv,
+    ]  # fmt: skip
+
+
+def rcnn_config(base_config: str, variant: str, *, depth: int, device: str, extra_opts=()):
+    """
+    The detector config of one variant: ``base_config`` with random weights, a ResNet-``depth``
+    bottom-up (None: the config's), the variant's backbone, and ``extra_opts``.
+    """
+    opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device]
+    if depth:
+        opts += ["MODEL.RESNETS.DEPTH", depth]
+        if depth in (18, 34):
+            opts += ["MODEL.RESNETS.RES2_OUT_CHANNELS", 64]
+    opts += _design_opts(variant) + list(extra_opts)
+    return setup_cfg(base_config, [str(o) if isinstance(o, float) else o for o in opts])
+
+
+def random_nuclei_instances(height: int, width: int, num: int, seed: int) -> Instances:
+    """
+    ``num`` random elliptical "nuclei" (6..48 px) as ground truth: boxes, class 0, bit masks.
+    """
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((num, height, width), dtype=bool)
+    yy, xx = np.mgrid[:height, :width]
+    boxes = []
+    for k in range(num):
+        ry, rx = rng.uniform(3, 24, size=2)
+        cy, cx = rng.uniform(ry, height - ry), rng.uniform(rx, width - rx)
+        masks[k] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+        ys, xs = np.nonzero(masks[k])
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    instances = Instances((height, width))
+    instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    instances.gt_classes = torch.zeros(num, dtype=torch.int64)
+    instances.gt_masks = BitMasks(torch.from_numpy(masks))
+    return instances
+
+
+class DetectorWorkload(Workload):
+    """
+    A Detectron2 meta-architecture on one image: inference on ``[{"image", "height",
+    "width"}]``; a training step on the same image with random ground-truth nuclei.
+    Counts the proposals and detections it keeps.
+    """
+
+    def __init__(self, model, image: torch.Tensor, *, num_gt: int = 32, seed: int = 0, lr=1e-4):
+        """
+        Args:
+            model: a built Detectron2 model (e.g. GeneralizedRCNN).
+            image: (3, H, W) float image in the model's input format (0..255).
+        """
+        self.module = model.eval()
+        height, width = image.shape[-2:]
+        self.inputs = [{"image": image, "height": height, "width": width}]
+        self.train_inputs = [
+            dict(self.inputs[0], instances=random_nuclei_instances(height, width, num_gt, seed))
+        ]
+        self._optimizer = torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9
+        )
+        self._num_proposals = None
+        generator = getattr(model, "proposal_generator", None)
+        if generator is not None:
+            generator.register_forward_hook(self._count_proposals)
+
+    def _count_proposals(self, module, inputs, output):
+        self._num_proposals = len(output[0][0])
+
+    def infer(self) -> Dict[str, int]:
+        with torch.no_grad():
+            outputs = self.module(self.inputs)
+        counts = {}
+        if self._num_proposals is not None:
+            counts["proposals"] = self._num_proposals
+        if "instances" in outputs[0]:
+            counts["detections"] = len(outputs[0]["instances"])
+        return counts
+
+    def train_step(self) -> None:
+        self.module.train()
+        try:
+            with EventStorage():  # the heads log training statistics into it
+                losses = self.module(self.train_inputs)
+            self._optimizer.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            self._optimizer.step()
+        finally:
+            self.module.eval()
+
+    def gflops(self) -> float:
+        with torch.no_grad():
+            analysis = FlopCountAnalysis(self.module, self.inputs)
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return analysis.total() / 1e9
+
+
+def zero_box_deltas(model) -> None:
+    """
+    Zero the box-regression layers of a GeneralizedRCNN's RPN and box heads (weights and
+    biases), so that proposals are the clipped anchors and detections the proposals.
+    """
+    layers = [
+        model.proposal_generator.rpn_head.anchor_deltas,
+        model.roi_heads.box_predictor.bbox_pred,
+    ]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+
+
+def _random_image(height: int, width: int, device: str, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(3, height, width, generator=generator) * 255).to(device)
+
+
+def _backbone_builder(base_config, variant, depth, device, size, opts):
+    def build() -> Workload:
+        cfg = rcnn_config(base_config, variant, depth=depth, device=device, extra_opts=opts)
+        torch.manual_seed(0)
+        backbone = build_backbone(cfg).to(device)
+        return TensorWorkload(backbone, _random_image(size, size, device)[None])
+
+    return build
+
+
+def _model_builder(base_config, variant, depth, device, size, weights, proposals, detections, opts):
+    def build() -> Workload:
+        counts = [
+            "MODEL.RPN.POST_NMS_TOPK_TEST", proposals, "TEST.DETECTIONS_PER_IMAGE", detections
+        ]
+        cfg = rcnn_config(
+            base_config,
+            variant,
+            depth=depth,
+            device=device,
+            extra_opts=list(opts) + list(PINNED_COUNT_OPTS) + counts,
+        )
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        if weights:
+            DetectionCheckpointer(model).load(weights)
+        else:
+            zero_box_deltas(model)
+        return DetectorWorkload(model, _random_image(size, size, device))
+
+    return build
+
+
+def rcnn_cases(
+    base_config: str,
+    *,
+    sizes: Sequence[int],
+    devices: Sequence[str],
+    depth: Optional[int] = 50,
+    designs: Iterable[str] = DEFAULT_NESTED_DESIGNS,
+    suites: Sequence[str] = ("rcnn_backbone", "rcnn_model"),
+    train: bool = True,
+    weights: Optional[Dict[str, str]] = None,
+    proposals: int = 1000,
+    detections: int = 100,
+    opts: Sequence[object] = (),
+) -> List[BenchmarkCase]:
+    """
+    Args:
+        base_config: the detector YAML both models start from (FPN or not: the backbone is set).
+        sizes: square input sizes.
+        devices: e.g. ["cpu", "cuda"].
+        depth: MODEL.RESNETS.DEPTH of the shared bottom-up (None: the config's).
+        designs: nested FPN variants "skip/fusion/node_conv", timed against FPN.
+        suites: which of "rcnn_backbone" and "rcnn_model" to build.
+        weights: optional variant -> checkpoint for "rcnn_model" (trained heads keep their own
+            counts; the pinned thresholds still apply).
+        proposals, detections: pinned counts of "rcnn_model" (MODEL.RPN.POST_NMS_TOPK_TEST,
+            TEST.DETECTIONS_PER_IMAGE).
+        opts: further KEY VALUE config overrides for every model (before the pinning ones).
+
+    Returns:
+        list[BenchmarkCase]: for each suite, size and device, FPN first, then each design.
+    """
+    designs = list(designs)
+    known = ["/".join(d) for d in itertools.product(SKIP_DESIGNS, FUSIONS, ("plain", "separable"))]
+    unknown = [d for d in designs if d not in known]
+    if unknown:
+        raise ValueError(f"nested FPN designs {unknown} unknown; choose among {known}.")
+    cases = []
+    for suite, size, device in itertools.product(suites, sizes, devices):
+        for variant in [FPN_VARIANT] + designs:
+            if suite == "rcnn_backbone":
+                build = _backbone_builder(base_config, variant, depth, device, size, opts)
+            elif suite == "rcnn_model":
+                variant_weights = (weights or {}).get(variant)
+                build = _model_builder(
+                    base_config, variant, depth, device, size, variant_weights, proposals, detections, opts
+                )
+            else:
+                raise ValueError(f"unknown Mask R-CNN suite {suite!r}")
+            notes = {
+                "bottom_up": f"ResNet-{depth}" if depth else "the config's",
+                "config": os.path.relpath(base_config),
+                "weights": (weights or {}).get(variant, "random")
+                if suite == "rcnn_model"
+                else "random",
+            }
+            model = "Mask R-CNN" if variant == FPN_VARIANT else "Mask R-CNN++"
+            cases.append(
+                BenchmarkCase.square(
+                    suite, model, variant, size, device, build, train=train, notes=notes
+                )
+            )
+    return cases

@@ -1,0 +1,98 @@
+"""tools/benchmark.py: a tiny run of every suite writes complete records; timing helpers."""
+import importlib.util
+import json
+import pathlib
+
+import pytest
+import torch
+
+from maskrcnnpp.benchmark.flops import count_active_parameters
+from maskrcnnpp.benchmark.runner import RECORD_FIELDS
+from maskrcnnpp.benchmark.timing import median_paired_ratio, summarize_seconds, time_interleaved
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _benchmark_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_tool", REPO_ROOT / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interleaved_rounds_rotate_the_order():
+    calls = []
+    functions = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    seconds = time_interleaved(functions, rounds=3, warmup=1, device="cpu")
+    assert calls == list("abc" "bca" "cab" "abc")
+    assert all(len(s) == 3 and min(s) >= 0 for s in seconds.values())
+
+
+def test_summaries_and_paired_ratios():
+    summary = summarize_seconds([0.004, 0.001, 0.002, 0.003])
+    assert summary["median"] == pytest.approx(2.5)
+    assert (summary["min"], summary["max"], summary["runs"]) == (pytest.approx(1), pytest.approx(4), 4)
+    assert summary["q1"] == pytest.approx(1.75) and summary["q3"] == pytest.approx(3.25)
+    # per-round ratios 2, 3, 1.5: the median ignores the drift common to both series
+    assert median_paired_ratio([2.0, 6.0, 3.0], [1.0, 2.0, 2.0]) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        median_paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_active_parameters_count_only_the_modules_that_run():
+    first, second = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+    model = torch.nn.Sequential(first, second)
+    assert count_active_parameters(model, lambda: first(torch.zeros(1, 4))) == 20
+    assert count_active_parameters(model, lambda: model(torch.zeros(1, 4))) == 30
+
+
+def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb2018):
+    pytest.importorskip("segmentation_models_pytorch")
+    tool = _benchmark_tool()
+    argv = [
+        "--quick", "--threads", "1", "--devices", "cpu", "--runs", "2", "--warmup", "0",
+        "--train-runs", "1", "--rcnn-opts", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
+        "--rcnn-sizes", "64", "--rcnn-designs", "unet++/sum/separable",
+        "--proposals", "40", "--detections", "8",
+        "--unetpp-sizes", "64", "--unetpp-batch", "1",
+        "--dsb-root", str(shared_dsb2018), "--prepare-images", "2", "--metrics-images", "2",
+        "--output", str(tmp_path),
+    ]  # fmt: skip
+    assert tool.main(argv) == 0
+    records = json.loads((tmp_path / "benchmark.json").read_text())["records"]
+    assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| Mask R-CNN++ | unet++/sum/separable |" in (tmp_path / "benchmark.md").read_text()
+    for record in records:
+        assert set(record) == set(RECORD_FIELDS), record["suite"]
+    models = [r for r in records if r["suite"] != "throughput"]
+    by_suite = {}
+    for r in models:
+        by_suite.setdefault(r["suite"], []).append(r)
+    assert sorted(by_suite) == ["rcnn_backbone", "rcnn_model", "unetpp_levels", "unetpp_vs_smp"]
+    assert [r["variant"] for r in by_suite["rcnn_model"]] == ["FPN", "unet++/sum/separable"]
+    assert [r["variant"] for r in by_suite["unetpp_levels"]] == [
+        "TEST_LEVEL 4", "TEST_LEVEL 1", "TEST_LEVEL 2", "TEST_LEVEL 3", "TEST_LEVEL 0 (ensemble)"
+    ]
+    for suite, group in by_suite.items():
+        reference = group[0]
+        assert reference["latency_ratio"] == 1.0 and reference["train_step_ratio"] == 1.0, suite
+        assert all(r["reference"] == f"{reference['model']} {reference['variant']}" for r in group)
+    for r in models:
+        assert r["device"] == "cpu" and r["threads"] == 1 and r["params_m"] > 0
+        assert r["gflops"] > 0
+        assert r["latency_ms"]["runs"] == 2 and 0 < r["latency_ms"]["min"] <= r["latency_ms"]["median"]
+        assert r["latency_ratio"] > 0
+        assert r["peak_memory_mib"]["inference"]["mib"] >= 0
+        if r["train_step_ms"] is not None:
+            assert r["train_step_ms"]["runs"] == 1
+            assert r["peak_memory_mib"]["train_step"]["mib"] >= 0
+        assert r["machine"]["torch"] == torch.__version__
+    # the detectors' counts are pinned: both keep exactly the asked numbers of boxes
+    assert all(r["counts"] == {"proposals": 40, "detections": 8} for r in by_suite["rcnn_model"])
+    # a pruned level runs a strict sub-network: fewer parameters, level after level
+    active = [r["notes"]["active_params_m"] for r in by_suite["unetpp_levels"]]
+    assert active[1] < active[2] < active[3] < active[0] == active[4]
+    throughput = {r["model"]: r["throughput"] for r in records if r["suite"] == "throughput"}
+    assert throughput["prepare_dsb2018"]["images"] == 2
+    assert throughput["nuclei_metrics"]["images"] == 2
+    assert all(t["seconds"] > 0 and t["images_per_s"] > 0 for t in throughput.values())

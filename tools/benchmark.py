@@ -1,0 +1,244 @@
+#!/usr/bin/env python
+"""
+Cost of maskrcnnpp's models against their baselines, and throughput of its data and
+evaluation code. For each model x variant x input x device: parameters, FLOPs (fvcore's
+counter, one per multiply-add), inference latency (median and quartiles over timed rounds
+after warm-up; the compared models interleaved in one process, ratios taken within each
+round), one training step's time, and peak memory (CUDA: max_memory_allocated; CPU: the
+resident-set high-water mark above the resident set before the call). Prints Markdown tables and writes
+OUTPUT/benchmark.json (one record per model x variant x input x device), OUTPUT/benchmark.md and
+OUTPUT/benchmark.png.
+
+Suites (--suites):
+  rcnn_backbone   Mask R-CNN's FPN vs the nested FPN designs (Mask R-CNN++), bottom-up + neck
+  rcnn_model      the whole detectors, proposals and detections pinned to equal counts
+  unetpp_vs_smp   our semantic UNet++ vs segmentation_models_pytorch's UnetPlusPlus
+  unetpp_levels   our UNet++ pruned at TEST_LEVEL 1..4 and the ensemble
+  throughput      datasets/prepare_dsb2018.py on the shared DSB2018 copy; nuclei metrics
+
+    python tools/benchmark.py --quick                  # the regression check, < 1 min
+    python tools/benchmark.py --threads 2              # the full run (CPU, and CUDA if present)
+    python tools/benchmark.py --suites rcnn_model --rcnn-config configs/DSB2018/cpu/mask_rcnn_R_18_FPN.yaml \\
+        --rcnn-designs unet++/sum/separable --rcnn-sizes 512 \\
+        --rcnn-weights FPN=output/dsb2018_cpu/mask_rcnn_R_18_FPN/model_final.pth \\
+        unet++/sum/separable=output/dsb2018_cpu/mask_rcnn_R_18_NestedFPN/model_final.pth
+"""
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SUITES = ("rcnn_backbone", "rcnn_model", "unetpp_vs_smp", "unetpp_levels", "throughput")
+# Settings of the full run and of --quick; any option given on the command line wins.
+FULL = {
+    "runs": 10,
+    "warmup": 2,
+    "train_runs": 3,
+    "rcnn_sizes": [512, 1024],
+    "rcnn_depth": 50,
+    "rcnn_designs": None,  # every skip x fusion with separable nodes, and the paper's design
+    "proposals": 1000,
+    "detections": 100,
+    "rcnn_opts": [],
+    "unetpp_sizes": [256, 512],
+    "unetpp_batch": 4,
+    "prepare_images": None,  # all
+    "metrics_images": 200,
+    "output": os.path.join(REPO_ROOT, "output", "benchmark"),
+}
+QUICK = {
+    "runs": 3,
+    "warmup": 1,
+    "train_runs": 1,
+    "rcnn_sizes": [128],
+    "rcnn_depth": 18,
+    "rcnn_designs": ["unet++/sum/separable", "unet++/concat/plain"],
+    "proposals": 50,
+    "detections": 5,
+    # a training step samples 64 RoIs instead of the config's 512 (the mask head dominates)
+    "rcnn_opts": ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64"],
+    "unetpp_sizes": [64],
+    "unetpp_batch": 2,
+    "prepare_images": 6,
+    "metrics_images": 20,
+    "output": os.path.join(REPO_ROOT, "output", "benchmark_quick"),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small models and inputs, few runs")
+    parser.add_argument("--suites", nargs="+", choices=SUITES, default=list(SUITES))
+    parser.add_argument(
+        "--devices", nargs="+", help="default: cpu, and cuda when torch sees a GPU"
+    )
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--runs", type=int, help="timed inference rounds (full 10, quick 3)")
+    parser.add_argument("--warmup", type=int, help="untimed rounds first (full 2, quick 1)")
+    parser.add_argument("--train-runs", type=int, help="timed training steps, 0: none (3 / 1)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    parser.add_argument("--no-flops", action="store_true", help="skip fvcore's FLOP count")
+    parser.add_argument(
+        "--rcnn-config",
+        default=os.path.join(REPO_ROOT, "configs", "Base-RCNN-FPN-Nuclei.yaml"),
+        help="detector YAML both Mask R-CNN and Mask R-CNN++ start from",
+    )
+    parser.add_argument("--rcnn-sizes", type=int, nargs="+", help="square inputs (512 1024 / 128)")
+    parser.add_argument("--rcnn-depth", type=int, help="MODEL.RESNETS.DEPTH (50 / 18; 0: keep the config's)")
+    parser.add_argument(
+        "--rcnn-designs", nargs="+", metavar="SKIP/FUSION/NODE_CONV", help="nested FPN designs"
+    )
+    parser.add_argument("--proposals", type=int, help="pinned proposals per image (1000 / 50)")
+    parser.add_argument("--detections", type=int, help="pinned detections per image (100 / 5)")
+    parser.add_argument(
+        "--rcnn-opts",
+        nargs="+",
+        metavar="KEY VALUE",
+        help="config overrides for every detector (quick: MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 64)",
+    )
+    parser.add_argument(
+        "--rcnn-weights",
+        nargs="+",
+        default=[],
+        metavar="VARIANT=PATH",
+        help="trained checkpoints for rcnn_model, e.g. FPN=a.pth unet++/sum/separable=b.pth",
+    )
+    parser.add_argument("--unetpp-sizes", type=int, nargs="+", help="square inputs (256 512 / 64)")
+    parser.add_argument("--unetpp-batch", type=int, help="images per batch (4 / 2)")
+    parser.add_argument(
+        "--dsb-root",
+        default=os.path.join(os.path.dirname(REPO_ROOT), "shared", "datasets", "dsb2018"),
+        help="DSB2018 copy in Kaggle layout for the throughput suite",
+    )
+    parser.add_argument("--prepare-images", type=int, help="images to convert (all / 6)")
+    parser.add_argument("--prepare-workers", type=int, default=2, help="prepare_dsb2018 workers")
+    parser.add_argument("--metrics-images", type=int, help="images the metrics score (200 / 20)")
+    parser.add_argument("--output", help="folder for benchmark.{json,md,png}")
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.devices is None:
+        args.devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in args.devices:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            parser.error(f"--devices {device}: torch sees no CUDA device here")
+    weights = {}
+    for spec in args.rcnn_weights:
+        variant, sep, path = spec.partition("=")
+        if not sep or not path:
+            parser.error(f"--rcnn-weights {spec!r}: expected VARIANT=PATH")
+        if not os.path.isfile(path):
+            parser.error(f"--rcnn-weights {spec!r}: no file {path}")
+        weights[variant] = path
+    args.rcnn_weights = weights
+    return args
+
+
+def build_cases(args):
+    from maskrcnnpp.benchmark.rcnn_cases import DEFAULT_NESTED_DESIGNS, rcnn_cases
+
+    cases = []
+    rcnn_suites = [s for s in ("rcnn_backbone", "rcnn_model") if s in args.suites]
+    if rcnn_suites:
+        cases += rcnn_cases(
+            args.rcnn_config,
+            sizes=args.rcnn_sizes,
+            devices=args.devices,
+            depth=args.rcnn_depth or None,
+            designs=args.rcnn_designs or DEFAULT_NESTED_DESIGNS,
+            suites=rcnn_suites,
+            train=args.train_runs > 0,
+            weights=args.rcnn_weights,
+            proposals=args.proposals,
+            detections=args.detections,
+            opts=args.rcnn_opts,
+        )
+    unetpp_suites = [s for s in ("unetpp_vs_smp", "unetpp_levels") if s in args.suites]
+    if unetpp_suites:
+        from maskrcnnpp.benchmark.unetpp_cases import unetpp_cases
+
+        configs = os.path.join(REPO_ROOT, "configs", "DSB2018")
+        cases += unetpp_cases(
+            smp_config=os.path.join(configs, "unetpp_R_34.yaml"),
+            levels_config=os.path.join(configs, "unetpp_vgg.yaml"),
+            sizes=args.unetpp_sizes,
+            batch=args.unetpp_batch,
+            devices=args.devices,
+            suites=unetpp_suites,
+            train=args.train_runs > 0,
+        )
+    return cases
+
+
+def run_throughput(args):
+    from maskrcnnpp.benchmark.throughput import metrics_throughput, prepare_throughput
+
+    if not os.path.isdir(os.path.join(args.dsb_root, "stage1_train")):
+        print(f"[benchmark] throughput skipped: no DSB2018 copy at {args.dsb_root} (--dsb-root)")
+        return []
+    script = os.path.join(REPO_ROOT, "datasets", "prepare_dsb2018.py")
+    prepared = prepare_throughput(
+        script, args.dsb_root, workers=args.prepare_workers, num_images=args.prepare_images
+    )
+    try:
+        metrics = metrics_throughput(
+            prepared["notes"]["instances_json"], num_images=args.metrics_images
+        )
+    finally:
+        shutil.rmtree(prepared["notes"].pop("out_dir"), ignore_errors=True)
+    prepared["notes"].pop("instances_json")
+    return [prepared, metrics]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING, format="[benchmark] %(message)s")
+    from maskrcnnpp.benchmark.report import format_tables, plot_latencies, write_json
+    from maskrcnnpp.benchmark.runner import group_cases, run_case_group
+
+    start = time.perf_counter()
+    cases = build_cases(args)
+    records = []
+    for group in group_cases(cases):
+        print(f"[benchmark] {group[0].suite} {group[0].batch}x{group[0].height}x{group[0].width} "
+              f"{group[0].device}: {len(group)} models", flush=True)
+        records += run_case_group(
+            group,
+            rounds=args.runs,
+            warmup=args.warmup,
+            train_rounds=args.train_runs,
+            memory=not args.no_memory,
+            flops=not args.no_flops,
+        )
+    if "throughput" in args.suites:
+        records += run_throughput(args)
+    if not records:
+        print("[benchmark] nothing measured", file=sys.stderr)
+        return 1
+    tables = format_tables(records)
+    print("\n" + tables)
+    os.makedirs(args.output, exist_ok=True)
+    write_json(records, os.path.join(args.output, "benchmark.json"))
+    from maskrcnnpp.utils.atomic_io import atomic_open
+
+    with atomic_open(os.path.join(args.output, "benchmark.md"), "w") as f:
+        f.write(tables)
+    plot_latencies(records, os.path.join(args.output, "benchmark.png"))
+    print(f"[benchmark] {len(records)} records -> {args.output}/benchmark.{{json,md,png}} "
+          f"in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
