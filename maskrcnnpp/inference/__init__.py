@@ -6,6 +6,7 @@ from .instance_painting import CroppedMask, crop_masks, paint_instances
 from .measurements import MEASUREMENT_COLUMNS, measure_nuclei
 from .prediction_writer import PredictionWriter
 from .predictor import NucleiPrediction, NucleiPredictor
+from .tile_duplicates import mask_iou, suppress_cross_tile_duplicates
 from .tiling import Tile, tile_axis, tile_image
 
 __all__ = [
@@ -19,8 +20,10 @@ __all__ = [
     "collect_image_files",
     "crop_masks",
     "label_image_to_rles",
+    "mask_iou",
     "measure_nuclei",
     "paint_instances",
+    "suppress_cross_tile_duplicates",
     "tile_axis",
     "tile_image",
     "unique_output_names",

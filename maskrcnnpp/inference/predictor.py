@@ -18,6 +18,7 @@ from detectron2.modeling import build_model
 from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..evaluation.nuclei_metrics import semantic_to_label_image
 from .instance_painting import crop_masks, paint_instances
+from .tile_duplicates import suppress_cross_tile_duplicates
 from .tiling import Tile, tile_image
 
 __all__ = ["NucleiPrediction", "NucleiPredictor"]
@@ -59,7 +60,8 @@ class NucleiPredictor:
 
     Images with a side longer than ``max_untiled_size`` are cut into overlapping tiles of
     ``tile_size`` (see :mod:`maskrcnnpp.inference.tiling` for the rule that keeps every nucleus
-    once and whole); each tile, or the whole image, goes through the model as in evaluation:
+    once and whole, and :mod:`maskrcnnpp.inference.tile_duplicates` for the pairs a real model
+    still predicts twice); each tile, or the whole image, goes through the model as in evaluation:
     with the config's test-time resize for instance models, as it is for semantic ones.
 
     * Instance models: detections with score >= ``score_thresh`` and a non-empty mask; where
@@ -81,6 +83,7 @@ class NucleiPredictor:
         max_untiled_size: int,
         tile_size: int,
         tile_overlap: int,
+        tile_merge_iou: float = 0.5,
         score_thresh: float,
     ):
         """
@@ -93,6 +96,8 @@ class NucleiPredictor:
             input_format (str): "RGB" or "BGR", the channel order the model expects.
             max_untiled_size (int): images with height or width above it are tiled.
             tile_size, tile_overlap (int): tile side and minimum overlap, in pixels.
+            tile_merge_iou (float): instance detections kept from different tiles with mask
+                IoU >= this are one nucleus (see :mod:`maskrcnnpp.inference.tile_duplicates`).
             score_thresh (float): nuclei with a lower score are dropped.
         """
         if input_format not in ("RGB", "BGR"):
@@ -112,6 +117,7 @@ class NucleiPredictor:
         self.max_untiled_size = max_untiled_size
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
+        self.tile_merge_iou = tile_merge_iou
         self.score_thresh = score_thresh
 
     @classmethod
@@ -142,6 +148,7 @@ class NucleiPredictor:
             "max_untiled_size": cfg.TEST.PREDICT.MAX_UNTILED_SIZE,
             "tile_size": cfg.TEST.PREDICT.TILE_SIZE,
             "tile_overlap": cfg.TEST.PREDICT.TILE_OVERLAP,
+            "tile_merge_iou": cfg.TEST.PREDICT.TILE_MERGE_IOU,
             "score_thresh": cfg.TEST.PREDICT.SCORE_THRESH,
         }
 
@@ -184,13 +191,15 @@ class NucleiPredictor:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image; got {image.shape} {image.dtype}")
         height, width = image.shape[:2]
         tiles = self.tiles(height, width)
-        instances = []  # CroppedMask, from instance models
+        instances, tile_ids = [], []  # CroppedMask and its tile's index, from instance models
         nucleus_prob = foreground = None  # (H, W) float32 / bool, from semantic models
-        for tile in tiles:
+        for tile_index, tile in enumerate(tiles):
             output = self.run_model(image[tile.y0 : tile.y1, tile.x0 : tile.x1])
             tile_shape = (tile.y1 - tile.y0, tile.x1 - tile.x0)
             if "instances" in output:
-                instances.extend(self._kept_instances(output["instances"], tile, tile_shape))
+                kept = self._kept_instances(output["instances"], tile, tile_shape)
+                instances.extend(kept)
+                tile_ids.extend([tile_index] * len(kept))
             elif "sem_seg" in output:
                 if nucleus_prob is None:
                     nucleus_prob = np.zeros((height, width), np.float32)
@@ -205,6 +214,7 @@ class NucleiPredictor:
         if nucleus_prob is not None:
             labels, scores = self._semantic_instances(nucleus_prob, foreground)
         else:
+            instances = suppress_cross_tile_duplicates(instances, tile_ids, self.tile_merge_iou)
             labels, scores = paint_instances(height, width, instances)
         return NucleiPrediction(labels, scores, len(tiles))
 

@@ -17,7 +17,10 @@ diameter ``D <= O - 1`` pixels), then
 * a neighbouring tile that sees the same nucleus cut by its border sees a part whose box
   centre lies outside its own core, so it drops it (never doubled);
 * exactly one tile's core holds the centre of a whole detection, so each nucleus is kept
-  once.
+  once, when the tiles that see it whole predict it alike. A real model predicts it a little
+  differently in each; for a nucleus centred near a core boundary both centres may then fall
+  in their own tile's core, and :mod:`maskrcnnpp.inference.tile_duplicates` removes such
+  pairs by mask IoU.
 
 Semantic models do not need the keep rule: each pixel's class probabilities come from the
 tile whose core holds the pixel (away from tile borders, where context is missing), and
