@@ -17,6 +17,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import tifffile
+from pycocotools.coco import COCO
 import torch
 from detectron2.structures import Boxes, Instances
 
@@ -423,6 +424,11 @@ def check_outputs(out, expected_sizes):
     with open(out / "coco_instances_results.json") as f:
         results = json.load(f)
     assert set(images) == set(expected_sizes)
+    with open(out / "coco_images.json") as f:
+        coco = COCO()
+        coco.dataset = dict(json.load(f), annotations=[])
+    coco.createIndex()
+    assert len(coco.loadRes(str(out / "coco_instances_results.json")).anns) == len(results)
     leftovers = [f for _, _, files in os.walk(out) for f in files if f.startswith(".")]
     assert leftovers == []  # atomic writes leave no temporary files
     counts = {}
