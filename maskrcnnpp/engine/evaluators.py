@@ -4,7 +4,14 @@ import os
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, SemSegEvaluator
 
+from ..data.image_io import read_label_image
 from ..evaluation import NucleiEvaluator
+
+
+def _load_label_image(filename, dtype=None):
+    # Detectron2's default loader calls np.array(..., copy=False), an error under numpy 2.
+    labels = read_label_image(filename)
+    return labels if dtype is None else labels.astype(dtype)
 
 
 def build_nuclei_evaluators(cfg, dataset_name, output_folder=None):
@@ -31,7 +38,14 @@ def build_nuclei_evaluators(cfg, dataset_name, output_folder=None):
             )
         )
     elif evaluator_type == "sem_seg":
-        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        evaluators.append(
+            SemSegEvaluator(
+                dataset_name,
+                distributed=True,
+                output_dir=output_folder,
+                sem_seg_loading_fn=_load_label_image,
+            )
+        )
     else:
         raise ValueError(
             f"dataset '{dataset_name}' has evaluator_type '{evaluator_type}'; maskrcnnpp evaluates "
