@@ -96,3 +96,19 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     assert throughput["prepare_dsb2018"]["images"] == 2
     assert throughput["nuclei_metrics"]["images"] == 2
     assert all(t["seconds"] > 0 and t["images_per_s"] > 0 for t in throughput.values())
+
+
+def test_inference_options_reach_the_models(tmp_path):
+    tool = _benchmark_tool()
+    argv = [
+        "--quick", "--threads", "1", "--devices", "cpu", "--runs", "1", "--warmup", "0",
+        "--suites", "rcnn_backbone", "--rcnn-sizes", "64", "--rcnn-designs", "unet++/sum/separable",
+        "--fold-norms", "--channels-last", "--no-flops", "--output", str(tmp_path),
+    ]  # fmt: skip
+    assert tool.main(argv) == 0
+    records = json.loads((tmp_path / "benchmark.json").read_text())["records"]
+    assert len(records) == 2
+    for record in records:
+        assert record["notes"]["fold_norms"] and record["notes"]["channels_last"]
+        assert record["notes"]["folded_norms"] == 20  # ResNet-18's FrozenBNs
+        assert record["train_step_ms"] is None and record["gflops"] is None  # inference only

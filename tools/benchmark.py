@@ -87,6 +87,15 @@ def parse_args(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument("--no-flops", action="store_true", help="skip fvcore's FLOP count")
     parser.add_argument(
+        "--fold-norms",
+        action="store_true",
+        help="fold FrozenBN/BN into the convs of the Mask R-CNN models (inference only: their "
+        "training steps are skipped)",
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="channels-last weights and inputs, all models"
+    )
+    parser.add_argument(
         "--rcnn-config",
         default=os.path.join(REPO_ROOT, "configs", "Base-RCNN-FPN-Nuclei.yaml"),
         help="detector YAML both Mask R-CNN and Mask R-CNN++ start from",
@@ -144,12 +153,13 @@ def parse_args(argv=None):
 
 
 def build_cases(args):
+    from maskrcnnpp.benchmark.inference_options import with_inference_options
     from maskrcnnpp.benchmark.rcnn_cases import DEFAULT_NESTED_DESIGNS, rcnn_cases
 
     cases = []
     rcnn_suites = [s for s in ("rcnn_backbone", "rcnn_model") if s in args.suites]
     if rcnn_suites:
-        cases += rcnn_cases(
+        rcnn = rcnn_cases(
             args.rcnn_config,
             sizes=args.rcnn_sizes,
             devices=args.devices,
@@ -162,12 +172,16 @@ def build_cases(args):
             detections=args.detections,
             opts=args.rcnn_opts,
         )
+        cases += [
+            with_inference_options(c, fold_norms=args.fold_norms, channels_last=args.channels_last)
+            for c in rcnn
+        ]
     unetpp_suites = [s for s in ("unetpp_vs_smp", "unetpp_levels") if s in args.suites]
     if unetpp_suites:
         from maskrcnnpp.benchmark.unetpp_cases import unetpp_cases
 
         configs = os.path.join(REPO_ROOT, "configs", "DSB2018")
-        cases += unetpp_cases(
+        unetpp = unetpp_cases(
             smp_config=os.path.join(configs, "unetpp_R_34.yaml"),
             levels_config=os.path.join(configs, "unetpp_vgg.yaml"),
             sizes=args.unetpp_sizes,
@@ -176,6 +190,10 @@ def build_cases(args):
             suites=unetpp_suites,
             train=args.train_runs > 0,
         )
+        cases += [
+            with_inference_options(c, fold_norms=False, channels_last=args.channels_last)
+            for c in unetpp
+        ]
     return cases
 
 

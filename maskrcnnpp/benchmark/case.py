@@ -2,7 +2,8 @@
 A benchmark case: one model x variant x input x device, and the workload it builds.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from types import MappingProxyType
+from typing import Callable, Dict, Mapping, Tuple
 
 import torch
 from torch import nn
@@ -17,9 +18,11 @@ class Workload:
 
     Attributes:
         module (nn.Module): the model, on the case's device, in eval mode.
+        notes (dict): facts about the built model that go into its record's notes.
     """
 
     module: nn.Module
+    notes: Mapping[str, object] = MappingProxyType({})  # replaced, never mutated
 
     def infer(self) -> Dict[str, int]:
         """

@@ -19,7 +19,7 @@ ResNet bottom-up and random weights:
 """
 import itertools
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch

@@ -105,8 +105,7 @@ def run_case_group(
                 )
         else:
             record["peak_memory_mib"] = None
-        if hasattr(workload, "active_params_m"):
-            record["notes"]["active_params_m"] = workload.active_params_m
+        record["notes"].update(getattr(workload, "notes", {}))
         records[case.name] = record
     counts = {name: r["counts"] for name, r in records.items()}
     if len({tuple(sorted(c.items())) for c in counts.values()}) > 1:

@@ -45,7 +45,7 @@ class TensorWorkload(Workload):
         """
         self.module = module.eval()
         self.images = images
-        self._train_loss = train_loss or (lambda m: mean_square_loss(m(images)))
+        self._train_loss = train_loss or (lambda m: mean_square_loss(m(self.images)))
         self._optimizer = torch.optim.SGD(
             [p for p in module.parameters() if p.requires_grad], lr=lr, momentum=0.9
         )
