@@ -91,3 +91,23 @@ def test_channels_last_keeps_the_outputs(fusion):
         channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
         after = channels_last(image.contiguous(memory_format=torch.channels_last))
     assert _max_relative_difference(eager, after) < 1e-5
+
+
+@pytest.mark.parametrize("node_conv", ["separable", "plain"])
+def test_cpu_channels_last_pyramid_keeps_the_outputs(node_conv):
+    model = _nested_fpn("unet++", "sum", node_conv, "")
+    assert model.cpu_channels_last == (node_conv == "separable")  # the measured default
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        model.cpu_channels_last = True
+        channels_last = model(image)
+        model.cpu_channels_last = False
+        nchw = model(image)
+    assert channels_last["p2"].is_contiguous(memory_format=torch.channels_last)
+    assert nchw["p2"].is_contiguous()
+    assert _max_relative_difference(nchw, channels_last) < 1e-5
+    # gradients flow through the channels-last pyramid too
+    model.cpu_channels_last = True
+    model.train()
+    sum(out.square().mean() for out in model(image).values()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.x_0_3.parameters())

@@ -6,6 +6,7 @@ nested-dense skip pathways, a drop-in for Detectron2's :class:`FPN`.
 import math
 
 import fvcore.nn.weight_init as weight_init
+import torch
 
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
@@ -57,6 +58,7 @@ class NestedFPN(Backbone):
         fusion="concat",
         node_conv="plain",
         node_norm="",
+        cpu_channels_last=None,
     ):
         """
         Args:
@@ -77,6 +79,14 @@ class NestedFPN(Backbone):
             fusion (str): "concat" or "sum" (MODEL.NESTED_FPN.FUSION).
             node_conv (str): "plain" or "separable" (MODEL.NESTED_FPN.NODE_CONV).
             node_norm (str): normalization inside the node convs (MODEL.NESTED_FPN.NORM).
+            cpu_channels_last (bool or None): on the CPU, compute the pyramid (laterals,
+                nodes, outputs) in channels-last memory: the bottom-up features are converted
+                once, as they enter the lateral convs, and the outputs stay channels-last
+                (same values, another memory layout); CUDA tensors are left as they are.
+                None (default): only with "separable" node convs, whose depthwise and 1x1
+                convs run 1.7-2x faster so (oneDNN, 256 channels at 128x128); the plain 3x3
+                convs over concatenations gain nothing and the conversions cost (measured:
+                the paper's design went from 1.40x to 1.52x FPN's backbone latency).
         """
         super().__init__()
         if not isinstance(bottom_up, Backbone):
@@ -159,6 +169,9 @@ class NestedFPN(Backbone):
         self._out_feature_channels = {k: out_channels for k in self._out_features}
         self._size_divisibility = strides[-1]
         self._square_pad = square_pad
+        self.cpu_channels_last = (
+            node_conv == "separable" if cpu_channels_last is None else cpu_channels_last
+        )
 
     @classmethod
     def from_config(cls, cfg, bottom_up):
@@ -205,7 +218,7 @@ class NestedFPN(Backbone):
         """
         bottom_up_features = self.bottom_up(x)
         nodes = {
-            (level, 0): lateral_conv(bottom_up_features[in_feature])
+            (level, 0): lateral_conv(self._to_pyramid_layout(bottom_up_features[in_feature]))
             for level, (in_feature, lateral_conv) in enumerate(
                 zip(self.in_features, self._lateral_convs)
             )
@@ -228,6 +241,12 @@ class NestedFPN(Backbone):
                 top_block_input = results[self._out_features.index(self.top_block.in_feature)]
             results.extend(self.top_block(top_block_input))
         return dict(zip(self._out_features, results))
+
+    def _to_pyramid_layout(self, feature):
+        """A bottom-up feature in the memory layout the pyramid is computed in."""
+        if self.cpu_channels_last and feature.device.type == "cpu":
+            return feature.contiguous(memory_format=torch.channels_last)
+        return feature
 
     def output_shape(self):
         return {

@@ -31,7 +31,8 @@ class NestedNode(nn.Module):
     block normalizes after both of its convs and applies ReLU after the pointwise one.
 
     The node up-samples ``below`` itself: "sum" / "avg" add it by broadcasting (each pixel of
-    ``below`` onto its 2x2 block), which never materializes the up-sampled map.
+    ``below`` onto its 2x2 block), which never materializes the up-sampled map; the fused map
+    keeps the inputs' memory layout (NCHW or channels-last).
     """
 
     def __init__(
@@ -87,15 +88,35 @@ class NestedNode(nn.Module):
         if self.fusion == "concat":
             upsampled = F.interpolate(below, scale_factor=2.0, mode="nearest")
             return self.conv(torch.cat(same_level + [upsampled], dim=1))
-        # (N, C, h, 1, w, 1) broadcasts onto the 2x2 blocks of (N, C, h, 2, w, 2)
-        below_blocks = below[:, :, :, None, :, None]
-        if len(same_level) == 1:
-            fused = same_level[0].view(n, c, h, 2, w, 2) + below_blocks
-        else:
-            fused = (same_level[0] + same_level[1]).view(n, c, h, 2, w, 2)
+        fused = same_level[0]
+        if len(same_level) > 1:
+            fused = same_level[0] + same_level[1]
             for feature in same_level[2:]:
-                fused.add_(feature.view(n, c, h, 2, w, 2))
-            fused.add_(below_blocks)
+                fused.add_(feature)
+        fused = _add_upsampled(fused, below)
         if self.fusion == "avg":
             fused.mul_(1.0 / (self.num_same_level + 1))
-        return self.conv(fused.reshape(n, c, 2 * h, 2 * w))
+        return self.conv(fused)
+
+
+def _add_upsampled(base: torch.Tensor, below: torch.Tensor) -> torch.Tensor:
+    """
+    ``base + U(below)``, U the 2x nearest up-sampling, without materializing ``U(below)``:
+    each pixel of ``below`` is broadcast onto its 2x2 block of ``base``.
+
+    The sum is laid out like ``base``, NCHW or channels-last. A channels-last sum is computed
+    in (N, H, W, C) order, where the maps are contiguous: broadcasting in NCHW order would
+    allocate it with strides that, at batch size 1, send the next conv down a slow path that
+    reorders its input and returns NCHW.
+
+    Args:
+        base (Tensor): (N, C, 2h, 2w).
+        below (Tensor): (N, C, h, w).
+    """
+    n, c, h, w = below.shape
+    if base.is_contiguous():
+        fused = base.view(n, c, h, 2, w, 2) + below[:, :, :, None, :, None]
+        return fused.view(n, c, 2 * h, 2 * w)
+    base_nhwc, below_nhwc = base.permute(0, 2, 3, 1), below.permute(0, 2, 3, 1)
+    fused = base_nhwc.reshape(n, h, 2, w, 2, c) + below_nhwc[:, :, None, :, None, :]
+    return fused.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
