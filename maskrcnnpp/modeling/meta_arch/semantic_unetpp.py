@@ -276,34 +276,53 @@ class SemanticUNetPlusPlus(nn.Module):
             for j, weight in zip(self.head_columns, self.loss_weights)
         }
 
+    def head_probabilities(self, image: torch.Tensor, depth: Optional[int] = None) -> torch.Tensor:
+        """
+        Class probabilities of every head of the (sub-)network, from one forward pass per
+        window.
+
+        Args:
+            image (Tensor): one normalized image (C_in, H, W), any H, W >= 1; images with a
+                side above :attr:`sliding_window_size` are predicted window by window.
+            depth (int): as in :meth:`head_logits`; default: the whole network.
+
+        Returns:
+            Tensor: (K, C, H, W), K the heads on columns <= depth, in column order.
+        """
+        if self.sliding_window_size and max(image.shape[-2:]) > self.sliding_window_size:
+            num_heads = len([j for j in self.head_columns if j <= (depth or len(self.in_features) - 1)])
+            flat = sliding_window_predict(
+                image,
+                lambda crop: self._whole_image_head_probabilities(crop, depth).flatten(0, 1),
+                window=self.sliding_window_size,
+                overlap=self.sliding_window_overlap,
+            )
+            return flat.view(num_heads, -1, *flat.shape[-2:])
+        return self._whole_image_head_probabilities(image, depth)
+
+    def _whole_image_head_probabilities(self, image: torch.Tensor, depth: Optional[int]) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        padded = self._pad([image], 0.0).tensor
+        logits = self.head_logits(padded, depth).values()
+        probs = torch.stack([segmentation_probabilities(x)[0] for x in logits])
+        return probs[:, :, :height, :width]
+
     def predict_probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """
         Args:
             image (Tensor): one normalized image (C_in, H, W), any H, W >= 1.
 
         Returns:
-            Tensor: (C, H, W) class probabilities from the heads chosen by :attr:`test_level`.
+            Tensor: (C, H, W) class probabilities from the heads chosen by :attr:`test_level`:
+            the mean of all heads (0) or head k of the sub-network pruned at level k.
         """
-        height, width = image.shape[-2:]
-        padded = self._pad([image], 0.0).tensor
         if self.test_level == 0:
-            logits = list(self.head_logits(padded).values())
-        else:
-            logits = [self.head_logits(padded, self.test_level)[self.test_level]]
-        probs = sum(segmentation_probabilities(x) for x in logits) / len(logits)
-        return probs[0, :, :height, :width]
+            return self.head_probabilities(image).mean(0)
+        return self.head_probabilities(image, self.test_level)[-1]
 
     def _predict_one(self, inputs: Dict) -> Dict[str, torch.Tensor]:
         image = self._normalize(inputs["image"])
         height, width = image.shape[-2:]
-        if self.sliding_window_size and max(height, width) > self.sliding_window_size:
-            probs = sliding_window_predict(
-                image,
-                self.predict_probabilities,
-                window=self.sliding_window_size,
-                overlap=self.sliding_window_overlap,
-            )
-        else:
-            probs = self.predict_probabilities(image)
+        probs = self.predict_probabilities(image)
         out_h, out_w = inputs.get("height", height), inputs.get("width", width)
         return {"sem_seg": sem_seg_postprocess(probs, (height, width), out_h, out_w)}
