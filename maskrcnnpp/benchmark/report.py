@@ -33,9 +33,12 @@ def _model_table(records: Sequence[Dict]) -> List[str]:
         latency = r["latency_ms"]
         train = r["train_step_ms"] or {}
         counts = ", ".join(f"{k} {v}" for k, v in (r["counts"] or {}).items()) or "-"
+        params = _fmt(r["params_m"], ".2f")
+        if "active_params_m" in (r["notes"] or {}):  # a pruned level runs a sub-network
+            params += f" (runs {r['notes']['active_params_m']:.2f})"
         lines.append(
             f"| {r['model']} | {r['variant']} | {r['batch']}x{r['height']}x{r['width']} "
-            f"| {r['device']} | {_fmt(r['params_m'], '.2f')} | {_fmt(r['gflops'])} "
+            f"| {r['device']} | {params} | {_fmt(r['gflops'])} "
             f"| {latency['median']:.0f} [{latency['q1']:.0f}, {latency['q3']:.0f}] "
             f"| {_fmt(r['latency_ratio'], '.2f', 'x')} | {_fmt(train.get('median'), '.0f')} "
             f"| {_fmt(r['train_step_ratio'], '.2f', 'x')} | {_memory(r)} | {counts} |"
