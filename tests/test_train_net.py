@@ -57,3 +57,33 @@ def test_two_iterations_then_eval_only(tmp_path, tmp_path_factory):
     again = json.loads((tmp_path / "eval" / "final_metrics.json").read_text())["results"]
     # same weights, same data: the same numbers
     assert again["nuclei_synth_val"]["nuclei"] == nuclei
+
+
+QUICK_UNETPP = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
+
+
+def test_unetpp_trains_then_evaluates_pruned(tmp_path, tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
+    out = tmp_path / "unetpp"
+    log = _run(
+        ["--config-file", str(QUICK_UNETPP), "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
+         "DATALOADER.NUM_WORKERS", "0", "TEST.NUCLEI.NUM_VIS", "1", "OUTPUT_DIR", str(out)],
+        cache,
+    )
+    assert "Results on nuclei_synth_sem_seg_val" in log
+    final = json.loads((out / "final_metrics.json").read_text())["results"]["nuclei_synth_sem_seg_val"]
+    assert {"mIoU", "fwIoU"} <= set(final["sem_seg"])
+    assert final["nuclei"]["num_images"] == 16
+    for key in ("iou", "dice", "dsb_score", "aji", "pq"):
+        assert 0.0 <= final["nuclei"][key] <= 1.0, key
+    state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
+    assert {f"heads.x_0_{j}.weight" for j in range(1, 5)} <= set(state["model"])
+
+    _run(
+        ["--config-file", str(QUICK_UNETPP), "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
+         "MODEL.UNETPP.TEST_LEVEL", "3", "DATALOADER.NUM_WORKERS", "0",
+         "OUTPUT_DIR", str(tmp_path / "pruned")],
+        cache,
+    )
+    pruned = json.loads((tmp_path / "pruned" / "final_metrics.json").read_text())["results"]
+    assert pruned["nuclei_synth_sem_seg_val"]["nuclei"]["num_images"] == 16

@@ -1,0 +1,53 @@
+"""tools/evaluate_unetpp_levels.py: every pruned level and the ensemble scored from one pass."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import torch
+from detectron2.modeling import build_model
+
+import maskrcnnpp  # noqa: F401
+from maskrcnnpp.engine import setup_cfg
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+QUICK = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
+
+
+def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
+    torch.manual_seed(0)
+    cfg = setup_cfg(str(QUICK), ["MODEL.DEVICE", "cpu"])
+    model = build_model(cfg)
+    weights = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    env = dict(__import__("os").environ, MASKRCNNPP_CACHE=str(cache), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "evaluate_unetpp_levels.py"), "--config-file", str(QUICK),
+         "--runs", "1", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights),
+         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| ensemble" in proc.stdout
+    report = json.loads((tmp_path / "out" / "levels.json").read_text())
+    levels = {r["level"]: r for r in report["levels"]}
+    assert sorted(levels) == [0, 1, 2, 3, 4]
+    params = [levels[k]["params"] for k in (1, 2, 3, 4)]
+    assert params == sorted(params) and params[0] < params[-1]
+    assert levels[4]["params"] == sum(p.numel() for p in model.parameters())
+    for record in (levels[2], levels[0]):
+        assert record["nuclei"]["num_images"] == 16
+        assert 0.0 <= record["nuclei"]["iou"] <= 1.0
+    # Level 2 from the one-pass evaluation equals the really pruned model's evaluation.
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(QUICK), "--eval-only",
+         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights), "MODEL.UNETPP.TEST_LEVEL", "2",
+         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "pruned")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pruned = json.loads((tmp_path / "pruned" / "final_metrics.json").read_text())["results"]
+    nuclei = pruned["nuclei_synth_sem_seg_val"]["nuclei"]
+    for key in ("iou", "dice", "dsb_score", "aji", "pq"):
+        assert abs(nuclei[key] - levels[2]["nuclei"][key]) < 1e-6, key
