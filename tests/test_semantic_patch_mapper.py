@@ -96,3 +96,12 @@ def test_test_mode_gives_whole_image_without_labels(tmp_path):
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="INTENSITY_JITTER"):
         mapper(jitter=1.5)
+
+
+def test_bgr_models_get_bgr_images(tmp_path):
+    record = write_pair(tmp_path, 20, 24)
+    rgb = SemanticPatchDatasetMapper(is_train=False, patch_size=8, intensity_jitter=0.0,
+                                     ignore_value=255, image_format="RGB")(record)["image"]
+    bgr = SemanticPatchDatasetMapper(is_train=False, patch_size=8, intensity_jitter=0.0,
+                                     ignore_value=255, image_format="BGR")(record)["image"]
+    assert (bgr == rgb.flip(0)).all() and not (bgr == rgb).all()

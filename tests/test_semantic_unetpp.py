@@ -97,6 +97,10 @@ def test_invalid_test_level_and_designs_are_named():
         build("DSB2018/unet_vgg.yaml", ["MODEL.UNETPP.DEEP_SUPERVISION", True])
     with pytest.raises(ValueError, match="LOSS_WEIGHTS"):
         build(opts=["MODEL.UNETPP.LOSS_WEIGHTS", [1.0, 2.0]])
+    with pytest.raises(ValueError, match="SLIDING_WINDOW_OVERLAP 1.0"):
+        build(opts=["MODEL.UNETPP.SLIDING_WINDOW_OVERLAP", 1.0])
+    with pytest.raises(ValueError, match="MODEL.UNETPP.SKIP 'unet3'"):
+        build(opts=["MODEL.UNETPP.SKIP", "unet3"])
     with pytest.raises(ValueError, match=r"IN_FEATURES .*strides"):
         build(opts=["MODEL.UNETPP.IN_FEATURES", ["vgg0", "vgg2", "vgg3"]])
 

@@ -26,7 +26,6 @@ import time
 import torch
 from tabulate import tabulate
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
@@ -34,7 +33,7 @@ from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
 from maskrcnnpp.data.build import build_nuclei_mapper
-from maskrcnnpp.engine import build_nuclei_evaluators, setup_cfg
+from maskrcnnpp.engine import build_nuclei_evaluators, load_model_weights, setup_cfg
 from maskrcnnpp.utils.atomic_io import atomic_open
 
 
@@ -71,7 +70,10 @@ def main():
     setup_logger(name="maskrcnnpp")
     logger = logging.getLogger("maskrcnnpp")
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    try:
+        load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=False)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"evaluate_unetpp_levels: {e}")
     depth = len(model.in_features) - 1
     if model.head_columns != list(range(1, depth + 1)):
         raise SystemExit(

@@ -20,11 +20,11 @@ import os
 import sys
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers the project's models and datasets
+from maskrcnnpp.engine import load_model_weights
 from maskrcnnpp.engine.setup import setup_cfg
 from maskrcnnpp.export import (
     DEFAULT_ONNX_OPSET,
@@ -68,13 +68,7 @@ def main(argv=None) -> int:
     try:
         cfg = setup_cfg(args.config_file, args.opts)
         model = build_model(cfg).to(torch.device(cfg.MODEL.DEVICE)).eval()
-        weights = cfg.MODEL.WEIGHTS
-        if not weights:
-            logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model.")
-        elif "://" not in weights and not os.path.isfile(weights):
-            raise FileNotFoundError(f"MODEL.WEIGHTS: no such file: {weights}")
-        else:
-            DetectionCheckpointer(model).load(weights)
+        load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=True)
         samples = load_sample_inputs(cfg, args.sample_image, count=args.num_samples)
     except (KeyError, ValueError, OSError) as e:  # config, weights, unreadable sample image
         print(f"export_model: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)

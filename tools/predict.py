@@ -89,7 +89,7 @@ def main(argv=None):
         try:
             prediction = predictor(image)
             num_nuclei += writer.write_image(image_id, name, path, image, prediction)
-        except (RuntimeError, ValueError, OSError) as e:  # out of memory, > 65535 nuclei, disk full
+        except Exception as e:  # out of memory, > 65535 nuclei, disk full, OpenCV errors
             _error(f"skipped {path}: {type(e).__name__}: {e}")
             failed += 1
     writer.close()

@@ -41,7 +41,7 @@ def random_patch(
 class SemanticPatchDatasetMapper:
     """
     Maps a dataset dict with ``file_name`` and ``sem_seg_file_name`` to the inputs of a
-    semantic model: ``"image"`` (3, H, W) uint8 RGB and, in training, ``"sem_seg"`` (H, W)
+    semantic model: ``"image"`` (3, H, W) uint8 in ``image_format`` order and, in training, ``"sem_seg"`` (H, W)
     int64.
 
     Training: a random ``patch_size`` patch (padded with the ignore value when the image is
@@ -54,7 +54,13 @@ class SemanticPatchDatasetMapper:
 
     @configurable
     def __init__(
-        self, *, is_train: bool, patch_size: int, intensity_jitter: float, ignore_value: int
+        self,
+        *,
+        is_train: bool,
+        patch_size: int,
+        intensity_jitter: float,
+        ignore_value: int,
+        image_format: str = "RGB",
     ):
         """
         Args:
@@ -63,6 +69,7 @@ class SemanticPatchDatasetMapper:
             intensity_jitter (float): J in [0, 1): brightness and contrast factors are
                 drawn from [1 - J, 1 + J].
             ignore_value (int): label of padded pixels.
+            image_format (str): "RGB" or "BGR", the channel order the model takes.
         """
         if patch_size < 1 or not 0.0 <= intensity_jitter < 1.0:
             raise ValueError(
@@ -73,6 +80,9 @@ class SemanticPatchDatasetMapper:
         self.patch_size = patch_size
         self.intensity_jitter = intensity_jitter
         self.ignore_value = ignore_value
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT {image_format!r}: semantic models take 'RGB' or 'BGR'.")
+        self.image_format = image_format
         self._rng = None
 
     @classmethod
@@ -82,6 +92,7 @@ class SemanticPatchDatasetMapper:
             "patch_size": cfg.INPUT.SEMANTIC_PATCH.SIZE,
             "intensity_jitter": cfg.INPUT.SEMANTIC_PATCH.INTENSITY_JITTER,
             "ignore_value": cfg.MODEL.UNETPP.IGNORE_VALUE,
+            "image_format": cfg.INPUT.FORMAT,
         }
 
     @property
@@ -95,7 +106,7 @@ class SemanticPatchDatasetMapper:
         dataset_dict = copy.copy(dataset_dict)
         if not self.is_train:
             image = read_image_rgb(dataset_dict["file_name"])
-            dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            dataset_dict["image"] = self._to_tensor(image)
             return dataset_dict
         try:
             image = read_image_rgb(dataset_dict["file_name"])
@@ -111,9 +122,15 @@ class SemanticPatchDatasetMapper:
             )
             return None
         image, labels = self._augment(image, labels.astype(np.int64))
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        dataset_dict["image"] = self._to_tensor(image)
         dataset_dict["sem_seg"] = torch.as_tensor(np.ascontiguousarray(labels))
         return dataset_dict
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (3, H, W) uint8 in the model's channel order."""
+        if self.image_format == "BGR":
+            image = image[:, :, ::-1]
+        return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
     def _augment(self, image: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         rng = self.rng

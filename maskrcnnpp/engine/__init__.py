@@ -7,6 +7,7 @@ from .ddp import create_ddp_model_any_device
 from .metrics_json import drop_partial_last_line, read_metrics_json
 from .training_curves import TrainingCurvesHook, plot_training_curves
 from .results_table import format_results_table
+from .weights import load_model_weights
 
 __all__ = [
     "AtomicDetectionCheckpointer",
@@ -21,4 +22,5 @@ __all__ = [
     "TrainingCurvesHook",
     "plot_training_curves",
     "format_results_table",
+    "load_model_weights",
 ]

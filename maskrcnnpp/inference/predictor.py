@@ -3,19 +3,18 @@
 ``{"sem_seg": (C, H, W)}``), as one label image."""
 
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import configurable
 from detectron2.data import detection_utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..data.build import SEMANTIC_META_ARCHITECTURES
+from ..engine.weights import load_model_weights
 from ..evaluation.nuclei_metrics import semantic_to_label_image
 from .instance_painting import crop_masks, paint_instances
 from .tile_duplicates import suppress_cross_tile_duplicates
@@ -128,13 +127,7 @@ class NucleiPredictor:
         """
         if model is None:
             model = build_model(cfg)
-            weights = cfg.MODEL.WEIGHTS
-            if not weights:
-                logger.warning("MODEL.WEIGHTS is empty: predicting with randomly initialised weights")
-            else:
-                if "://" not in weights and not os.path.isfile(weights):
-                    raise FileNotFoundError(f"MODEL.WEIGHTS: no such file: {weights}")
-                DetectionCheckpointer(model).load(weights)
+            load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=True)
         return {
             "model": model,
             # As in evaluation (maskrcnnpp.data.build_nuclei_mapper): instance models get the

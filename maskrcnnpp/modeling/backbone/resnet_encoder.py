@@ -34,7 +34,7 @@ class ResNetEncoder(Backbone):
         unknown = [name for name in out_features if name not in available]
         if not out_features or unknown:
             raise ValueError(
-                f"ResNet encoder outputs {list(out_features)}: must be a non-empty subset of "
+                f"MODEL.RESNETS.OUT_FEATURES {list(out_features)} of the ResNet encoder: must be a non-empty subset of "
                 f"{list(available)}."
             )
         self.resnet = resnet

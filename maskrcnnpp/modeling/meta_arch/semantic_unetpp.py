@@ -27,15 +27,6 @@ __all__ = ["SemanticUNetPlusPlus"]
 logger = logging.getLogger(__name__)
 
 
-def _registered_name(registry, name: str, key: str) -> str:
-    if name not in registry:
-        raise KeyError(
-            f"{key} {name!r} is not registered in {registry._name}; registered: "
-            f"{sorted(k for k, _ in registry)}."
-        )
-    return name
-
-
 @META_ARCH_REGISTRY.register()
 class SemanticUNetPlusPlus(nn.Module):
     """
@@ -54,6 +45,10 @@ class SemanticUNetPlusPlus(nn.Module):
     the single head without deep supervision); k in 1..D runs only the sub-network that feeds
     ``X(0, k)`` -- encoder levels 0..k and decoder nodes with i + j <= k -- and returns head
     k. Images with a side above ``sliding_window_size`` are predicted window by window.
+
+    Pruning skips the deeper encoder levels for encoders with ``forward_up_to`` (VGG,
+    ResNetEncoder) and for Detectron2's ResNet; any other encoder still runs whole (the
+    decoder is pruned all the same), which a warning says once.
     """
 
     @configurable
@@ -120,6 +115,11 @@ class SemanticUNetPlusPlus(nn.Module):
                 f"MODEL.UNETPP.DECODER_CHANNELS {list(decoder_channels)}: need {depth} entries "
                 f"(levels 0..{depth - 1}) for IN_FEATURES {list(in_features)}, or none."
             )
+        if sliding_window_size < 0 or not 0.0 <= sliding_window_overlap < 1.0:
+            raise ValueError(
+                f"MODEL.UNETPP.SLIDING_WINDOW_SIZE {sliding_window_size} must be >= 0 and "
+                f"MODEL.UNETPP.SLIDING_WINDOW_OVERLAP {sliding_window_overlap} in [0, 1)."
+            )
         if num_classes < 2:
             raise ValueError(f"MODEL.UNETPP.NUM_CLASSES must be >= 2 (with background), got {num_classes}.")
         self.encoder = encoder
@@ -157,8 +157,8 @@ class SemanticUNetPlusPlus(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         c = cfg.MODEL.UNETPP
-        name = _registered_name(BACKBONE_REGISTRY, c.ENCODER, "MODEL.UNETPP.ENCODER")
-        encoder = BACKBONE_REGISTRY.get(name)(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        # setup_cfg has checked that c.ENCODER is registered (engine/config_checks.py)
+        encoder = BACKBONE_REGISTRY.get(c.ENCODER)(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         return {
             "encoder": encoder,
             "in_features": list(c.IN_FEATURES),
@@ -237,6 +237,12 @@ class SemanticUNetPlusPlus(nn.Module):
                 x = stage(x)
                 features[name] = x
         else:
+            if depth < len(self.in_features) - 1 and not getattr(self, "_warned_full_encoder", False):
+                logger.warning(
+                    f"{type(self.encoder).__name__} has no forward_up_to: the pruned model runs "
+                    f"its whole encoder (only the decoder is pruned)."
+                )
+                self._warned_full_encoder = True
             features = self.encoder(images)
         return [features[name] for name in names]
 

@@ -84,7 +84,7 @@ class NestedDecoder(nn.Module):
         super().__init__()
         if skip not in UNET_SKIP_DESIGNS:
             raise ValueError(
-                f"Unknown skip design {skip!r}; expected one of {sorted(UNET_SKIP_DESIGNS)}."
+                f"MODEL.UNETPP.SKIP {skip!r}: expected one of {sorted(UNET_SKIP_DESIGNS)}."
             )
         self.num_levels = len(in_channels)
         if self.num_levels < 2:
