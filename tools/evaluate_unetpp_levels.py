@@ -10,7 +10,9 @@ that feeds X(0,k), which equals head k of the whole network (tests/test_semantic
 so the whole network runs once per image and every head is scored with the project's
 evaluators (Detectron2's SemSegEvaluator + the nuclei metrics) on DATASETS.TEST[0]. Then
 each level's CPU/CUDA latency is timed with the model really pruned (TEST_LEVEL k), the
-levels interleaved round by round on the dataset's first image (median of --runs).
+levels interleaved round by round (order rotated) on the dataset's first image: the median
+of --runs, and the median of the per-round ratios to the whole network. The parameters of a
+level are those of the modules its pruned forward calls.
 
 Prints one table (level, parameters of the sub-network, IoU, Dice, DSB score, AJI, PQ,
 latency and its ratio to the whole network) and writes OUTPUT_DIR/levels.json atomically.
@@ -21,7 +23,6 @@ import json
 import logging
 import os
 import statistics
-import time
 
 import torch
 from tabulate import tabulate
@@ -32,6 +33,8 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
+from maskrcnnpp.benchmark.flops import count_active_parameters
+from maskrcnnpp.benchmark.timing import median_paired_ratio, time_interleaved
 from maskrcnnpp.data.build import build_nuclei_mapper
 from maskrcnnpp.engine import build_nuclei_evaluators, load_model_weights, setup_cfg
 from maskrcnnpp.utils.atomic_io import atomic_open
@@ -43,25 +46,6 @@ def parse_args():
     parser.add_argument("--runs", type=int, default=10, help="timing rounds (median reported)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args()
-
-
-def sub_network_parameters(model, level):
-    """Parameters that the sub-network pruned at ``level`` uses: encoder levels 0..level,
-    decoder nodes with i + j <= level, heads on columns <= level."""
-    keep_encoder = set(model.in_features[: level + 1])
-    total = 0
-    for name, p in model.named_parameters():
-        parts = name.split(".")
-        if parts[0] == "decoder":
-            i, j = map(int, parts[1].split("_")[1:])
-            total += p.numel() if i + j <= level else 0
-        elif parts[0] == "heads":
-            total += p.numel() if int(parts[1].split("_")[2]) <= level else 0
-        elif parts[0] == "encoder":
-            # VGG: encoder.vgg{k}.*; ResNetEncoder: encoder.resnet.{stem,res2..res5}.*
-            stage = parts[2] if parts[1] == "resnet" else parts[1]
-            total += p.numel() if stage == "stem" or stage in keep_encoder else 0
-    return total
 
 
 def main():
@@ -105,37 +89,36 @@ def main():
                 logger.info(f"{n + 1} / {len(loader)} images")
     results = {k: evaluators[k].evaluate() for k in levels}
 
-    timings = {k: [] for k in levels}
+    def run_level(k):
+        model.test_level = k
+        return model.predict_probabilities(first_image)
+
     with torch.no_grad():
-        for k in levels:  # warm-up
-            model.test_level = k
-            model.predict_probabilities(first_image)
-        for _ in range(args.runs):
-            for k in levels:
-                model.test_level = k
-                if first_image.is_cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                model.predict_probabilities(first_image)
-                if first_image.is_cuda:
-                    torch.cuda.synchronize()
-                timings[k].append(time.perf_counter() - start)
-    full_ms = statistics.median(timings[depth]) * 1000
+        seconds = time_interleaved(
+            {k: (lambda k=k: run_level(k)) for k in levels},
+            rounds=args.runs,
+            warmup=1,
+            device=str(first_image.device),
+        )
+        params = {
+            k: count_active_parameters(model, lambda k=k: run_level(k)) for k in levels
+        }
 
     rows, records = [], []
     for k in levels:
         nuclei = results[k]["nuclei"]
-        ms = statistics.median(timings[k]) * 1000
-        params = sub_network_parameters(model, depth if k == 0 else k)
-        record = {"level": k, "params": params, "latency_ms": ms, "latency_ratio": ms / full_ms,
+        ms = statistics.median(seconds[k]) * 1000
+        ratio = median_paired_ratio(seconds[k], seconds[depth])
+        record = {"level": k, "params": params[k], "latency_ms": ms, "latency_ratio": ratio,
                   "sem_seg": results[k]["sem_seg"], "nuclei": nuclei}
         records.append(record)
-        rows.append([f"L{k}" if k else "ensemble", f"{params / 1e6:.2f}M", f"{nuclei['iou']:.4f}",
+        rows.append([f"L{k}" if k else "ensemble", f"{params[k] / 1e6:.2f}M", f"{nuclei['iou']:.4f}",
                      f"{nuclei['dice']:.4f}", f"{nuclei['dsb_score']:.4f}", f"{nuclei['aji']:.4f}",
-                     f"{nuclei['pq']:.4f}", f"{ms:.1f}", f"{ms / full_ms:.2f}x"])
+                     f"{nuclei['pq']:.4f}", f"{ms:.1f}", f"{ratio:.2f}x"])
     size = "x".join(str(s) for s in first_image.shape[-2:])
     print(f"\n{dataset}, {len(loader)} images; latency: median of {args.runs} interleaved runs on one "
-          f"{size} image, {first_image.device}, {torch.get_num_threads()} threads")
+          f"{size} image, {first_image.device}, {torch.get_num_threads()} threads; ratio: median of "
+          f"per-round ratios")
     print(tabulate(rows, headers=["level", "params", "iou", "dice", "dsb_score", "aji", "pq",
                                   "latency ms", "vs L" + str(depth)], tablefmt="pipe"))
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
