@@ -24,7 +24,6 @@ from detectron2.structures import Boxes, Instances
 from maskrcnnpp.evaluation.nuclei_metrics import masks_to_label_image
 from maskrcnnpp.inference import (
     MEASUREMENT_COLUMNS,
-    CroppedMask,
     NucleiPredictor,
     collect_image_files,
     crop_masks,
