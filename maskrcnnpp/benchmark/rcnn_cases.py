@@ -11,7 +11,8 @@ ResNet bottom-up and random weights:
   numbers of boxes and make the race unfair. Without trained weights the box-delta layers of
   the RPN and box heads are zeroed as well: a random ResNet's activations grow block after
   block, and random deltas that large push most boxes off the image, where clipping empties
-  them; with zero deltas the proposals are the anchors and the detections the proposals.
+  them; with zero deltas the proposals are the anchors and the detections the proposals. The
+  box classifier is zeroed too, so that no score underflows to 0 below the threshold.
   The kept counts are recorded with each timing. The pinned counts default to 1000 proposals
   and 100 detections (Detectron2's defaults; DSB2018 val images hold 25 nuclei at the median
   and 84 at the 90th percentile), not the nuclei config's limits of 2000 / 500, where the mask
@@ -166,12 +167,16 @@ class DetectorWorkload(Workload):
 
 def zero_box_deltas(model) -> None:
     """
-    Zero the box-regression layers of a GeneralizedRCNN's RPN and box heads (weights and
-    biases), so that proposals are the clipped anchors and detections the proposals.
+    Zero the box-regression layers of a GeneralizedRCNN's RPN and box heads and the box
+    classifier (weights and biases), so that proposals are the clipped anchors, detections
+    the proposals, and every detection scores 1 / (classes + 1) > SCORE_THRESH_TEST 0. (A
+    random classifier on a random ResNet's large activations gives softmax scores that
+    underflow to exactly 0, and such boxes are dropped: one model then keeps none.)
     """
     layers = [
         model.proposal_generator.rpn_head.anchor_deltas,
         model.roi_heads.box_predictor.bbox_pred,
+        model.roi_heads.box_predictor.cls_score,
     ]
     with torch.no_grad():
         for layer in layers:
