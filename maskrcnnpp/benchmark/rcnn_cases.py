@@ -114,11 +114,14 @@ class DetectorWorkload(Workload):
     Counts the proposals and detections it keeps.
     """
 
-    def __init__(self, model, image: torch.Tensor, *, num_gt: int = 32, seed: int = 0, lr=1e-4):
+    def __init__(self, model, image: torch.Tensor, *, num_gt: int = 32, seed: int = 0, lr=0.0):
         """
         Args:
             model: a built Detectron2 model (e.g. GeneralizedRCNN).
             image: (3, H, W) float image in the model's input format (0..255).
+            lr: of the timed SGD step. 0 (default) does the same work but leaves the weights
+                as they are, so the inference timed after a training step keeps the pinned
+                counts (a real update of a random R-50 diverges within steps).
         """
         self.module = model.eval()
         height, width = image.shape[-2:]
