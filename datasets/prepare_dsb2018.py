@@ -125,20 +125,6 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _fsync_directory(path: str) -> None:
-    """Make completed renames in ``path`` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------------------
 # layout, splits
 
@@ -477,8 +463,6 @@ def prepare_dsb2018(
             "instances": len(coco["annotations"]),
             "json_file": json_file,
         }
-    for directory in [out, annotations_dir] + [os.path.join(out, "semantic", s) for s in splits]:
-        _fsync_directory(directory)
     return summary
 
 
