@@ -78,14 +78,6 @@ class ResNetEncoder(Backbone):
                 break
         return outputs
 
-    def output_shape(self):
-        return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
-            for name in self._out_features
-        }
-
 
 @BACKBONE_REGISTRY.register()
 def build_resnet_encoder_backbone(cfg, input_shape: ShapeSpec):
