@@ -112,3 +112,27 @@ def test_inference_options_reach_the_models(tmp_path):
         assert record["notes"]["fold_norms"] and record["notes"]["channels_last"]
         assert record["notes"]["folded_norms"] == 20  # ResNet-18's FrozenBNs
         assert record["train_step_ms"] is None and record["gflops"] is None  # inference only
+
+
+def test_pinned_detectors_keep_the_same_boxes_whatever_the_backbone():
+    """Equal counts are not enough (ROIAlign's cost grows with box area): same boxes too."""
+    from maskrcnnpp.benchmark.rcnn_cases import rcnn_cases
+
+    cases = rcnn_cases(
+        str(REPO_ROOT / "configs" / "Base-RCNN-FPN-Nuclei.yaml"),
+        sizes=[96], devices=["cpu"], depth=18, designs=["unet++/sum/separable", "fpn/concat/plain"],
+        suites=["rcnn_model"], proposals=30, detections=7,
+    )  # fmt: skip
+    boxes = []
+    for case in cases:
+        workload = case.build()
+        proposals = []
+        workload.module.proposal_generator.register_forward_hook(
+            lambda module, inputs, output: proposals.append(output[0][0].proposal_boxes.tensor)
+        )
+        with torch.no_grad():
+            detections = workload.module(workload.inputs)[0]["instances"].pred_boxes.tensor
+        assert (len(proposals[0]), len(detections)) == (30, 7)
+        boxes.append((proposals[0], detections))
+    for proposals, detections in boxes[1:]:
+        assert torch.equal(proposals, boxes[0][0]) and torch.equal(detections, boxes[0][1])

@@ -199,6 +199,24 @@ def test_avg_fuse_type_takes_the_mean():
     assert build_backbone(cfg).x_0_3.fusion == "avg"
 
 
+@pytest.mark.parametrize("num_same_level", [1, 2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sum_node_equals_explicit_upsampling_and_leaves_its_inputs(num_same_level, channels_last):
+    torch.manual_seed(0)
+    node = NestedNode(num_same_level=num_same_level, channels=8, fusion="sum", node_conv="plain")
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    same_level = [torch.randn(2, 8, 6, 4).contiguous(memory_format=layout) for _ in range(num_same_level)]
+    below = torch.randn(2, 8, 3, 2).contiguous(memory_format=layout)
+    originals = [f.clone() for f in same_level + [below]]
+    fused = sum(same_level) + torch.nn.functional.interpolate(below, scale_factor=2.0)
+    with torch.no_grad():
+        expected = node.conv(fused.contiguous())
+        output = node(same_level, below)
+    torch.testing.assert_close(output, expected)
+    for before, after in zip(originals, same_level + [below]):
+        assert torch.equal(before, after)  # the node adds into its own buffer only
+
+
 def test_norms_go_where_their_keys_say():
     cfg = small_cfg(node_conv="separable")
     cfg.MODEL.FPN.OUT_CHANNELS = 32

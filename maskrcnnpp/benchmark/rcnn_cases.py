@@ -8,11 +8,16 @@ ResNet bottom-up and random weights:
   ``POST_NMS_TOPK_TEST`` proposals, and box score threshold 0 with NMS off
   (``SCORE_THRESH_TEST 0``, ``NMS_THRESH_TEST 1.0``) so every model keeps exactly
   ``TEST.DETECTIONS_PER_IMAGE`` detections; random-init heads would otherwise keep different
-  numbers of boxes and make the race unfair. Without trained weights the box-delta layers of
-  the RPN and box heads are zeroed as well: a random ResNet's activations grow block after
-  block, and random deltas that large push most boxes off the image, where clipping empties
-  them; with zero deltas the proposals are the anchors and the detections the proposals. The
-  box classifier is zeroed too, so that no score underflows to 0 below the threshold.
+  numbers of boxes and make the race unfair. Without trained weights the RPN's objectness
+  and box-delta layers, the box classifier and the box-delta layer of the box head are
+  zeroed as well, so that every model keeps the *same boxes*, not only as many: all anchors
+  score alike, the proposals are the same anchors (ties broken by index, identically in
+  every model) and the detections the same proposals. Equal counts alone are not enough:
+  ROIAlign's adaptive sampling costs grow with box area, and random objectness logits made
+  one model pick larger anchors than another (measured: roi_align took 250 ms in one model
+  and 66 ms in the other for the same 1000 + 100 boxes). Zero deltas also keep a random
+  ResNet's large activations from pushing boxes off the image, where clipping empties them,
+  and a zero classifier keeps scores from underflowing to 0 below the threshold.
   The kept counts are recorded with each timing. The pinned counts default to 1000 proposals
   and 100 detections (Detectron2's defaults; DSB2018 val images hold 25 nuclei at the median
   and 84 at the 90th percentile), not the nuclei config's limits of 2000 / 500, where the mask
@@ -168,15 +173,18 @@ class DetectorWorkload(Workload):
             return analysis.total() / 1e9
 
 
-def zero_box_deltas(model) -> None:
+def pin_box_outputs(model) -> None:
     """
-    Zero the box-regression layers of a GeneralizedRCNN's RPN and box heads and the box
-    classifier (weights and biases), so that proposals are the clipped anchors, detections
-    the proposals, and every detection scores 1 / (classes + 1) > SCORE_THRESH_TEST 0. (A
-    random classifier on a random ResNet's large activations gives softmax scores that
-    underflow to exactly 0, and such boxes are dropped: one model then keeps none.)
+    Zero the RPN's objectness and box-delta layers and the box head's classifier and
+    box-delta layers of a GeneralizedRCNN (weights and biases). Then every anchor scores
+    alike, the proposals are the same clipped anchors in every model whatever its backbone,
+    the detections are those proposals, and each scores 1 / (classes + 1) >
+    SCORE_THRESH_TEST 0. (A random classifier on a random ResNet's large activations gives
+    softmax scores that underflow to exactly 0, and such boxes are dropped: one model then
+    keeps none.)
     """
     layers = [
+        model.proposal_generator.rpn_head.objectness_logits,
         model.proposal_generator.rpn_head.anchor_deltas,
         model.roi_heads.box_predictor.bbox_pred,
         model.roi_heads.box_predictor.cls_score,
@@ -220,7 +228,7 @@ def _model_builder(base_config, variant, depth, device, size, weights, proposals
         if weights:
             DetectionCheckpointer(model).load(weights)
         else:
-            zero_box_deltas(model)
+            pin_box_outputs(model)
         return DetectorWorkload(model, _random_image(size, size, device))
 
     return build

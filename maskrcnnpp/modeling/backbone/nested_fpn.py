@@ -81,8 +81,10 @@ class NestedFPN(Backbone):
             node_norm (str): normalization inside the node convs (MODEL.NESTED_FPN.NORM).
             cpu_channels_last (bool or None): on the CPU, compute the pyramid (laterals,
                 nodes, outputs) in channels-last memory: the bottom-up features are converted
-                once, as they enter the lateral convs, and the outputs stay channels-last
-                (same values, another memory layout); CUDA tensors are left as they are.
+                once, as they enter the lateral convs, and the outputs are returned in
+                NCHW, as FPN returns them (the heads' ROIAlign would otherwise copy the
+                channels-last maps to NCHW on every call: measured 1.137x -> 1.113x of Mask
+                R-CNN's whole-model latency); CUDA tensors are left as they are.
                 None (default): only with "separable" node convs, whose depthwise and 1x1
                 convs run 1.7-2x faster so (oneDNN, 256 channels at 128x128); the plain 3x3
                 convs over concatenations gain nothing and the conversions cost (measured:
@@ -231,7 +233,7 @@ class NestedFPN(Backbone):
 
         num_levels = len(self.in_features)
         results = [
-            output_conv(nodes[output_node(level, num_levels)])
+            output_conv(nodes[output_node(level, num_levels)]).contiguous()
             for level, output_conv in enumerate(self._output_convs)
         ]
         if self.top_block is not None:
