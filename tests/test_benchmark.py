@@ -136,3 +136,20 @@ def test_pinned_detectors_keep_the_same_boxes_whatever_the_backbone():
         boxes.append((proposals[0], detections))
     for proposals, detections in boxes[1:]:
         assert torch.equal(proposals, boxes[0][0]) and torch.equal(detections, boxes[0][1])
+
+
+def test_quick_training_suite_takes_the_configs_batch_and_size():
+    from maskrcnnpp.benchmark.rcnn_cases import quick_training_cases
+
+    quick = REPO_ROOT / "configs" / "quick"
+    configs = [str(quick / "mask_rcnn_FPN.yaml"), str(quick / "mask_rcnn_NestedFPN.yaml")]
+    cases = quick_training_cases(configs, devices=["cpu"])
+    assert [(c.model, c.variant, c.batch, c.height) for c in cases] == [
+        ("Mask R-CNN", "mask_rcnn_FPN", 4, 256), ("Mask R-CNN++", "mask_rcnn_NestedFPN", 4, 256)
+    ]
+    workload = cases[1].build()
+    assert len(workload.inputs) == len(workload.train_inputs) == 4
+    # the configs' own limits, pinned: 500 proposals and 200 detections per image
+    assert workload.infer() == {"proposals": 4 * 500, "detections": 4 * 200}
+    with pytest.raises(ValueError, match="IMS_PER_BATCH"):
+        quick_training_cases(configs + [str(REPO_ROOT / "configs" / "Base-RCNN-FPN-Nuclei.yaml")], devices=["cpu"])

@@ -5,13 +5,16 @@ evaluation code. For each model x variant x input x device: parameters, FLOPs (f
 counter, one per multiply-add), inference latency (median and quartiles over timed rounds
 after warm-up; the compared models interleaved in one process, ratios taken within each
 round), one training step's time, and peak memory (CUDA: max_memory_allocated; CPU: the
-resident-set high-water mark above the resident set before the call). Prints Markdown tables and writes
-OUTPUT/benchmark.json (one record per model x variant x input x device), OUTPUT/benchmark.md and
+resident-set high-water mark above the resident set before the call). Prints Markdown
+tables and writes OUTPUT/benchmark.json (one record per model x variant x input x device), OUTPUT/benchmark.md and
 OUTPUT/benchmark.png.
 
 Suites (--suites):
   rcnn_backbone   Mask R-CNN's FPN vs the nested FPN designs (Mask R-CNN++), bottom-up + neck
   rcnn_model      the whole detectors, proposals and detections pinned to equal counts
+  rcnn_quick_training
+                  the README main job's configs (configs/quick/mask_rcnn_{FPN,NestedFPN}.yaml)
+                  on one training batch: training-step time and peak memory
   unetpp_vs_smp   our semantic UNet++ vs segmentation_models_pytorch's UnetPlusPlus
   unetpp_levels   our UNet++ pruned at TEST_LEVEL 1..4 and the ensemble
   throughput      datasets/prepare_dsb2018.py on the shared DSB2018 copy; nuclei metrics
@@ -34,9 +37,13 @@ import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SUITES = ("rcnn_backbone", "rcnn_model", "unetpp_vs_smp", "unetpp_levels", "throughput")
+SUITES = (
+    "rcnn_backbone", "rcnn_model", "rcnn_quick_training", "unetpp_vs_smp", "unetpp_levels",
+    "throughput",
+)  # fmt: skip
 # Settings of the full run and of --quick; any option given on the command line wins.
 FULL = {
+    "suites": list(SUITES),
     "runs": 10,
     "warmup": 2,
     "train_runs": 3,
@@ -53,6 +60,8 @@ FULL = {
     "output": os.path.join(REPO_ROOT, "output", "benchmark"),
 }
 QUICK = {
+    # rcnn_quick_training would add ~25 s of real-size training batches
+    "suites": [s for s in SUITES if s != "rcnn_quick_training"],
     "runs": 3,
     "warmup": 1,
     "train_runs": 1,
@@ -76,7 +85,9 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small models and inputs, few runs")
-    parser.add_argument("--suites", nargs="+", choices=SUITES, default=list(SUITES))
+    parser.add_argument(
+        "--suites", nargs="+", choices=SUITES, help="default: all (quick: all but rcnn_quick_training)"
+    )
     parser.add_argument(
         "--devices", nargs="+", help="default: cpu, and cuda when torch sees a GPU"
     )
@@ -176,6 +187,12 @@ def build_cases(args):
             with_inference_options(c, fold_norms=args.fold_norms, channels_last=args.channels_last)
             for c in rcnn
         ]
+    if "rcnn_quick_training" in args.suites:
+        from maskrcnnpp.benchmark.rcnn_cases import quick_training_cases
+
+        configs = [os.path.join(REPO_ROOT, "configs", "quick", f"mask_rcnn_{neck}.yaml")
+                   for neck in ("FPN", "NestedFPN")]
+        cases += quick_training_cases(configs, devices=args.devices, train=args.train_runs > 0)
     unetpp_suites = [s for s in ("unetpp_vs_smp", "unetpp_levels") if s in args.suites]
     if unetpp_suites:
         from maskrcnnpp.benchmark.unetpp_cases import unetpp_cases

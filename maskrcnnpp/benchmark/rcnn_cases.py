@@ -47,6 +47,7 @@ __all__ = [
     "PAPER_DESIGN",
     "PINNED_COUNT_OPTS",
     "rcnn_cases",
+    "quick_training_cases",
     "DetectorWorkload",
 ]
 
@@ -114,25 +115,28 @@ def random_nuclei_instances(height: int, width: int, num: int, seed: int) -> Ins
 
 class DetectorWorkload(Workload):
     """
-    A Detectron2 meta-architecture on one image: inference on ``[{"image", "height",
-    "width"}]``; a training step on the same image with random ground-truth nuclei.
-    Counts the proposals and detections it keeps.
+    A Detectron2 meta-architecture on a batch of images: inference on ``[{"image", "height",
+    "width"}, ...]``; a training step on the same images with random ground-truth nuclei.
+    Counts the proposals and detections it keeps (over the batch).
     """
 
-    def __init__(self, model, image: torch.Tensor, *, num_gt: int = 32, seed: int = 0, lr=0.0):
+    def __init__(self, model, images: Sequence[torch.Tensor], *, num_gt: int = 32, seed: int = 0, lr=0.0):
         """
         Args:
             model: a built Detectron2 model (e.g. GeneralizedRCNN).
-            image: (3, H, W) float image in the model's input format (0..255).
+            images: (3, H, W) float images in the model's input format (0..255).
             lr: of the timed SGD step. 0 (default) does the same work but leaves the weights
                 as they are, so the inference timed after a training step keeps the pinned
                 counts (a real update of a random R-50 diverges within steps).
         """
         self.module = model.eval()
-        height, width = image.shape[-2:]
-        self.inputs = [{"image": image, "height": height, "width": width}]
+        self.inputs = [
+            {"image": image, "height": image.shape[-2], "width": image.shape[-1]}
+            for image in images
+        ]
         self.train_inputs = [
-            dict(self.inputs[0], instances=random_nuclei_instances(height, width, num_gt, seed))
+            dict(x, instances=random_nuclei_instances(x["height"], x["width"], num_gt, seed + k))
+            for k, x in enumerate(self.inputs)
         ]
         self._optimizer = torch.optim.SGD(
             [p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9
@@ -143,7 +147,7 @@ class DetectorWorkload(Workload):
             generator.register_forward_hook(self._count_proposals)
 
     def _count_proposals(self, module, inputs, output):
-        self._num_proposals = len(output[0][0])
+        self._num_proposals = sum(len(proposals) for proposals in output[0])
 
     def infer(self) -> Dict[str, int]:
         with torch.no_grad():
@@ -152,7 +156,7 @@ class DetectorWorkload(Workload):
         if self._num_proposals is not None:
             counts["proposals"] = self._num_proposals
         if "instances" in outputs[0]:
-            counts["detections"] = len(outputs[0]["instances"])
+            counts["detections"] = sum(len(output["instances"]) for output in outputs)
         return counts
 
     def train_step(self) -> None:
@@ -229,7 +233,7 @@ def _model_builder(base_config, variant, depth, device, size, weights, proposals
             DetectionCheckpointer(model).load(weights)
         else:
             pin_box_outputs(model)
-        return DetectorWorkload(model, _random_image(size, size, device))
+        return DetectorWorkload(model, [_random_image(size, size, device)])
 
     return build
 
@@ -295,4 +299,59 @@ def rcnn_cases(
                     suite, model, variant, size, device, build, train=train, notes=notes
                 )
             )
+    return cases
+
+
+def quick_training_cases(configs: Sequence[str], *, devices: Sequence[str], train: bool = True):
+    """
+    Suite "rcnn_quick_training": training configs as they are (e.g. the README's main job,
+    ``configs/quick/mask_rcnn_{FPN,NestedFPN}.yaml``), on one batch of
+    ``SOLVER.IMS_PER_BATCH`` random ``MIN_SIZE_TRAIN[0]``-square images with 32 random nuclei
+    each: the training step's time and peak memory, and inference on the same batch with the
+    configs' own proposal and detection limits pinned as in "rcnn_model". Weights are random
+    and the timed step uses lr 0 (see :class:`DetectorWorkload`).
+
+    Args:
+        configs: detector YAMLs; the first is the reference of the ratios. All must share
+            the batch and input size (they are timed side by side).
+
+    Returns:
+        list[BenchmarkCase]: one per config and device.
+    """
+    cases = []
+    for device in devices:
+        for path in configs:
+            cfg = setup_cfg(path, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device])
+            batch, size = cfg.SOLVER.IMS_PER_BATCH, cfg.INPUT.MIN_SIZE_TRAIN[0]
+
+            def build(path=path, batch=batch, size=size, device=device) -> Workload:
+                cfg = setup_cfg(path, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device] + [
+                    str(o) if isinstance(o, float) else o for o in PINNED_COUNT_OPTS
+                ])
+                torch.manual_seed(0)
+                model = build_model(cfg)
+                pin_box_outputs(model)
+                images = [_random_image(size, size, device, seed=k) for k in range(batch)]
+                return DetectorWorkload(model, images)
+
+            nested = "nested" in cfg.MODEL.BACKBONE.NAME
+            cases.append(
+                BenchmarkCase(
+                    "rcnn_quick_training",
+                    "Mask R-CNN++" if nested else "Mask R-CNN",
+                    os.path.splitext(os.path.basename(path))[0],
+                    size,
+                    size,
+                    device,
+                    build,
+                    batch=batch,
+                    train=train,
+                    notes={"config": os.path.relpath(path), "weights": "random"},
+                )
+            )
+    if len({c.group for c in cases}) != len(devices):
+        raise ValueError(
+            f"configs {list(configs)} differ in SOLVER.IMS_PER_BATCH or INPUT.MIN_SIZE_TRAIN; "
+            "the suite times them side by side on one batch."
+        )
     return cases
