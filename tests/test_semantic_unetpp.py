@@ -226,3 +226,21 @@ def test_model_uses_sliding_windows_on_large_images():
     assert out.shape == (2, 100, 150) and heads.shape == (4, 2, 100, 150)
     torch.testing.assert_close(out, heads.mean(0))
     assert len(calls) > 1 and max(max(c) for c in calls) <= 64
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transpose_2x2_equals_torch_transposed_conv(bias):
+    from maskrcnnpp.modeling.unetpp.conv_transpose_2x2 import ConvTranspose2x2
+
+    torch.manual_seed(0)
+    ours = ConvTranspose2x2(6, 5)
+    if not bias:
+        ours.bias = None
+    reference = torch.nn.ConvTranspose2d(6, 5, kernel_size=2, stride=2, bias=bias)
+    reference.load_state_dict(ours.state_dict())  # same parameter names and shapes
+    x = torch.randn(2, 6, 7, 9, requires_grad=True)
+    torch.testing.assert_close(ours(x), reference(x))
+    # gradients too: the weight reshuffle is differentiable
+    (ours(x) * torch.arange(5.0)[:, None, None]).sum().backward()
+    expected = torch.autograd.grad((reference(x) * torch.arange(5.0)[:, None, None]).sum(), reference.weight)[0]
+    torch.testing.assert_close(ours.weight.grad, expected)

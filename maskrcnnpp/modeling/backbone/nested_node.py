@@ -88,60 +88,35 @@ class NestedNode(nn.Module):
         if self.fusion == "concat":
             upsampled = F.interpolate(below, scale_factor=2.0, mode="nearest")
             return self.conv(torch.cat(same_level + [upsampled], dim=1))
-        if len(same_level) == 1:
-            fused = _add_upsampled(same_level[0], below)
-        else:
-            # the first sum allocates the fused map; everything else is added into it
+        fused = same_level[0]
+        if len(same_level) > 1:
             fused = same_level[0] + same_level[1]
             for feature in same_level[2:]:
                 fused.add_(feature)
-            fused = _add_upsampled(fused, below, inplace=True)
+        fused = _add_upsampled(fused, below)
         if self.fusion == "avg":
             fused.mul_(1.0 / (self.num_same_level + 1))
         return self.conv(fused)
 
 
-def _upsampling_views(base: torch.Tensor, below: torch.Tensor):
+def _add_upsampled(base: torch.Tensor, below: torch.Tensor) -> torch.Tensor:
     """
-    Views of ``base`` (N, C, 2h, 2w) and ``below`` (N, C, h, w) that broadcast each pixel of
-    ``below`` onto its 2x2 block of ``base``, in the order ``base`` is laid out in memory:
-    (N, C, h, 2, w, 2) for NCHW, (N, h, 2, w, 2, C) for channels-last. (Broadcasting a
-    channels-last map in NCHW order would give the sum strides that, at batch size 1, send
-    the next conv down a slow path that reorders its input and returns NCHW.)
+    ``base + U(below)``, U the 2x nearest up-sampling, without materializing ``U(below)``:
+    each pixel of ``below`` is broadcast onto its 2x2 block of ``base``.
 
-    Returns:
-        (Tensor, Tensor, callable): the two views, and the function that turns a tensor
-        shaped like the first view back into (N, C, 2h, 2w) in ``base``'s layout.
-    """
-    n, c, h, w = below.shape
-    if base.is_contiguous():
-        return (
-            base.view(n, c, h, 2, w, 2),
-            below[:, :, :, None, :, None],
-            lambda x: x.view(n, c, 2 * h, 2 * w),
-        )
-    base_nhwc, below_nhwc = base.permute(0, 2, 3, 1), below.permute(0, 2, 3, 1)
-    return (
-        base_nhwc.reshape(n, h, 2, w, 2, c),
-        below_nhwc[:, :, None, :, None, :],
-        lambda x: x.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2),
-    )
-
-
-def _add_upsampled(base: torch.Tensor, below: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """
-    ``base + U(below)``, U the 2x nearest up-sampling, without materializing ``U(below)``.
-    The sum is laid out like ``base`` (NCHW or channels-last).
+    The sum is laid out like ``base``, NCHW or channels-last. A channels-last sum is computed
+    in (N, H, W, C) order, where the maps are contiguous: broadcasting in NCHW order would
+    allocate it with strides that, at batch size 1, send the next conv down a slow path that
+    reorders its input and returns NCHW.
 
     Args:
         base (Tensor): (N, C, 2h, 2w).
         below (Tensor): (N, C, h, w).
-        inplace (bool): add into ``base`` (a map the caller owns), saving an allocation and
-            a pass over the map; falls back to a new tensor where ``base``'s strides admit
-            no such view.
     """
-    base_view, below_view, restore = _upsampling_views(base, below)
-    if inplace and base_view._is_view() and base_view.data_ptr() == base.data_ptr():
-        base_view.add_(below_view)
-        return base
-    return restore(base_view + below_view)
+    n, c, h, w = below.shape
+    if base.is_contiguous():
+        fused = base.view(n, c, h, 2, w, 2) + below[:, :, :, None, :, None]
+        return fused.view(n, c, 2 * h, 2 * w)
+    base_nhwc, below_nhwc = base.permute(0, 2, 3, 1), below.permute(0, 2, 3, 1)
+    fused = base_nhwc.reshape(n, h, 2, w, 2, c) + below_nhwc[:, :, None, :, None, :]
+    return fused.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..backbone.layers import conv3x3_norm_relu
 from ..backbone.nested_graph import SKIP_DESIGNS, nested_node_inputs, output_node
+from .conv_transpose_2x2 import ConvTranspose2x2
 
 __all__ = ["UNET_SKIP_DESIGNS", "NestedDecoder", "NestedDecoderNode"]
 
@@ -39,7 +40,7 @@ class NestedDecoderNode(nn.Module):
             norm (str): normalization after each 3x3 conv, a :func:`get_norm` name.
         """
         super().__init__()
-        self.up = nn.ConvTranspose2d(below_channels, channels, kernel_size=2, stride=2)
+        self.up = ConvTranspose2x2(below_channels, channels)
         in_channels = sum(same_level_channels) + channels
         self.conv = nn.Sequential(
             OrderedDict(
