@@ -6,8 +6,8 @@ counter, one per multiply-add), inference latency (median and quartiles over tim
 after warm-up; the compared models interleaved in one process, ratios taken within each
 round), one training step's time, and peak memory (CUDA: max_memory_allocated; CPU: the
 resident-set high-water mark above the resident set before the call). Prints Markdown
-tables and writes OUTPUT/benchmark.json (one record per model x variant x input x device), OUTPUT/benchmark.md and
-OUTPUT/benchmark.png.
+tables and writes OUTPUT/benchmark.json (one record per model x variant x input x device),
+OUTPUT/benchmark.md and OUTPUT/benchmark.png.
 
 Suites (--suites):
   rcnn_backbone   Mask R-CNN's FPN vs the nested FPN designs (Mask R-CNN++), bottom-up + neck

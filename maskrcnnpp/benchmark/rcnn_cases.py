@@ -120,7 +120,9 @@ class DetectorWorkload(Workload):
     Counts the proposals and detections it keeps (over the batch).
     """
 
-    def __init__(self, model, images: Sequence[torch.Tensor], *, num_gt: int = 32, seed: int = 0, lr=0.0):
+    def __init__(
+        self, model, images: Sequence[torch.Tensor], *, num_gt: int = 32, seed: int = 0, lr=0.0
+    ):
         """
         Args:
             model: a built Detectron2 model (e.g. GeneralizedRCNN).
