@@ -399,6 +399,16 @@ def test_read_tiff_rgb_planar_and_16bit(tmp_path):
     np.testing.assert_array_equal(read_image_rgb(tmp_path / "g16.tif")[0, :, 1], [0, 255])
 
 
+def test_read_compressed_tiff_that_tifffile_alone_cannot(tmp_path):
+    """OpenCV writes LZW TIFFs; tifffile decodes LZW only with the optional imagecodecs."""
+    rgb = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "lzw.tif"), rgb[:, :, ::-1])
+    np.testing.assert_array_equal(read_image_rgb(tmp_path / "lzw.tif"), rgb)
+    gray16 = np.array([[100, 300], [150, 100]], np.uint16)
+    cv2.imwrite(str(tmp_path / "lzw16.tiff"), gray16)
+    np.testing.assert_array_equal(read_image_rgb(tmp_path / "lzw16.tiff")[:, :, 0], [[0, 255], [64, 0]])
+
+
 def test_read_tiny_image(tmp_path):
     image = np.arange(15, dtype=np.uint8).reshape(3, 5)
     cv2.imwrite(str(tmp_path / "tiny.png"), image)

@@ -290,3 +290,22 @@ def test_cli_missing_weights_exit_2_and_nothing_written(tmp_path, capsys):
     assert rc == 2
     assert f"MODEL.WEIGHTS: no such file: {tmp_path / 'missing.pth'}" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_sample_images_are_found_as_predict_finds_inputs(tmp_path):
+    from maskrcnnpp.export.sample_inputs import load_sample_inputs
+
+    cfg = setup_cfg(os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml"), [])
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("b.png", "a.tif", ".hidden.png"):
+        cv2.imwrite(str(folder / name), np.full((20, 30), 90, np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    samples = load_sample_inputs(cfg, [str(folder)])
+    assert [os.path.basename(s.source) for s in samples] == ["a.tif", "b.png"]
+    assert (samples[0].height, samples[0].width) == (20, 30)
+    with pytest.raises(FileNotFoundError, match=r"--sample-image .*nothing\*\.png: pattern matches no file"):
+        load_sample_inputs(cfg, [str(tmp_path / "nothing*.png")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: folder holds no image file"):
+        load_sample_inputs(cfg, [str(tmp_path / "empty")])

@@ -3,7 +3,8 @@
 Every reader in the project (dataset conversion, training mappers, the predict tool) goes
 through these two functions, so that all of them accept the same files:
 
-* PNG, JPEG, BMP, ... are decoded by OpenCV, TIFF (``.tif``/``.tiff``) by ``tifffile``;
+* PNG, JPEG, BMP, ... are decoded by OpenCV, TIFF (``.tif``/``.tiff``) by ``tifffile``, or
+  by OpenCV where tifffile cannot (compressed TIFFs without the optional imagecodecs);
 * grayscale, grayscale + alpha, palette, RGB and RGBA images (alpha is dropped, not
   composited);
 * 8-bit, 16-bit, other integer and floating-point pixels. Anything that is not ``uint8``
@@ -114,7 +115,15 @@ def _decode(path: PathLike) -> Tuple[str, np.ndarray]:
     path = os.fspath(path)
     data = _read_bytes(path)
     if path.lower().endswith(_TIFF_SUFFIXES):
-        image = _decode_tiff(path, data)
+        try:
+            image = _decode_tiff(path, data)
+        except ImageReadError as tiff_error:
+            # tifffile decodes LZW / Deflate / JPEG tiles only with the optional imagecodecs
+            # package; OpenCV's libtiff reads them (OpenCV itself writes LZW by default).
+            try:
+                image = _decode_with_opencv(path, data)
+            except ImageReadError:
+                raise tiff_error from None
     else:
         image = _decode_with_opencv(path, data)
     if image.size == 0:

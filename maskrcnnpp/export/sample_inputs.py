@@ -1,8 +1,6 @@
 """Sample images for tracing a model and for checking the exported model against it: the
 user's files, else the config's test dataset, else synthetic nuclei."""
-import glob
 import logging
-import os
 from dataclasses import dataclass
 from typing import List, Sequence
 
@@ -14,19 +12,16 @@ from detectron2.data import transforms as T
 from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.image_io import read_image_rgb
 from ..data.synthetic_nuclei import generate_synthetic_nuclei_image
+from ..inference.input_files import collect_image_files
 
 __all__ = [
     "SampleInput",
-    "expand_image_paths",
     "image_to_model_input",
     "load_sample_inputs",
     "resizes_at_test",
 ]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
 
 @dataclass
 class SampleInput:
@@ -75,30 +70,6 @@ def image_to_model_input(rgb: np.ndarray, cfg, device, source: str) -> SampleInp
     return SampleInput(image=tensor.to(device), height=height, width=width, source=source)
 
 
-def expand_image_paths(paths: Sequence[str]) -> List[str]:
-    """Files as given; folders and glob patterns become the image files they hold, sorted.
-
-    Raises:
-        FileNotFoundError: naming a path that matches no image file.
-    """
-    files = []
-    for path in paths:
-        if os.path.isdir(path):
-            found = sorted(
-                os.path.join(path, name)
-                for name in os.listdir(path)
-                if name.lower().endswith(IMAGE_SUFFIXES)
-            )
-        elif os.path.exists(path):
-            found = [path]
-        else:
-            found = sorted(p for p in glob.glob(path) if os.path.isfile(p))
-        if not found:
-            raise FileNotFoundError(f"--sample-image {path}: no such image file, folder or glob match")
-        files.extend(found)
-    return files
-
-
 def _test_dataset_images(cfg, count: int) -> List[str]:
     """Up to ``count`` image files of ``cfg.DATASETS.TEST[0]``; [] when there is none or it
     cannot be loaded (not registered, not prepared)."""
@@ -119,16 +90,23 @@ def load_sample_inputs(
     """
     Args:
         cfg: the model's config; ``cfg.MODEL.DEVICE`` is where the images go.
-        image_paths: files, folders or globs; all their images are used. Empty: the first
-            ``count`` images of ``cfg.DATASETS.TEST[0]``, or, when that dataset cannot be
-            loaded, ``count`` synthetic nuclei images of ``synthetic_size`` pixels.
+        image_paths: files, folders or globs, taken as ``tools/predict.py`` takes its
+            inputs; all their images are used. Empty: the first ``count`` images of
+            ``cfg.DATASETS.TEST[0]``, or, when that dataset cannot be loaded, ``count``
+            synthetic nuclei images of ``synthetic_size`` pixels.
 
     Returns:
         list[SampleInput], at least one.
+
+    Raises:
+        FileNotFoundError: naming the first path that holds or matches no image file.
     """
     device = torch.device(cfg.MODEL.DEVICE)
     if image_paths:
-        files = expand_image_paths(image_paths)
+        files, problems = collect_image_files(image_paths)
+        if problems:
+            path, reason = problems[0]
+            raise FileNotFoundError(f"--sample-image {path}: {reason}")
         return [image_to_model_input(read_image_rgb(f), cfg, device, f) for f in files]
     files = _test_dataset_images(cfg, count)
     if files:
