@@ -23,6 +23,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class SampleInput:
     """One preprocessed image, as the project's test-time mapper feeds the model.
