@@ -112,6 +112,14 @@ def test_cpu_channels_last_pyramid_keeps_the_outputs(node_conv):
     assert node_layouts == [True, False]  # the pyramid is computed channels-last, or not
     # either way the outputs are NCHW, as FPN's: the heads' ROIAlign needs no copies
     assert all(out.is_contiguous() for out in list(channels_last.values()) + list(nchw.values()))
+    # a channels-last model on a channels-last input keeps channels-last outputs
+    model.cpu_channels_last = True
+    with torch.no_grad():
+        chosen = copy.deepcopy(model).to(memory_format=torch.channels_last)(
+            image.contiguous(memory_format=torch.channels_last)
+        )
+    assert chosen["p2"].is_contiguous(memory_format=torch.channels_last)
+    assert _max_relative_difference(nchw, chosen) < 1e-5
     assert _max_relative_difference(nchw, channels_last) < 1e-5
     # gradients flow through the channels-last pyramid too
     model.cpu_channels_last = True

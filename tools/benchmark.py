@@ -192,7 +192,12 @@ def build_cases(args):
 
         configs = [os.path.join(REPO_ROOT, "configs", "quick", f"mask_rcnn_{neck}.yaml")
                    for neck in ("FPN", "NestedFPN")]
-        cases += quick_training_cases(configs, devices=args.devices, train=args.train_runs > 0)
+        quick = quick_training_cases(configs, devices=args.devices, train=args.train_runs > 0)
+        # trained as they are: no norm folding (it would skip the training step)
+        cases += [
+            with_inference_options(c, fold_norms=False, channels_last=args.channels_last)
+            for c in quick
+        ]
     unetpp_suites = [s for s in ("unetpp_vs_smp", "unetpp_levels") if s in args.suites]
     if unetpp_suites:
         from maskrcnnpp.benchmark.unetpp_cases import unetpp_cases

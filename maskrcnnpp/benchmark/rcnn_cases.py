@@ -11,8 +11,8 @@ ResNet bottom-up and random weights:
   numbers of boxes and make the race unfair. Without trained weights the RPN's objectness
   and box-delta layers, the box classifier and the box-delta layer of the box head are
   zeroed as well, so that every model keeps the *same boxes*, not only as many: all anchors
-  score alike, the proposals are the same anchors (ties broken by index, identically in
-  every model) and the detections the same proposals. Equal counts alone are not enough:
+  score alike, the proposals are the same anchors (equal scores and boxes, so every model's
+  top-k and NMS choose alike) and the detections the same proposals. Equal counts alone are not enough:
   ROIAlign's adaptive sampling costs grow with box area, and random objectness logits made
   one model pick larger anchors than another (measured: roi_align took 250 ms in one model
   and 66 ms in the other for the same 1000 + 100 boxes). Zero deltas also keep a random
@@ -23,6 +23,7 @@ ResNet bottom-up and random weights:
   and 84 at the 90th percentile), not the nuclei config's limits of 2000 / 500, where the mask
   head on 500 boxes alone costs ~230 GMACs and every backbone difference vanishes.
 """
+import contextlib
 import itertools
 import os
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -48,6 +49,7 @@ __all__ = [
     "PINNED_COUNT_OPTS",
     "rcnn_cases",
     "quick_training_cases",
+    "pinned_count_thresholds",
     "DetectorWorkload",
 ]
 
@@ -121,17 +123,29 @@ class DetectorWorkload(Workload):
     """
 
     def __init__(
-        self, model, images: Sequence[torch.Tensor], *, num_gt: int = 32, seed: int = 0, lr=0.0
+        self,
+        model,
+        images: Sequence[torch.Tensor],
+        *,
+        num_gt: int = 32,
+        seed: int = 0,
+        lr=0.0,
+        pin_counts_at_inference: bool = False,
     ):
         """
         Args:
             model: a built Detectron2 model (e.g. GeneralizedRCNN).
             images: (3, H, W) float images in the model's input format (0..255).
             lr: of the timed SGD step. 0 (default) does the same work but leaves the weights
-                as they are, so the inference timed after a training step keeps the pinned
-                counts (a real update of a random R-50 diverges within steps).
+                as they are (BatchNorm's running statistics still move in training mode), so
+                the inference timed after a training step keeps the pinned counts (a real
+                update of a random R-50 diverges within steps).
+            pin_counts_at_inference: apply the thresholds of :data:`PINNED_COUNT_OPTS` to
+                inference only (see :func:`pinned_count_thresholds`), so that the training
+                step runs with the config's own RPN NMS.
         """
         self.module = model.eval()
+        self._pin_counts_at_inference = pin_counts_at_inference
         self.inputs = [
             {"image": image, "height": image.shape[-2], "width": image.shape[-1]}
             for image in images
@@ -152,7 +166,12 @@ class DetectorWorkload(Workload):
         self._num_proposals = sum(len(proposals) for proposals in output[0])
 
     def infer(self) -> Dict[str, int]:
-        with torch.no_grad():
+        pinning = (
+            pinned_count_thresholds(self.module)
+            if self._pin_counts_at_inference
+            else contextlib.nullcontext()
+        )
+        with torch.no_grad(), pinning:
             outputs = self.module(self.inputs)
         counts = {}
         if self._num_proposals is not None:
@@ -177,6 +196,22 @@ class DetectorWorkload(Workload):
             analysis = FlopCountAnalysis(self.module, self.inputs)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             return analysis.total() / 1e9
+
+
+@contextlib.contextmanager
+def pinned_count_thresholds(model):
+    """
+    For the duration, a GeneralizedRCNN runs with the thresholds of
+    :data:`PINNED_COUNT_OPTS`: RPN NMS off (it applies in training too when set in the
+    config), box score threshold 0 and box NMS off.
+    """
+    rpn, predictor = model.proposal_generator, model.roi_heads.box_predictor
+    saved = rpn.nms_thresh, predictor.test_score_thresh, predictor.test_nms_thresh
+    rpn.nms_thresh, predictor.test_score_thresh, predictor.test_nms_thresh = 1.0, 0.0, 1.0
+    try:
+        yield
+    finally:
+        rpn.nms_thresh, predictor.test_score_thresh, predictor.test_nms_thresh = saved
 
 
 def pin_box_outputs(model) -> None:
@@ -309,9 +344,11 @@ def quick_training_cases(configs: Sequence[str], *, devices: Sequence[str], trai
     Suite "rcnn_quick_training": training configs as they are (e.g. the README's main job,
     ``configs/quick/mask_rcnn_{FPN,NestedFPN}.yaml``), on one batch of
     ``SOLVER.IMS_PER_BATCH`` random ``MIN_SIZE_TRAIN[0]``-square images with 32 random nuclei
-    each: the training step's time and peak memory, and inference on the same batch with the
-    configs' own proposal and detection limits pinned as in "rcnn_model". Weights are random
-    and the timed step uses lr 0 (see :class:`DetectorWorkload`).
+    each: the training step's time and peak memory with the configs' own settings, and
+    inference on the same batch with the configs' proposal and detection limits pinned as in
+    "rcnn_model" (the pinning thresholds apply to inference only). Weights are random, with
+    the layers of :func:`pin_box_outputs` zeroed, and the timed step is plain SGD at lr 0
+    (see :class:`DetectorWorkload`), not the configs' optimizer with gradient clipping.
 
     Args:
         configs: detector YAMLs; the first is the reference of the ratios. All must share
@@ -327,14 +364,12 @@ def quick_training_cases(configs: Sequence[str], *, devices: Sequence[str], trai
             batch, size = cfg.SOLVER.IMS_PER_BATCH, cfg.INPUT.MIN_SIZE_TRAIN[0]
 
             def build(path=path, batch=batch, size=size, device=device) -> Workload:
-                cfg = setup_cfg(path, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device] + [
-                    str(o) if isinstance(o, float) else o for o in PINNED_COUNT_OPTS
-                ])
+                cfg = setup_cfg(path, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device])
                 torch.manual_seed(0)
                 model = build_model(cfg)
                 pin_box_outputs(model)
                 images = [_random_image(size, size, device, seed=k) for k in range(batch)]
-                return DetectorWorkload(model, images)
+                return DetectorWorkload(model, images, pin_counts_at_inference=True)
 
             nested = "nested" in cfg.MODEL.BACKBONE.NAME
             cases.append(

@@ -4,7 +4,8 @@ Every reader in the project (dataset conversion, training mappers, the predict t
 through these two functions, so that all of them accept the same files:
 
 * PNG, JPEG, BMP, ... are decoded by OpenCV, TIFF (``.tif``/``.tiff``) by ``tifffile``, or
-  by OpenCV where tifffile cannot (compressed TIFFs without the optional imagecodecs);
+  by OpenCV where tifffile would need the optional ``imagecodecs`` (compressed TIFFs such as
+  LZW; libtiff does not reject every corrupt compressed strip, it may decode one wrongly);
 * grayscale, grayscale + alpha, palette, RGB and RGBA images (alpha is dropped, not
   composited);
 * 8-bit, 16-bit, other integer and floating-point pixels. Anything that is not ``uint8``
@@ -22,7 +23,7 @@ Files that are missing, empty, truncated or otherwise undecodable raise
 
 import io
 import os
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -68,7 +69,9 @@ def _read_bytes(path: str) -> bytes:
     return data
 
 
-def _decode_tiff(path: str, data: bytes) -> np.ndarray:
+def _decode_tiff(path: str, data: bytes) -> Optional[np.ndarray]:
+    """The TIFF's first series, or None when its compression (LZW, Deflate, JPEG, ...) needs
+    the optional ``imagecodecs`` package, which tifffile decodes it with."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             if len(tif.series) == 0:
@@ -78,6 +81,8 @@ def _decode_tiff(path: str, data: bytes) -> np.ndarray:
     except ImageReadError:
         raise
     except Exception as e:  # tifffile raises many types on corrupt / truncated files
+        if "imagecodecs" in str(e):
+            return None
         raise ImageReadError(path, f"invalid or truncated TIFF ({type(e).__name__}: {e})") from e
     if image.ndim == 3 and planar:  # (C, H, W) separate colour planes -> (H, W, C)
         image = np.moveaxis(image, 0, -1)
@@ -115,15 +120,9 @@ def _decode(path: PathLike) -> Tuple[str, np.ndarray]:
     path = os.fspath(path)
     data = _read_bytes(path)
     if path.lower().endswith(_TIFF_SUFFIXES):
-        try:
-            image = _decode_tiff(path, data)
-        except ImageReadError as tiff_error:
-            # tifffile decodes LZW / Deflate / JPEG tiles only with the optional imagecodecs
-            # package; OpenCV's libtiff reads them (OpenCV itself writes LZW by default).
-            try:
-                image = _decode_with_opencv(path, data)
-            except ImageReadError:
-                raise tiff_error from None
+        image = _decode_tiff(path, data)
+        if image is None:  # OpenCV's libtiff has the codecs (and OpenCV writes LZW itself)
+            image = _decode_with_opencv(path, data)
     else:
         image = _decode_with_opencv(path, data)
     if image.size == 0:

@@ -84,7 +84,8 @@ class NestedFPN(Backbone):
                 once, as they enter the lateral convs, and the outputs are returned in
                 NCHW, as FPN returns them (the heads' ROIAlign would otherwise copy the
                 channels-last maps to NCHW on every call: measured 1.137x -> 1.113x of Mask
-                R-CNN's whole-model latency); CUDA tensors are left as they are.
+                R-CNN's whole-model latency); features that come channels-last already (a
+                channels-last model) are left so, and so are CUDA tensors.
                 None (default): only with "separable" node convs, whose depthwise and 1x1
                 convs run 1.7-2x faster so (oneDNN, 256 channels at 128x128); the plain 3x3
                 convs over concatenations gain nothing and the conversions cost (measured:
@@ -219,6 +220,14 @@ class NestedFPN(Backbone):
             finest first, e.g. {"p2", ..., "p6"}.
         """
         bottom_up_features = self.bottom_up(x)
+        finest = bottom_up_features[self.in_features[0]]
+        # the pyramid's own channels-last layout is undone at the outputs; a layout the
+        # caller chose (e.g. a channels-last model and input) is kept
+        converts_layout = (
+            self.cpu_channels_last
+            and finest.device.type == "cpu"
+            and not finest.is_contiguous(memory_format=torch.channels_last)
+        )
         nodes = {
             (level, 0): lateral_conv(self._to_pyramid_layout(bottom_up_features[in_feature]))
             for level, (in_feature, lateral_conv) in enumerate(
@@ -233,9 +242,11 @@ class NestedFPN(Backbone):
 
         num_levels = len(self.in_features)
         results = [
-            output_conv(nodes[output_node(level, num_levels)]).contiguous()
+            output_conv(nodes[output_node(level, num_levels)])
             for level, output_conv in enumerate(self._output_convs)
         ]
+        if converts_layout:
+            results = [result.contiguous() for result in results]
         if self.top_block is not None:
             if self.top_block.in_feature in bottom_up_features:
                 top_block_input = bottom_up_features[self.top_block.in_feature]
