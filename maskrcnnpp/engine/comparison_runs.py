@@ -1,0 +1,302 @@
+"""
+The training runs of a model comparison: one ``tools/train_net.py`` subprocess per
+(model, seed), each in its own folder ``<root>/<model>/seed<k>/``, resumable.
+
+A run folder is
+
+- **finished** when it has ``final_metrics.json`` (train_net.py writes it after the final
+  evaluation): it is not trained again;
+- **stopped** when it has a ``last_checkpoint`` but no ``final_metrics.json``: it is trained
+  again with ``--resume``;
+- **new** otherwise: it is trained from the start.
+
+Beside Detectron2's files each run folder gets ``compare_run.json`` (written atomically), the
+run's command and its attempts' wall times::
+
+    {"config_file": abs path, "opts": [...], "seed": k,
+     "attempts": [{"command": [...], "resumed": bool, "started": unix time,
+                   "wall_seconds": float or null}, ...],
+     "train_seconds": sum of the attempts}
+
+An attempt is recorded before its subprocess starts (``wall_seconds`` null) and completed when
+it ends; an attempt that never completed (the comparison itself was killed) counts from its
+start to the last write of ``last_checkpoint``, the work a resumed run keeps. The wall time is
+that of the whole subprocess: start-up, training and the final evaluation.
+"""
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from ..utils.atomic_io import atomic_open
+
+__all__ = [
+    "ModelSpec",
+    "TrainingRun",
+    "parse_model_spec",
+    "plan_runs",
+    "run_status",
+    "train_runs",
+    "default_train_script",
+    "RUN_RECORD_NAME",
+]
+
+RUN_RECORD_NAME = "compare_run.json"
+_LOG_NAME = "compare_log.txt"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+# set by the comparison itself, so a model's overrides may not set them
+_RESERVED_KEYS = ("SEED", "OUTPUT_DIR")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the comparison: a name (its folder under the root), a config, overrides."""
+
+    name: str
+    config_file: str
+    opts: Tuple[str, ...] = ()
+
+
+@dataclass
+class TrainingRun:
+    """One (model, seed) training: its folder and the train_net.py arguments it needs."""
+
+    model: ModelSpec
+    seed: int
+    output_dir: str
+    opts: Tuple[str, ...] = field(default=())  # common overrides then the model's own
+
+
+def parse_model_spec(tokens):
+    """
+    Args:
+        tokens (list[str]): ``["NAME=CONFIG.yaml", KEY, VALUE, ...]`` as given to
+            ``tools/compare.py --model``.
+
+    Returns:
+        ModelSpec
+    """
+    tokens = list(tokens)
+    if not tokens or "=" not in tokens[0]:
+        raise ValueError(
+            f"--model {' '.join(tokens)}: the first value must be NAME=CONFIG.yaml; got "
+            f"{tokens[0] if tokens else 'nothing'!r}"
+        )
+    name, config_file = tokens[0].split("=", 1)
+    check_model_name(name, f"--model {tokens[0]}")
+    if not config_file:
+        raise ValueError(f"--model {tokens[0]}: no config file after '='")
+    opts = tuple(tokens[1:])
+    check_opts(opts, f"--model {tokens[0]}")
+    return ModelSpec(name, config_file, opts)
+
+
+def check_model_name(name, where):
+    """A model name is a folder name: letters, digits and ``_ . + -``."""
+    if not _NAME_PATTERN.match(name):
+        raise ValueError(
+            f"{where}: model name {name!r} must start with a letter or digit and contain only "
+            "letters, digits and _ . + - (it names the run folder)"
+        )
+
+
+def check_opts(opts, where):
+    """KEY VALUE pairs; SEED and OUTPUT_DIR are the comparison's own."""
+    if len(opts) % 2:
+        raise ValueError(
+            f"{where}: overrides must be KEY VALUE pairs; got an odd number ({len(opts)}): "
+            f"{' '.join(opts)}"
+        )
+    for key in opts[::2]:
+        if key in _RESERVED_KEYS:
+            raise ValueError(
+                f"{where}: {key} is set by the comparison (one folder and one seed per run); "
+                "remove it from the overrides"
+            )
+
+
+def plan_runs(models: Sequence[ModelSpec], seeds: Sequence[int], output_root, common_opts=()):
+    """
+    Returns:
+        list[TrainingRun]: one per (model, seed), models in the given order.
+    """
+    check_opts(tuple(common_opts), "--opts")
+    names = [m.name for m in models]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"model names must be unique; given more than once: {duplicated}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be unique; got {list(seeds)}")
+    runs = []
+    for model in models:
+        if not os.path.isfile(model.config_file):
+            raise FileNotFoundError(
+                f"model '{model.name}': config file {model.config_file} does not exist"
+            )
+        for seed in seeds:
+            runs.append(
+                TrainingRun(
+                    model=model,
+                    seed=int(seed),
+                    output_dir=os.path.join(output_root, model.name, f"seed{int(seed)}"),
+                    opts=tuple(common_opts) + tuple(model.opts),
+                )
+            )
+    return runs
+
+
+def run_status(output_dir):
+    """``"finished"``, ``"stopped"`` or ``"new"`` (module docstring)."""
+    if os.path.isfile(os.path.join(output_dir, "final_metrics.json")):
+        return "finished"
+    if os.path.isfile(os.path.join(output_dir, "last_checkpoint")):
+        return "stopped"
+    return "new"
+
+
+def default_train_script():
+    """``tools/train_net.py`` of this checkout."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "tools", "train_net.py")
+
+
+def read_run_record(output_dir):
+    """The run's ``compare_run.json`` as a dict, or None when absent."""
+    path = os.path.join(output_dir, RUN_RECORD_NAME)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete it to start the run's record again") from e
+    if not isinstance(record, dict) or not isinstance(record.get("attempts"), list):
+        raise ValueError(f"{path}: expected an object with a list 'attempts'")
+    return record
+
+
+def _write_run_record(output_dir, record):
+    with atomic_open(os.path.join(output_dir, RUN_RECORD_NAME), "w") as f:
+        json.dump(record, f, indent=2)
+
+
+def _attempt_seconds(attempt, output_dir):
+    if attempt.get("wall_seconds") is not None:
+        return float(attempt["wall_seconds"])
+    # never completed: from its start to the last checkpoint it left, if any
+    checkpoint = os.path.join(output_dir, "last_checkpoint")
+    if os.path.isfile(checkpoint):
+        return max(0.0, os.path.getmtime(checkpoint) - float(attempt.get("started", 0.0)))
+    return 0.0
+
+
+def train_seconds(record, output_dir):
+    """Sum of the wall times of a run's attempts (module docstring)."""
+    return sum(_attempt_seconds(a, output_dir) for a in record["attempts"])
+
+
+def _check_same_setting(run, record, config_file):
+    path = os.path.join(run.output_dir, RUN_RECORD_NAME)
+    for key, expected in (("config_file", config_file), ("opts", list(run.opts)), ("seed", run.seed)):
+        if record.get(key) != expected:
+            raise ValueError(
+                f"{path}: the run folder was made with {key} = {record.get(key)!r}, the comparison "
+                f"now asks for {expected!r} (model '{run.model.name}'); use another output root "
+                "or model name, or delete the folder"
+            )
+
+
+def _run_subprocess(command, env, log_path):
+    """Run ``command``, appending its output to ``log_path``; returns the exit status."""
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        return subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def _train_one(run, *, train_script, threads, runner):
+    """Train one run unless finished; returns None or an error message."""
+    status = run_status(run.output_dir)
+    config_file = os.path.abspath(run.model.config_file)
+    record = read_run_record(run.output_dir)
+    if record is not None and status != "new":
+        _check_same_setting(run, record, config_file)
+    if status == "finished":
+        return None
+    os.makedirs(run.output_dir, exist_ok=True)
+    if record is None or status == "new":
+        # a folder without a checkpoint starts again: earlier attempts bought nothing
+        record = {"config_file": config_file, "opts": list(run.opts), "seed": run.seed, "attempts": []}
+    command = [sys.executable, train_script, "--config-file", config_file]
+    if status == "stopped":
+        command.append("--resume")
+    command += [*run.opts, "SEED", str(run.seed), "OUTPUT_DIR", run.output_dir]
+    attempt = {"command": command, "resumed": status == "stopped", "started": time.time(),
+               "wall_seconds": None}
+    record["attempts"].append(attempt)
+    record["train_seconds"] = train_seconds(record, run.output_dir)
+    _write_run_record(run.output_dir, record)
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    returncode = runner(command, env, os.path.join(run.output_dir, _LOG_NAME))
+    attempt["wall_seconds"] = time.perf_counter() - start
+    record["train_seconds"] = train_seconds(record, run.output_dir)
+    _write_run_record(run.output_dir, record)
+    if returncode != 0:
+        return (f"model '{run.model.name}' seed {run.seed}: train_net.py exited with status "
+                f"{returncode}; see {os.path.join(run.output_dir, _LOG_NAME)}")
+    if run_status(run.output_dir) != "finished":
+        return (f"model '{run.model.name}' seed {run.seed}: train_net.py wrote no "
+                f"{os.path.join(run.output_dir, 'final_metrics.json')} (is DATASETS.TEST empty?); "
+                f"see {os.path.join(run.output_dir, _LOG_NAME)}")
+    return None
+
+
+def train_runs(
+    runs: List[TrainingRun],
+    *,
+    jobs: int = 1,
+    threads: Optional[int] = None,
+    train_script: Optional[str] = None,
+    runner: Optional[Callable] = None,
+):
+    """
+    Train every run that is not finished, ``jobs`` at a time.
+
+    Args:
+        runs: from :func:`plan_runs`.
+        jobs: trainings at once.
+        threads: OMP_NUM_THREADS / MKL_NUM_THREADS of each training; default the CPU count
+            divided by ``jobs`` (at least 1).
+        train_script: default :func:`default_train_script`.
+        runner: ``runner(command, env, log_path) -> exit status``; default a subprocess whose
+            output is appended to ``<run>/compare_log.txt``.
+
+    Raises:
+        RuntimeError: naming every run that failed (the others are trained all the same).
+    """
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1; got {jobs}")
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1; got {threads}")
+    train_script = train_script or default_train_script()
+    if not os.path.isfile(train_script):
+        raise FileNotFoundError(f"the training script {train_script} does not exist")
+    runner = runner or _run_subprocess
+    kwargs = dict(train_script=train_script, threads=threads, runner=runner)
+    if jobs == 1:
+        errors = [_train_one(run, **kwargs) for run in runs]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            errors = list(pool.map(lambda run: _train_one(run, **kwargs), runs))
+    errors = [e for e in errors if e]
+    if errors:
+        raise RuntimeError("some trainings failed:\n" + "\n".join(errors))
