@@ -95,7 +95,14 @@ def add_maskrcnnpp_config(cfg):
     # Normalization in the decoder nodes ("", "BN", "GN", ...: get_norm names).
     _C.MODEL.UNETPP.NORM = "BN"
     # Classes including the background (class 0). 2: one sigmoid logit per head (the paper).
+    # TARGET "interior_boundary" needs 3.
     _C.MODEL.UNETPP.NUM_CLASSES = 2
+    # What the network learns: "semantic" (the dataset's sem_seg labels; nuclei at inference
+    # are 8-connected foreground components) or "interior_boundary" (3 classes made from the
+    # instance masks of the dataset's instance twin: background, nucleus interior, nucleus
+    # boundary; inference also returns "instances", interiors grown into the foreground,
+    # which separates touching nuclei; maskrcnnpp/data/interior_boundary.py).
+    _C.MODEL.UNETPP.TARGET = "semantic"
     # Heads on every top-row node X(0,1..L-1), each trained with the hybrid loss (needs
     # "unet+" or "unet++"); False: one head on X(0,L-1).
     _C.MODEL.UNETPP.DEEP_SUPERVISION = True
@@ -124,4 +131,16 @@ def add_maskrcnnpp_config(cfg):
     _C.INPUT.SEMANTIC_PATCH.SIZE = 96
     # Brightness and contrast are each scaled by a random factor in [1 - J, 1 + J] (0: off).
     _C.INPUT.SEMANTIC_PATCH.INTENSITY_JITTER = 0.2
+
+    # ---------------------------------------------------------------------------------------
+    # Training (maskrcnnpp/engine/optimizer.py, maskrcnnpp/data/build.py). The LR schedule is
+    # Detectron2's SOLVER.LR_SCHEDULER_NAME ("WarmupMultiStepLR", "WarmupCosineLR", ...).
+    # DATALOADER.SAMPLER_TRAIN also takes "PixelAreaTrainingSampler": images drawn with
+    # probability proportional to their pixel area.
+    # ---------------------------------------------------------------------------------------
+    # "SGD" (Detectron2's: SOLVER.MOMENTUM, NESTEROV) or "AdamW" (SOLVER.ADAMW_BETAS);
+    # both use SOLVER.BASE_LR, WEIGHT_DECAY and CLIP_GRADIENTS.
+    _C.SOLVER.OPTIMIZER = "SGD"
+    # AdamW's (beta1, beta2): decay rates of its running means of the gradient and its square.
+    _C.SOLVER.ADAMW_BETAS = (0.9, 0.999)
     return cfg

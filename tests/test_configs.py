@@ -30,8 +30,13 @@ def test_config_merges_builds_and_runs(name):
     assert len(outputs) == 1
     if cfg.MODEL.META_ARCHITECTURE == "SemanticUNetPlusPlus":
         probs = outputs[0]["sem_seg"]
-        assert probs.shape == (cfg.MODEL.UNETPP.NUM_CLASSES, height, width)
+        instances_too = cfg.MODEL.UNETPP.TARGET == "interior_boundary"
+        # the interior/boundary target returns background / nucleus, plus the nuclei
+        assert probs.shape == (2 if instances_too else cfg.MODEL.UNETPP.NUM_CLASSES, height, width)
         assert torch.allclose(probs.sum(0), torch.ones(height, width), atol=1e-5)
+        assert ("instances" in outputs[0]) == instances_too
+        if instances_too:
+            assert outputs[0]["instances"].pred_masks.shape[1:] == (height, width)
     else:
         assert outputs[0]["instances"].image_size == (height, width)
 

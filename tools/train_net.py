@@ -16,83 +16,30 @@ import json
 import logging
 import os
 import sys
-import weakref
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import (
-    AMPTrainer,
-    DefaultTrainer,
-    SimpleTrainer,
-    TrainerBase,
-    default_argument_parser,
-    default_setup,
-    launch,
-)
+from maskrcnnpp.utils.known_warnings import filter_known_warnings
+
+filter_known_warnings()  # before Detectron2's imports, which emit some of them
+
+from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
-from maskrcnnpp.data.build import build_nuclei_mapper
 from maskrcnnpp.engine import (
     AtomicDetectionCheckpointer,
-    TrainingCurvesHook,
-    build_nuclei_evaluators,
+    NucleiTrainer as Trainer,
     check_datasets_registered,
-    create_ddp_model_any_device,
-    drop_partial_last_line,
     format_results_table,
     setup_cfg,
 )
+from maskrcnnpp.engine.checkpointer import WeightsError
 from maskrcnnpp.utils.atomic_io import atomic_open
+from maskrcnnpp.utils.cli import exit_on_errors
 
-
-class Trainer(DefaultTrainer):
-    """DefaultTrainer with DDP on any device, nuclei evaluators and a training-curves plot."""
-
-    def __init__(self, cfg):
-        # DefaultTrainer.__init__ with one change: DDP gets device_ids only for CUDA modules.
-        TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model_any_device(model, broadcast_buffers=False)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_cls(model, data_loader, optimizer)
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicDetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
-        self.register_hooks(self.build_hooks())
-
-    @classmethod
-    def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_nuclei_mapper(cfg, is_train=True))
-
-    @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(
-            cfg, dataset_name, mapper=build_nuclei_mapper(cfg, is_train=False)
-        )
-
-    @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        return build_nuclei_evaluators(cfg, dataset_name, output_folder)
-
-    def build_writers(self):
-        # a run killed mid-write may have left half a line; --resume appends after it
-        drop_partial_last_line(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
-        return super().build_writers()
-
-    def build_hooks(self):
-        hooks = super().build_hooks()
-        hooks.append(TrainingCurvesHook(self.cfg.OUTPUT_DIR, period=self.cfg.SOLVER.CHECKPOINT_PERIOD))
-        return hooks
+# Config and checkpoint errors: one line on stderr and exit status 2 (MASKRCNNPP_TRACEBACK=1
+# adds the traceback).
+_ERROR_PREFIX = "train_net: error"
 
 
 def setup(args):
@@ -142,17 +89,21 @@ def _report(cfg, results, args):
 
 
 def main(args):
-    cfg = setup(args)
+    with exit_on_errors(_ERROR_PREFIX, (KeyError, ValueError, FileNotFoundError)):
+        cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        # every weight must come from the checkpoint: a wrong file is refused, not evaluated
+        with exit_on_errors(_ERROR_PREFIX, WeightsError):
+            AtomicDetectionCheckpointer(
+                model, save_dir=cfg.OUTPUT_DIR, require_all_weights=True
+            ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         _report(cfg, results, args)
         return results
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
+    with exit_on_errors(_ERROR_PREFIX, WeightsError):  # a checkpoint matching no weight
+        trainer.resume_or_load(resume=args.resume)
     trainer.train()
     # DefaultTrainer.train() returns the final evaluation only when TEST.EXPECTED_RESULTS is set
     results = getattr(trainer, "_last_eval_results", None)

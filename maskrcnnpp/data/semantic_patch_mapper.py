@@ -11,10 +11,13 @@ import numpy as np
 import torch
 
 from detectron2.config import configurable
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..evaluation.nuclei_metrics import coco_segmentations_to_label_image
 from .image_io import ImageReadError, read_image_rgb, read_label_image
+from .interior_boundary import interior_boundary_target
 
-__all__ = ["SemanticPatchDatasetMapper", "random_patch"]
+__all__ = ["SemanticPatchDatasetMapper", "random_patch", "instance_annotations_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,11 @@ class SemanticPatchDatasetMapper:
     random factor in [1 - jitter, 1 + jitter]. An image or label file that cannot be read
     is logged with the file and the reason and the record is skipped (Detectron2's loader
     draws another). Test: the whole image; unreadable files raise :class:`ImageReadError`.
+
+    With ``instance_annotations`` (the ``"interior_boundary"`` target), the labels of an
+    image are background 0, nucleus interior 1 and nucleus boundary 2
+    (:func:`interior_boundary_target` of its instance masks), with the sem_seg file's ignored
+    pixels kept ignored.
     """
 
     @configurable
@@ -61,6 +69,7 @@ class SemanticPatchDatasetMapper:
         intensity_jitter: float,
         ignore_value: int,
         image_format: str = "RGB",
+        instance_annotations: Optional[Dict[str, list]] = None,
     ):
         """
         Args:
@@ -70,6 +79,9 @@ class SemanticPatchDatasetMapper:
                 drawn from [1 - J, 1 + J].
             ignore_value (int): label of padded pixels.
             image_format (str): "RGB" or "BGR", the channel order the model takes.
+            instance_annotations (dict or None): image ``file_name`` -> its COCO instance
+                annotations (``"segmentation"``); given, training targets are interior /
+                boundary classes instead of the sem_seg labels.
         """
         if patch_size < 1 or not 0.0 <= intensity_jitter < 1.0:
             raise ValueError(
@@ -83,6 +95,7 @@ class SemanticPatchDatasetMapper:
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT {image_format!r}: semantic models take 'RGB' or 'BGR'.")
         self.image_format = image_format
+        self.instance_annotations = instance_annotations
         self._rng = None
 
     @classmethod
@@ -93,6 +106,11 @@ class SemanticPatchDatasetMapper:
             "intensity_jitter": cfg.INPUT.SEMANTIC_PATCH.INTENSITY_JITTER,
             "ignore_value": cfg.MODEL.UNETPP.IGNORE_VALUE,
             "image_format": cfg.INPUT.FORMAT,
+            "instance_annotations": (
+                instance_annotations_of(cfg.DATASETS.TRAIN)
+                if is_train and cfg.MODEL.UNETPP.TARGET == "interior_boundary"
+                else None
+            ),
         }
 
     @property
@@ -121,10 +139,27 @@ class SemanticPatchDatasetMapper:
                 f"{dataset_dict['sem_seg_file_name']} are {labels.shape[1]}x{labels.shape[0]}."
             )
             return None
+        if self.instance_annotations is not None:
+            labels = self._interior_boundary_labels(dataset_dict, labels)
         image, labels = self._augment(image, labels.astype(np.int64))
         dataset_dict["image"] = self._to_tensor(image)
         dataset_dict["sem_seg"] = torch.as_tensor(np.ascontiguousarray(labels))
         return dataset_dict
+
+    def _interior_boundary_labels(self, dataset_dict: Dict, sem_seg: np.ndarray) -> np.ndarray:
+        file_name = dataset_dict["file_name"]
+        if file_name not in self.instance_annotations:
+            raise KeyError(
+                f"MODEL.UNETPP.TARGET 'interior_boundary': no instance annotations for "
+                f"{file_name} in the instance twins of DATASETS.TRAIN."
+            )
+        height, width = sem_seg.shape
+        instances = coco_segmentations_to_label_image(
+            [a["segmentation"] for a in self.instance_annotations[file_name]], height, width
+        )
+        target = interior_boundary_target(instances)
+        target[sem_seg == self.ignore_value] = self.ignore_value
+        return target
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (3, H, W) uint8 in the model's channel order."""
@@ -147,3 +182,28 @@ class SemanticPatchDatasetMapper:
             pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
             image = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
         return image, labels
+
+
+def instance_annotations_of(dataset_names) -> Dict[str, list]:
+    """
+    Args:
+        dataset_names (list[str]): semantic datasets whose metadata names their instance twin
+            (``instance_dataset_name``: same images, COCO instance annotations).
+
+    Returns:
+        dict: image ``file_name`` -> list of annotation dicts, over all the twins.
+
+    Raises:
+        ValueError: naming a dataset without an instance twin.
+    """
+    annotations = {}
+    for name in dataset_names:
+        twin = MetadataCatalog.get(name).get("instance_dataset_name", None)
+        if twin is None:
+            raise ValueError(
+                f"MODEL.UNETPP.TARGET 'interior_boundary' needs instance masks, but dataset '{name}' "
+                "names no instance twin (MetadataCatalog.get(name).instance_dataset_name)."
+            )
+        for record in DatasetCatalog.get(twin):
+            annotations[record["file_name"]] = record.get("annotations", [])
+    return annotations

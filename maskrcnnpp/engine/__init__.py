@@ -8,6 +8,8 @@ from .metrics_json import drop_partial_last_line, read_metrics_json
 from .training_curves import TrainingCurvesHook, plot_training_curves
 from .results_table import format_results_table
 from .weights import load_model_weights
+from .optimizer import build_optimizer
+from .trainer import NucleiTrainer
 
 __all__ = [
     "AtomicDetectionCheckpointer",
@@ -23,4 +25,6 @@ __all__ = [
     "plot_training_curves",
     "format_results_table",
     "load_model_weights",
+    "build_optimizer",
+    "NucleiTrainer",
 ]

@@ -16,8 +16,9 @@ def _load_label_image(filename, dtype=None):
 
 def build_nuclei_evaluators(cfg, dataset_name, output_folder=None):
     """
-    COCO bbox + segm AP (instance datasets) or Detectron2's semantic metrics (semantic datasets),
-    plus the nuclei metrics of DESIGN section 6 on both.
+    COCO bbox + segm AP (instance datasets) or Detectron2's semantic metrics (semantic datasets;
+    plus COCO segm AP on the dataset's instance twin for the ``"interior_boundary"`` target,
+    whose model returns instances), and the nuclei metrics on both.
 
     COCOeval runs the official pycocotools code (``use_fast_impl=False``: the compiled fast
     COCOeval may be absent) with ``maxDets`` up to ``TEST.DETECTIONS_PER_IMAGE``.
@@ -46,6 +47,20 @@ def build_nuclei_evaluators(cfg, dataset_name, output_folder=None):
                 sem_seg_loading_fn=_load_label_image,
             )
         )
+        instance_twin = MetadataCatalog.get(dataset_name).get("instance_dataset_name", None)
+        if cfg.MODEL.UNETPP.TARGET == "interior_boundary" and instance_twin:
+            # the model returns nuclei instances too: COCO mask AP against the instance twin
+            # (same images, same image ids)
+            evaluators.append(
+                COCOEvaluator(
+                    instance_twin,
+                    tasks=("segm",),
+                    distributed=True,
+                    output_dir=output_folder,
+                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                    use_fast_impl=False,
+                )
+            )
     else:
         raise ValueError(
             f"dataset '{dataset_name}' has evaluator_type '{evaluator_type}'; maskrcnnpp evaluates "

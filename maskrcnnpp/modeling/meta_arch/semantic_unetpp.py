@@ -16,7 +16,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, Backbone
 from detectron2.modeling.backbone import ResNet
 from detectron2.modeling.postprocessing import sem_seg_postprocess
-from detectron2.structures import ImageList
+from detectron2.structures import BitMasks, ImageList, Instances
+
+from ...data.interior_boundary import BACKGROUND, nuclei_from_interior_boundary
 
 from ..unetpp.hybrid_loss import hybrid_loss, segmentation_probabilities
 from ..unetpp.nested_decoder import NestedDecoder
@@ -46,6 +48,13 @@ class SemanticUNetPlusPlus(nn.Module):
     ``X(0, k)`` -- encoder levels 0..k and decoder nodes with i + j <= k -- and returns head
     k. Images with a side above ``sliding_window_size`` are predicted window by window.
 
+    Target (``target``): "semantic" learns the dataset's labels; "interior_boundary" learns
+    background / nucleus interior / nucleus boundary (3 classes, made from instance masks by
+    the data mapper) and inference returns, besides ``"sem_seg"`` (background, nucleus),
+    ``"instances"``: the interiors grown into the foreground
+    (:func:`~maskrcnnpp.data.interior_boundary.nuclei_from_interior_boundary`), so touching
+    nuclei come out apart.
+
     Pruning skips the deeper encoder levels for encoders with ``forward_up_to`` (VGG,
     ResNetEncoder) and for Detectron2's ResNet; any other encoder still runs whole (the
     decoder is pruned all the same), which a warning says once.
@@ -61,6 +70,7 @@ class SemanticUNetPlusPlus(nn.Module):
         skip: str,
         norm: str,
         num_classes: int,
+        target: str = "semantic",
         deep_supervision: bool,
         loss_weights: Sequence[float],
         ce_weight: float,
@@ -81,6 +91,7 @@ class SemanticUNetPlusPlus(nn.Module):
             skip (str): "unet", "unet+" or "unet++".
             norm (str): normalization in the decoder nodes, a :func:`get_norm` name.
             num_classes (int): classes including the background (class 0); 2 is binary.
+            target (str): "semantic" or "interior_boundary" (needs ``num_classes`` 3).
             deep_supervision (bool): a head on every top-row node (else on the last only).
             loss_weights (list[float]): one weight per head, in column order; empty: all 1.
             ce_weight (float): weight of the cross-entropy term of the hybrid loss.
@@ -122,6 +133,16 @@ class SemanticUNetPlusPlus(nn.Module):
             )
         if num_classes < 2:
             raise ValueError(f"MODEL.UNETPP.NUM_CLASSES must be >= 2 (with background), got {num_classes}.")
+        if target not in ("semantic", "interior_boundary"):
+            raise ValueError(
+                f"MODEL.UNETPP.TARGET {target!r}: choose 'semantic' or 'interior_boundary'."
+            )
+        if target == "interior_boundary" and num_classes != 3:
+            raise ValueError(
+                f"MODEL.UNETPP.TARGET 'interior_boundary' has 3 classes (background, interior, "
+                f"boundary): set MODEL.UNETPP.NUM_CLASSES 3, not {num_classes}."
+            )
+        self.target = target
         self.encoder = encoder
         self.in_features = list(in_features)
         self.decoder = NestedDecoder(
@@ -166,6 +187,7 @@ class SemanticUNetPlusPlus(nn.Module):
             "skip": c.SKIP,
             "norm": c.NORM,
             "num_classes": c.NUM_CLASSES,
+            "target": c.TARGET,
             "deep_supervision": c.DEEP_SUPERVISION,
             "loss_weights": list(c.LOSS_WEIGHTS),
             "ce_weight": c.CE_WEIGHT,
@@ -262,7 +284,11 @@ class SemanticUNetPlusPlus(nn.Module):
         Returns:
             Training: dict of losses ``"loss_sem_seg_x_0_{j}"``, one per head.
             Inference: list[dict], per image ``{"sem_seg": (C, height, width)}`` class
-            probabilities (C = num_classes; class 0 the background).
+            probabilities (C = num_classes; class 0 the background); with the
+            "interior_boundary" target, ``"sem_seg"`` is (2, height, width) background /
+            nucleus (interior + boundary) and ``"instances"`` holds the nuclei
+            (``pred_masks`` (N, height, width) bool, ``scores``, ``pred_classes``,
+            ``pred_boxes``).
         """
         if self.training:
             return self._losses(batched_inputs)
@@ -331,4 +357,33 @@ class SemanticUNetPlusPlus(nn.Module):
         height, width = image.shape[-2:]
         probs = self.predict_probabilities(image)
         out_h, out_w = inputs.get("height", height), inputs.get("width", width)
-        return {"sem_seg": sem_seg_postprocess(probs, (height, width), out_h, out_w)}
+        probs = sem_seg_postprocess(probs, (height, width), out_h, out_w)
+        if self.target == "semantic":
+            return {"sem_seg": probs}
+        return {
+            "sem_seg": torch.stack([probs[BACKGROUND], 1.0 - probs[BACKGROUND]]),
+            "instances": self.nuclei_instances(probs),
+        }
+
+    @staticmethod
+    def nuclei_instances(probs: torch.Tensor) -> Instances:
+        """
+        Args:
+            probs (Tensor): (3, H, W) background / interior / boundary probabilities.
+
+        Returns:
+            Instances: the nuclei of
+            :func:`~maskrcnnpp.data.interior_boundary.nuclei_from_interior_boundary`, on
+            ``probs``'s device: ``pred_masks`` (N, H, W) bool, ``scores`` (N,),
+            ``pred_classes`` (N,) zeros, ``pred_boxes``.
+        """
+        labels, scores = nuclei_from_interior_boundary(probs.detach().float().cpu().numpy())
+        labels = torch.from_numpy(labels).to(probs.device)
+        num = len(scores)
+        ids = torch.arange(1, num + 1, device=probs.device).view(-1, 1, 1)
+        instances = Instances(tuple(probs.shape[-2:]))
+        instances.pred_masks = labels.unsqueeze(0) == ids
+        instances.scores = torch.as_tensor(scores, dtype=torch.float32, device=probs.device)
+        instances.pred_classes = torch.zeros(num, dtype=torch.int64, device=probs.device)
+        instances.pred_boxes = BitMasks(instances.pred_masks).get_bounding_boxes()
+        return instances

@@ -1,0 +1,60 @@
+"""A training sampler that gives every pixel of the training set the same chance."""
+import itertools
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data.sampler import Sampler
+
+from detectron2.utils import comm
+
+__all__ = ["PixelAreaTrainingSampler"]
+
+
+class PixelAreaTrainingSampler(Sampler):
+    """
+    An endless stream of dataset indices drawn with replacement, image ``i`` with probability
+    ``area_i / sum(area)`` (``area = height * width``). A model trained on fixed-size patches
+    then sees every pixel of the training set equally often, whatever the image sizes: with
+    DSB2018's 330 training images, the eight 1024x1024 brightfield images hold 2.4 % of the
+    images but 17 % of the pixels, and get 17 % of the patches instead of 2.4 %.
+
+    Like Detectron2's ``TrainingSampler``, each process of a distributed run takes every
+    ``world_size``-th index of the same seeded stream.
+    """
+
+    def __init__(self, areas: Sequence[float], *, seed: int = None):
+        """
+        Args:
+            areas (list[float]): pixel area of each dataset item, all > 0.
+            seed (int): seed of the stream, shared by all processes (default: a random
+                seed agreed through ``comm.shared_random_seed``).
+        """
+        areas = torch.as_tensor(list(areas), dtype=torch.float64)
+        if areas.numel() == 0 or not bool((areas > 0).all()):
+            raise ValueError("PixelAreaTrainingSampler: every item needs an area > 0.")
+        self._weights = areas / areas.sum()
+        self._seed = int(comm.shared_random_seed() if seed is None else seed)
+        self._rank = comm.get_rank()
+        self._world_size = comm.get_world_size()
+
+    @classmethod
+    def from_dataset_dicts(cls, dataset_dicts, *, seed: int = None):
+        """Areas from each dict's ``height`` and ``width`` (KeyError naming the file if absent)."""
+        areas = []
+        for record in dataset_dicts:
+            if "height" not in record or "width" not in record:
+                raise KeyError(
+                    f"PixelAreaTrainingSampler: dataset record {record.get('file_name')!r} has no "
+                    "'height' / 'width'."
+                )
+            areas.append(record["height"] * record["width"])
+        return cls(areas, seed=seed)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from itertools.islice(self._infinite_indices(), self._rank, None, self._world_size)
+
+    def _infinite_indices(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self._seed)
+        while True:
+            yield from torch.multinomial(self._weights, 4096, replacement=True, generator=generator).tolist()
