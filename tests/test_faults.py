@@ -208,5 +208,5 @@ def test_truncated_checkpoint_is_named(tmp_path):
     checkpointer.save("model_final")
     data = (tmp_path / "model_final.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(RuntimeError, match=r"cannot load checkpoint .*cut\.pth \(truncated"):
+    with pytest.raises(ValueError, match=r"not a PyTorch or Detectron2 checkpoint: .*cut\.pth \(truncated"):
         checkpointer.load(str(tmp_path / "cut.pth"))

@@ -2,7 +2,7 @@
 import logging
 import os
 
-from .checkpointer import AtomicDetectionCheckpointer
+from .checkpointer import AtomicDetectionCheckpointer, WeightsError
 
 __all__ = ["load_model_weights"]
 
@@ -11,15 +11,19 @@ logger = logging.getLogger(__name__)
 
 def load_model_weights(model, weights: str, *, allow_random: bool) -> None:
     """
-    Load the checkpoint ``weights`` (``cfg.MODEL.WEIGHTS``) into ``model``.
+    Load the checkpoint ``weights`` (``cfg.MODEL.WEIGHTS``) into ``model``. Every weight of the
+    model must come from the checkpoint: a checkpoint of another architecture (or of the same
+    one with other widths) is refused, not partly loaded.
 
     Args:
         allow_random (bool): an empty ``weights`` keeps the random initialisation, with a
             warning; otherwise it is an error.
 
     Raises:
-        ValueError: ``weights`` is empty and random weights are not allowed, or the file
-            cannot be loaded (truncated, not a checkpoint); the message names the file.
+        ValueError (:class:`~maskrcnnpp.engine.checkpointer.WeightsError` for a bad file): one
+            line naming the file: ``weights`` is empty and random weights are not allowed,
+            the file is not a checkpoint, or it lacks some of the model's weights (how many
+            matched, a few missing ones).
         FileNotFoundError: ``weights`` is a local path that does not exist.
     """
     if not weights:
@@ -30,6 +34,9 @@ def load_model_weights(model, weights: str, *, allow_random: bool) -> None:
     if "://" not in weights and not os.path.isfile(weights):
         raise FileNotFoundError(f"MODEL.WEIGHTS: no such file: {weights}")
     try:
-        AtomicDetectionCheckpointer(model).load(weights)
-    except Exception as e:  # unpickling and torch.load raise many types on a bad file
-        raise ValueError(f"MODEL.WEIGHTS {weights}: cannot load it ({type(e).__name__}: {e})") from e
+        AtomicDetectionCheckpointer(model, require_all_weights=True).load(weights)
+    except WeightsError as e:
+        raise WeightsError(f"MODEL.WEIGHTS: {e}") from e
+    except Exception as e:  # e.g. a URL that cannot be fetched
+        message = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"MODEL.WEIGHTS {weights}: cannot load it ({type(e).__name__}: {message})") from e
