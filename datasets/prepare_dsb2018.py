@@ -44,6 +44,10 @@ import time
 from multiprocessing import Pool
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from maskrcnnpp.utils.known_warnings import filter_known_warnings
+
+filter_known_warnings()  # before Detectron2's imports, which emit some of them
+
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util

@@ -14,6 +14,11 @@ def pytest_configure(config):
         "markers", "slow: real training or long benchmarks; run on purpose with `-m slow`"
     )
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # The third-party warnings the tools filter (maskrcnnpp/utils/known_warnings.py).
+    from maskrcnnpp.utils.known_warnings import pytest_filter_lines
+
+    for line in pytest_filter_lines():
+        config.addinivalue_line("filterwarnings", line)
 
 
 @pytest.fixture(scope="session")

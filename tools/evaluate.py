@@ -31,6 +31,10 @@ import math
 import sys
 from collections import OrderedDict, defaultdict
 
+from maskrcnnpp.utils.known_warnings import filter_known_warnings
+
+filter_known_warnings()  # before Detectron2's imports, which emit some of them
+
 import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval

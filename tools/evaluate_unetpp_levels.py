@@ -24,6 +24,10 @@ import logging
 import os
 import statistics
 
+from maskrcnnpp.utils.known_warnings import filter_known_warnings
+
+filter_known_warnings()  # before Detectron2's imports, which emit some of them
+
 import torch
 from tabulate import tabulate
 

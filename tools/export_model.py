@@ -19,6 +19,10 @@ import logging
 import os
 import sys
 
+from maskrcnnpp.utils.known_warnings import filter_known_warnings
+
+filter_known_warnings()  # before Detectron2's imports, which emit some of them
+
 import torch
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger

@@ -26,6 +26,10 @@ import argparse
 import logging
 import sys
 
+from maskrcnnpp.utils.known_warnings import filter_known_warnings
+
+filter_known_warnings()  # before Detectron2's imports, which emit some of them
+
 from tqdm import tqdm
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models

@@ -125,3 +125,47 @@ def check_datasets_registered(cfg, keys=("DATASETS.TRAIN", "DATASETS.TEST")):
                 f"{key} names dataset '{name}', which is not registered.{_did_you_mean(name, registered)}\n"
                 f"{_registered_datasets_summary(registered)}\n{_how_to_add_dataset(name)}"
             )
+
+
+# (key, test, what the value must be): numbers that Detectron2 takes as they are and fails on
+# much later (ZeroDivisionError in the data loader, a diverging or silent run).
+_VALUE_RULES = (
+    ("SOLVER.IMS_PER_BATCH", lambda v: v >= 1, "an integer >= 1"),
+    ("SOLVER.BASE_LR", lambda v: v >= 0, "a finite number >= 0"),
+    ("SOLVER.MAX_ITER", lambda v: v >= 0, "an integer >= 0"),
+    ("SOLVER.CHECKPOINT_PERIOD", lambda v: v >= 1, "an integer >= 1"),
+    ("SOLVER.WEIGHT_DECAY", lambda v: v >= 0, "a finite number >= 0"),
+    ("SOLVER.MOMENTUM", lambda v: v >= 0, "a finite number >= 0"),
+    ("SOLVER.WARMUP_ITERS", lambda v: v >= 0, "an integer >= 0"),
+    ("DATALOADER.NUM_WORKERS", lambda v: v >= 0, "an integer >= 0"),
+    ("TEST.EVAL_PERIOD", lambda v: v >= 0, "an integer >= 0"),
+    ("TEST.DETECTIONS_PER_IMAGE", lambda v: v >= 1, "an integer >= 1"),
+)
+
+
+def check_config_values(cfg, *, source=None, overridden=()):
+    """
+    Check the numbers Detectron2 would fail on much later (a batch of 0 images, a negative
+    learning rate, ...).
+
+    Args:
+        source (str or None): the YAML file the config came from.
+        overridden (iterable of str): keys set on the command line.
+
+    Raises:
+        ValueError: naming the key, its value, where it was set and what it must be.
+    """
+    overridden = set(overridden)
+    for key, test, expected in _VALUE_RULES:
+        value = _lookup(cfg, key)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value == value and abs(value) != float("inf") and test(value):  # NaN fails here
+            continue
+        if key in overridden:
+            where = "set on the command line"
+        elif source:
+            where = f"set in {source} or its _BASE_"
+        else:
+            where = "Detectron2's default"
+        raise ValueError(f"{key} = {value!r} ({where}) must be {expected}")

@@ -5,7 +5,7 @@ import torch
 from detectron2.config import get_cfg
 
 from ..config import add_maskrcnnpp_config
-from .config_checks import check_registered_names
+from .config_checks import check_config_values, check_registered_names
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
     Raises:
         KeyError / ValueError naming the unknown key and the file (or the command line);
         ValueError naming a key whose value is not a registered name (backbone,
-        meta-architecture, ...) and the registered names.
+        meta-architecture, ...) and the registered names; ValueError naming a key whose
+        number is out of range (SOLVER.IMS_PER_BATCH 0, a negative SOLVER.BASE_LR, ...), its
+        value and where it was set.
     """
     cfg = get_cfg()
     add_maskrcnnpp_config(cfg)
@@ -62,6 +64,7 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
         except ValueError as e:  # type mismatch
             raise ValueError(f"command-line override: {e.args[0] if e.args else e}") from e
     check_registered_names(cfg, source=config_file or None)
+    check_config_values(cfg, source=config_file or None, overridden=list(opts)[::2])
     resolve_device(cfg)
     if freeze:
         cfg.freeze()

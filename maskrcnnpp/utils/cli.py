@@ -1,0 +1,37 @@
+"""One-line errors for the command-line tools: the message names the file, key or value at
+fault; the traceback is printed only when the environment variable ``MASKRCNNPP_TRACEBACK``
+is set to a non-empty value other than ``0``."""
+import contextlib
+import os
+import sys
+import traceback
+
+__all__ = ["TRACEBACK_ENV", "error_message", "exit_on_errors", "print_error"]
+
+TRACEBACK_ENV = "MASKRCNNPP_TRACEBACK"
+
+
+def error_message(error: BaseException) -> str:
+    """The error's message on one line (a KeyError's without the quotes repr adds)."""
+    if isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
+def print_error(prefix: str, error: BaseException) -> None:
+    """``prefix: message`` on stderr, after the traceback when ``MASKRCNNPP_TRACEBACK`` is set."""
+    if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    print(f"{prefix}: {error_message(error)}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def exit_on_errors(prefix: str, errors, status: int = 2):
+    """Turn ``errors`` raised in the block into one line on stderr and ``SystemExit(status)``."""
+    try:
+        yield
+    except errors as e:
+        print_error(prefix, e)
+        raise SystemExit(status) from None

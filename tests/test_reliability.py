@@ -1,0 +1,242 @@
+"""
+Reliability of the tools (issue 13): no silent wrong answers, nothing lost on an interrupt,
+bad output folders refused before the work, one-line errors, known third-party warnings
+filtered. Each test failed on the code before its fix (the commit says how).
+"""
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+from torch import nn
+
+from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
+from maskrcnnpp.engine import setup_cfg
+from maskrcnnpp.engine.checkpointer import AtomicDetectionCheckpointer, WeightsError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RCNN_CONFIG = str(REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml")
+UNETPP_CONFIG = str(REPO / "configs" / "quick" / "unetpp_vgg.yaml")
+CPU = ["MODEL.DEVICE", "cpu"]
+# Small test-time inputs keep the Mask R-CNN++ runs to a fraction of a second per image.
+SMALL_RCNN = ["INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128", "TEST.DETECTIONS_PER_IMAGE", "20"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def load_tool(relative):
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem + "_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Checkpoints of the quick Mask R-CNN++ and UNet++ (random init, saved as training does)."""
+    folder = tmp_path_factory.mktemp("weights")
+    paths = {}
+    torch.manual_seed(0)
+    for name, config in (("rcnn", RCNN_CONFIG), ("unetpp", UNETPP_CONFIG)):
+        model = build_model(setup_cfg(config, CPU))
+        paths[name] = str(folder / f"{name}.pth")
+        torch.save({"model": model.state_dict(), "iteration": 0}, paths[name])
+    return paths
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A folder of three small synthetic nuclei images."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in range(3):
+        rgb = generate_synthetic_nuclei_image(seed, image_size=(96, 96))[0]
+        cv2.imwrite(str(folder / f"img{seed}.png"), rgb[:, :, ::-1])
+    return folder
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Weights of another architecture
+# ------------------------------------------------------------------------------------------
+def test_predict_refuses_weights_of_another_architecture(weights, images, tmp_path, capsys, one_torch_thread):
+    """Before: exit 0, 30 'nuclei' from a randomly initialised UNet++ and 180 lines of
+    missing-key warnings."""
+    predict = load_tool("tools/predict.py")
+    out = tmp_path / "out"
+    common = ["--input", str(images), "--output", str(out)]
+    status = predict.main(["--config-file", UNETPP_CONFIG, *common, *CPU, "MODEL.WEIGHTS", weights["rcnn"]])
+    lines = error_lines(capsys.readouterr().err)
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert weights["rcnn"] in lines[0] and "matches none of the model's 178 weights" in lines[0]
+    assert "encoder.vgg0.conv1.weight" in lines[0]
+    assert not out.exists()
+    # A partial match: how many matched, and a few missing names.
+    status = predict.main(["--config-file", RCNN_CONFIG, *common, *CPU, "MODEL.WEIGHTS", weights["unetpp"]])
+    lines = error_lines(capsys.readouterr().err)
+    assert status == 2 and len(lines) == 1, lines
+    assert f"{weights['unetpp']} holds 10 of the model's 194 weights; missing 184, e.g. backbone." in lines[0]
+    assert not out.exists()
+
+
+def test_export_refuses_weights_of_another_architecture(weights, tmp_path, capsys):
+    """Before: the export was written from a random model, export_info.json naming the file."""
+    out = tmp_path / "export"
+    status = load_tool("tools/export_model.py").main(
+        ["--config-file", UNETPP_CONFIG, "--format", "torchscript", "--output", str(out),
+         *CPU, "MODEL.WEIGHTS", weights["rcnn"]]
+    )
+    assert status == 2
+    err = capsys.readouterr().err
+    assert f"{weights['rcnn']} matches none of the model's" in err
+    assert not out.exists()
+
+
+def test_eval_only_refuses_weights_of_another_architecture(weights, tmp_path):
+    """Before: --eval-only evaluated the randomly initialised model and reported its metrics."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", UNETPP_CONFIG,
+         "--eval-only", *CPU, "MODEL.WEIGHTS", weights["rcnn"], "OUTPUT_DIR", str(tmp_path / "eval")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert error_lines(proc.stderr)[-1].startswith(f"train_net: error: {weights['rcnn']} matches none")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "eval" / "inference").exists()
+
+
+def test_training_init_refuses_a_checkpoint_matching_no_weight(tmp_path):
+    """Partial initialisation stays allowed; a checkpoint that matches nothing is an error
+    (before: it was loaded, with a warning, and training started from scratch)."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    partial = tmp_path / "partial.pth"
+    torch.save({"model": {"0.weight": torch.ones(4, 3), "0.bias": torch.ones(4)}}, partial)
+    AtomicDetectionCheckpointer(model).load(str(partial))
+    assert torch.equal(model[0].weight, torch.ones(4, 3))
+    other = tmp_path / "other.pth"
+    torch.save({"model": nn.Conv2d(1, 1, 1).state_dict()}, other)
+    with pytest.raises(WeightsError, match=r"other\.pth matches none of the model's 4 weights \(e\.g\. 0\.weight"):
+        AtomicDetectionCheckpointer(model).load(str(other))
+    with pytest.raises(WeightsError, match=r"partial\.pth holds 2 of the model's 4 weights; missing 2, e\.g\. 1\.weight, 1\.bias"):
+        AtomicDetectionCheckpointer(model, require_all_weights=True).load(str(partial))
+    with pytest.raises(WeightsError, match="MODEL.WEIGHTS is empty"):
+        AtomicDetectionCheckpointer(model, require_all_weights=True).load("")
+
+
+# ------------------------------------------------------------------------------------------
+# 10. Not a checkpoint
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["text", "random", "tensor"])
+def test_not_a_checkpoint_is_one_line(kind, images, tmp_path, capsys):
+    """Before: 'KeyError: 101', a many-line torch.load message, or a traceback."""
+    path = tmp_path / f"{kind}.pth"
+    if kind == "text":
+        path.write_text("hello, this is not a model\n")
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    else:
+        torch.save([torch.zeros(3)], path)
+    status = load_tool("tools/predict.py").main(
+        ["--config-file", UNETPP_CONFIG, "--input", str(images), "--output", str(tmp_path / "out"),
+         *CPU, "MODEL.WEIGHTS", str(path)]
+    )
+    lines = error_lines(capsys.readouterr().err)
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert f"not a PyTorch or Detectron2 checkpoint: {path}" in lines[0]
+
+
+# ------------------------------------------------------------------------------------------
+# 11. Config errors
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["SOLVER.IMS_PER_BATCH", "0"], "SOLVER.IMS_PER_BATCH = 0 (set on the command line) must be an integer >= 1"),
+        (["SOLVER.BASE_LR", "-0.1"], "SOLVER.BASE_LR = -0.1 (set on the command line) must be a finite number >= 0"),
+        (["SOLVER.BASE_LRR", "0.1"], "Non-existent key: SOLVER.BASE_LRR"),
+        (["SOLVER.BASE_LR", "fast"], "values (0.02 vs. fast) for config key: SOLVER.BASE_LR"),
+    ],
+)
+def test_train_net_config_error_is_one_line_exit_2(overrides, expected, capsys):
+    """Before: a traceback, then the message, exit status 1."""
+    train_net = load_tool("tools/train_net.py")
+    args = train_net.default_argument_parser().parse_args(["--config-file", RCNN_CONFIG, *overrides])
+    with pytest.raises(SystemExit) as exit_info:
+        train_net.main(args)
+    assert exit_info.value.code == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("train_net: error: ") and expected in lines[0], lines
+
+
+def test_config_value_error_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{RCNN_CONFIG}"\nSOLVER:\n  IMS_PER_BATCH: 0\n')
+    with pytest.raises(ValueError, match=rf"SOLVER\.IMS_PER_BATCH = 0 \(set in {bad} or its _BASE_\)"):
+        setup_cfg(str(bad))
+
+
+def test_train_net_traceback_on_request(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(f'_BASE_: "{RCNN_CONFIG}"\nSOLVER:\n  BASE_LRR: 0.1\n')
+    command = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(bad)]
+    plain = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
+    assert plain.returncode == 2
+    assert error_lines(plain.stderr) == [
+        f"train_net: error: {bad} (or one of its _BASE_ files): Non-existent config key: SOLVER.BASE_LRR"
+    ]
+    verbose = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(ENV, MASKRCNNPP_TRACEBACK="1")
+    )
+    assert verbose.returncode == 2 and "Traceback (most recent call last)" in verbose.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# 12. Known third-party warnings
+# ------------------------------------------------------------------------------------------
+def test_predict_run_prints_no_warning(weights, images, tmp_path):
+    """Before: torch.jit.script FutureWarnings (twice), the torch.meshgrid UserWarning and
+    torch's is_fx_tracing notice on every run."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "predict.py"), "--config-file", RCNN_CONFIG,
+         "--input", str(images), "--output", str(tmp_path / "out"), *CPU, *SMALL_RCNN,
+         "MODEL.WEIGHTS", weights["rcnn"]],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip() == "", proc.stderr[-3000:]
+    assert "3 image(s)" in proc.stdout
+
+
+def test_a_real_warning_is_still_seen():
+    import warnings
+
+    from maskrcnnpp.utils.known_warnings import filter_known_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filter_known_warnings(logs=False)
+        warnings.warn("something the user must see", UserWarning)
+        torch.meshgrid(torch.arange(2), torch.arange(2))  # the known one: filtered
+    assert [str(w.message) for w in caught] == ["something the user must see"]
