@@ -240,3 +240,112 @@ def test_a_real_warning_is_still_seen():
         warnings.warn("something the user must see", UserWarning)
         torch.meshgrid(torch.arange(2), torch.arange(2))  # the known one: filtered
     assert [str(w.message) for w in caught] == ["something the user must see"]
+
+
+# ------------------------------------------------------------------------------------------
+# 9. Output folder a file / not writable: refused before any image is predicted
+# ------------------------------------------------------------------------------------------
+def _predict_without_model(monkeypatch):
+    """The predict tool with a NucleiPredictor that fails the test if it is ever built."""
+    predict = load_tool("tools/predict.py")
+
+    def never(cfg):
+        raise AssertionError("the model was built: the output folder was not checked first")
+
+    monkeypatch.setattr(predict, "NucleiPredictor", never)
+    return predict
+
+
+@pytest.mark.parametrize("fault", ["file", "read_only", "under_a_file"])
+def test_bad_output_folder_refused_before_the_work(fault, images, tmp_path, monkeypatch, capsys):
+    """Before: every image was predicted, each then 'skipped', then a FileExistsError traceback."""
+    predict = _predict_without_model(monkeypatch)
+    out = tmp_path / "out"
+    if fault == "file":
+        out.write_text("not a folder")
+        expected = f"error: --output {out} is a file, not a folder"
+    elif fault == "read_only":
+        out.mkdir()
+        out.chmod(0o555)
+        expected = f"error: --output {out} is not writable"
+    else:
+        (tmp_path / "blocker").write_text("x")
+        out = tmp_path / "blocker" / "out"
+        expected = f"error: --output {out} cannot be created: {tmp_path / 'blocker'} is a file"
+    try:
+        status = predict.main(["--config-file", RCNN_CONFIG, "--input", str(images), "--output", str(out), *CPU])
+    finally:
+        if fault == "read_only":
+            out.chmod(0o755)
+    assert status == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+# ------------------------------------------------------------------------------------------
+# 7. Reusing an output folder
+# ------------------------------------------------------------------------------------------
+def test_reused_output_folder_refused_unless_overwrite(weights, images, tmp_path, monkeypatch, capsys, one_torch_thread):
+    """Before: the second run wrote beside the first; the first run's label, overlay and CSV
+    files stayed next to COCO files listing only the second run's images."""
+    predict = load_tool("tools/predict.py")
+    out = tmp_path / "out"
+    run = ["--config-file", RCNN_CONFIG, "--output", str(out), *CPU, *SMALL_RCNN, "MODEL.WEIGHTS", weights["rcnn"]]
+    assert predict.main(["--input", str(images), *run]) == 0
+    assert sorted(os.listdir(out / "labels")) == ["img0.png", "img1.png", "img2.png"]
+    (out / "notes.txt").write_text("the user's own file")
+    capsys.readouterr()
+
+    second = tmp_path / "second"
+    second.mkdir()
+    cv2.imwrite(str(second / "other.png"), cv2.imread(str(images / "img0.png")))
+    refused = _predict_without_model(monkeypatch).main(["--input", str(second), *run])
+    lines = error_lines(capsys.readouterr().err)
+    assert refused == 2 and len(lines) == 1
+    assert f"--output {out} is not empty" in lines[0] and "--overwrite" in lines[0]
+    assert sorted(os.listdir(out / "labels")) == ["img0.png", "img1.png", "img2.png"]  # untouched
+
+    assert predict.main(["--input", str(second), "--overwrite", *run]) == 0
+    for kind, extension in (("labels", "png"), ("overlays", "png"), ("measurements", "csv")):
+        assert os.listdir(out / kind) == [f"other.{extension}"]
+    listed = json.loads((out / "coco_images.json").read_text())["images"]
+    assert [os.path.basename(i["file_name"]) for i in listed] == ["other.png"]
+    assert (out / "notes.txt").read_text() == "the user's own file"  # not the tool's: kept
+
+
+# ------------------------------------------------------------------------------------------
+# 6. SIGINT / SIGTERM in the middle of a run
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_predict_keeps_the_finished_images(signum, status, weights, tmp_path):
+    """Before: 8 of 20 images' files, no COCO files at all, a KeyboardInterrupt traceback."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in range(12):
+        rgb = generate_synthetic_nuclei_image(seed, image_size=(128, 128))[0]
+        cv2.imwrite(str(folder / f"im{seed:02d}.png"), rgb[:, :, ::-1])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tools" / "predict.py"), "--config-file", RCNN_CONFIG,
+         "--input", str(folder), "--output", str(out), *CPU, "MODEL.WEIGHTS", weights["rcnn"]],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+    deadline = time.monotonic() + 240
+    while not (out / "labels").is_dir() or not os.listdir(out / "labels"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == status, stderr
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted by {signal.Signals(signum).name}: "), stderr
+    done = sorted(os.path.splitext(n)[0] for n in os.listdir(out / "labels"))
+    assert 1 <= len(done) < 12
+    assert f"{len(done)} of 12 image(s) done" in lines[0]
+    for kind in ("overlays", "measurements"):
+        assert sorted(os.path.splitext(n)[0] for n in os.listdir(out / kind)) == done
+    images = json.loads((out / "coco_images.json").read_text())["images"]
+    assert sorted(os.path.splitext(os.path.basename(i["file_name"]))[0] for i in images) == done
+    results = json.loads((out / "coco_instances_results.json").read_text())
+    assert {r["image_id"] for r in results} <= {i["id"] for i in images}
+    assert not [n for _, _, files in os.walk(out) for n in files if n.startswith(".")]

@@ -10,10 +10,15 @@ Layout of ``output_dir``::
     coco_images.json          {"images": [{"id", "file_name", "height", "width", "num_tiles"}],
                                "categories": [{"id": 1, "name": "nucleus"}]}
 
-Label ``k`` of an image is row ``k`` of its CSV and its ``k``-th result in the COCO file.
+Label ``k`` of an image is row ``k`` of its CSV and its ``k``-th result in the COCO file. The
+COCO files list exactly the images whose three files are complete (also after an interrupt,
+see tools/predict.py). One run per folder: :func:`check_output_dir` refuses a non-empty folder
+unless ``--overwrite``, and :func:`prepare_output_dir` then removes only the files of the
+layout above.
 """
 
 import csv
+import fnmatch
 import json
 import os
 from typing import Dict, List
@@ -26,9 +31,93 @@ from ..utils.atomic_io import atomic_open
 from .coco_results import NUCLEUS_CATEGORY_ID, coco_instance_results
 from .measurements import MEASUREMENT_COLUMNS, measure_nuclei
 
-__all__ = ["PredictionWriter", "write_png"]
+__all__ = ["OutputFolderError", "PredictionWriter", "check_output_dir", "prepare_output_dir", "write_png"]
 
 MAX_LABELS_16_BIT = 2**16 - 1
+
+COCO_FILES = ("coco_instances_results.json", "coco_images.json")
+# The files a prediction run writes (and the temporaries atomic_open may leave), relative to
+# the output folder: all that --overwrite removes.
+_RUN_FILE_PATTERNS = {
+    "": [*COCO_FILES, *(f".{name}.*.tmp" for name in COCO_FILES)],
+    "labels": ["*.png", ".*.png.*.tmp"],
+    "overlays": ["*.png", ".*.png.*.tmp"],
+    "measurements": ["*.csv", ".*.csv.*.tmp"],
+}
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be used; the message names it and says why."""
+
+
+def _is_run_file(relative: str) -> bool:
+    folder, name = os.path.split(relative)
+    return any(fnmatch.fnmatchcase(name, p) for p in _RUN_FILE_PATTERNS.get(folder, ()))
+
+
+def _folder_contents(output_dir: str) -> List[str]:
+    """Every file and folder under ``output_dir``, relative to it (folders with a trailing /)."""
+    found = []
+    for root, dirs, files in os.walk(output_dir):
+        for name in files:
+            found.append(os.path.relpath(os.path.join(root, name), output_dir))
+        if root != output_dir and not dirs and not files:
+            found.append(os.path.relpath(root, output_dir) + "/")
+    return sorted(found)
+
+
+def check_output_dir(output_dir: str, *, overwrite: bool) -> None:
+    """
+    Check, before any work and without creating anything, that ``output_dir`` can take a run:
+    it is a folder (or can be created as one), writable, and empty unless ``overwrite``
+    (a run's outputs are only consistent within one run: a reused folder would mix them).
+
+    Raises:
+        OutputFolderError: naming the folder and the fault.
+    """
+    where = f"--output {output_dir}"
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise OutputFolderError(f"{where} is a file, not a folder: give a folder (it is created if missing)")
+    existing = output_dir
+    while not os.path.exists(existing or "."):
+        existing = os.path.dirname(existing)
+    existing = existing or "."
+    if not os.path.isdir(existing):
+        raise OutputFolderError(f"{where} cannot be created: {existing} is a file")
+    # root ignores permission bits; a folder that says read-only is refused all the same
+    if not os.access(existing, os.W_OK | os.X_OK) or not os.stat(existing).st_mode & 0o222:
+        raise OutputFolderError(f"{where} is not writable ({existing} is read-only)")
+    if not os.path.isdir(output_dir):
+        return
+    contents = _folder_contents(output_dir)
+    if not contents:
+        return
+    if not overwrite:
+        raise OutputFolderError(
+            f"{where} is not empty ({len(contents)} file(s), e.g. {contents[0]}): choose a new "
+            "folder, or pass --overwrite to replace a previous prediction run's outputs there"
+        )
+    if not os.access(output_dir, os.W_OK) or not os.stat(output_dir).st_mode & 0o222:
+        raise OutputFolderError(f"{where} is not writable (read-only)")
+
+
+def prepare_output_dir(output_dir: str, *, overwrite: bool) -> List[str]:
+    """
+    Create ``output_dir`` and, with ``overwrite``, remove the files a previous prediction run
+    left there (``labels/*.png``, ``overlays/*.png``, ``measurements/*.csv``, the two COCO
+    files and their temporaries; nothing else). Call :func:`check_output_dir` first.
+
+    Returns:
+        list[str]: the removed files, relative to ``output_dir``.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    removed = []
+    if overwrite:
+        for relative in _folder_contents(output_dir):
+            if _is_run_file(relative):
+                os.remove(os.path.join(output_dir, relative))
+                removed.append(relative)
+    return removed
 
 
 def write_png(path: str, image: np.ndarray) -> None:
