@@ -206,3 +206,35 @@ def test_bad_ground_truth_files(evaluate_tool, tmp_path, capsys):
         assert evaluate_tool.main(["--gt", gt, "--pred", pred]) == 1
         err = capsys.readouterr().err
         assert gt in err and fault in err, err
+
+
+def test_results_paired_by_file_name_and_mismatched_sets_refused(evaluate_tool, gt_file, tmp_path, capsys):
+    """Issue 13 item 2. Before: pairing by image id alone: another image set with the same
+    sizes scored 0 everywhere with exit 0, and ids numbered otherwise were mis-paired."""
+    run = tmp_path / "run"
+    run.mkdir()
+    # predict numbered the images the other way round: ids 1 and 2 swapped
+    results = perfect_results()
+    for r in results:
+        r["image_id"] = 3 - r["image_id"]
+    pred = write_json(run / "coco_instances_results.json", results)
+    listing = {"images": [{"id": 1, "file_name": "/data/2.png", "height": HEIGHT, "width": WIDTH},
+                          {"id": 2, "file_name": "/data/1.png", "height": HEIGHT, "width": WIDTH}]}
+    write_json(run / "coco_images.json", listing)
+    out = tmp_path / "m.json"
+    assert evaluate_tool.main(["--gt", gt_file, "--pred", pred, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["segm"]["AP"] == pytest.approx(100.0)
+
+    listing["images"][1]["file_name"] = "/data/other.png"  # another image set
+    write_json(run / "coco_images.json", listing)
+    capsys.readouterr()
+    assert evaluate_tool.main(["--gt", gt_file, "--pred", pred]) == 1
+    err = capsys.readouterr().err
+    assert "not the same image set: 1.png is in the ground truth but not predicted" in err
+
+
+def test_empty_results_say_no_predictions(evaluate_tool, gt_file, tmp_path, capsys):
+    """Before: AP nan and nuclei 0.0625 with nothing saying why."""
+    pred = write_json(tmp_path / "empty.json", [])
+    assert evaluate_tool.main(["--gt", gt_file, "--pred", pred]) == 0
+    assert f"No predictions: {pred} is an empty list" in capsys.readouterr().out

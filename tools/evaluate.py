@@ -18,6 +18,13 @@ The results file is what Detectron2's COCOEvaluator writes (``coco_instances_res
 a JSON list of ``{"image_id", "category_id", "score", "segmentation"[, "bbox"]}``, the
 segmentation an RLE (compressed or not) or polygons.
 
+Pairing: when the results come with the image list of ``tools/predict.py``
+(``coco_images.json`` beside ``--pred``, or ``--images FILE``), results and ground truth are
+paired by file name (the base name), not by image id: the two sets of file names must be
+equal, else the run stops naming the first image that differs. Without such a list, the
+results' ``image_id`` must be the ground truth's (as Detectron2's COCOEvaluator writes them).
+An empty results list is said plainly ("no predictions") above the table.
+
 Prints a table; with --out, writes ``{"segm": {...}, "bbox": {...}, "nuclei": {...}}``
 (NaN as null) atomically. Bad input exits with status 1 and a message naming the file and
 the fault, before anything is written.
@@ -28,6 +35,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from collections import OrderedDict, defaultdict
 
@@ -283,8 +291,64 @@ def _nan_to_none(metrics):
     }
 
 
-def run(gt_path, pred_path, score_thresh):
+def load_image_list(path, gt_path, gt_images):
     """
+    Map the image ids of a predict run's ``coco_images.json`` to the ground truth's, by file
+    base name.
+
+    Returns:
+        dict: results image id -> ground-truth image id.
+
+    Raises:
+        InputError: the list is malformed, a base name is ambiguous, the two sets of file
+            names differ (naming the first that differs) or an image's size differs.
+    """
+    listed = load_json(path, "image list")
+    entries = listed.get("images") if isinstance(listed, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and "id" in e and isinstance(e.get("file_name"), str) for e in entries
+    ):
+        raise InputError(f"image list {path}: expected {{\"images\": [{{\"id\", \"file_name\", ...}}]}}")
+
+    def by_name(images, where):
+        names = {}
+        for image in images:
+            name = os.path.basename(str(image.get("file_name", "")))
+            if not name:
+                raise InputError(f"{where}: image {image.get('id')!r} has no 'file_name'")
+            if name in names:
+                raise InputError(f"{where}: two images are named {name}: cannot pair by file name")
+            names[name] = image
+        return names
+
+    predicted = by_name(entries, f"image list {path}")
+    truth = by_name(gt_images.values(), f"ground-truth file {gt_path}")
+    for name in sorted(set(predicted) ^ set(truth)):
+        side = f"predicted ({path}) but not in the ground truth" if name in predicted else (
+            f"in the ground truth but not predicted ({path})"
+        )
+        raise InputError(
+            f"results and ground truth are not the same image set: {name} is {side} "
+            f"({len(predicted)} predicted, {len(truth)} in {gt_path})"
+        )
+    mapping = {}
+    for name, entry in predicted.items():
+        gt_image = truth[name]
+        size = (entry.get("height"), entry.get("width"))
+        if None not in size and size != (gt_image["height"], gt_image["width"]):
+            raise InputError(
+                f"image {name}: predicted at {size[1]}x{size[0]} ({path}) but "
+                f"{gt_image['width']}x{gt_image['height']} in {gt_path} (WxH)"
+            )
+        mapping[entry["id"]] = gt_image["id"]
+    return mapping
+
+
+def run(gt_path, pred_path, score_thresh, images_path=None):
+    """
+    Args:
+        images_path (str or None): a predict run's ``coco_images.json``: pair by file name.
+
     Returns:
         OrderedDict: {"segm": {...}, "bbox": {...}, "nuclei": {...}}.
 
@@ -294,6 +358,16 @@ def run(gt_path, pred_path, score_thresh):
     gt = load_json(gt_path, "ground-truth")
     images = check_ground_truth(gt, gt_path)
     results = load_json(pred_path, "results")
+    if images_path is not None and isinstance(results, list):
+        mapping = load_image_list(images_path, gt_path, images)
+        for index, result in enumerate(results):
+            if isinstance(result, dict):
+                if result.get("image_id") not in mapping:
+                    raise InputError(
+                        f"results file {pred_path}: entry {index} refers to image_id "
+                        f"{result.get('image_id')!r}, which is not in {images_path}"
+                    )
+                result["image_id"] = mapping[result["image_id"]]
     results = check_results(results, pred_path, images, {c["id"] for c in gt["categories"]})
 
     coco_gt = COCO()
@@ -313,6 +387,11 @@ def main(argv=None):
     )
     parser.add_argument("--gt", required=True, help="COCO ground-truth JSON")
     parser.add_argument("--pred", required=True, help="COCO results JSON (list of detections)")
+    parser.add_argument(
+        "--images",
+        help="image list of the results (tools/predict.py's coco_images.json; default: that "
+        "file beside --pred, when there): pair results and ground truth by file name",
+    )
     parser.add_argument("--out", help="write the metrics to this JSON file")
     parser.add_argument(
         "--score-thresh",
@@ -323,11 +402,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s: %(message)s")
 
+    images_path = args.images
+    beside = os.path.join(os.path.dirname(os.path.abspath(args.pred)), "coco_images.json")
+    if images_path is None and os.path.isfile(beside):
+        images_path = beside
     try:
-        metrics = run(args.gt, args.pred, args.score_thresh)
+        metrics = run(args.gt, args.pred, args.score_thresh, images_path)
+        no_predictions = load_json(args.pred, "results") == []
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if no_predictions:
+        print(
+            f"No predictions: {args.pred} is an empty list. COCO AP is undefined (nan) and the "
+            "nuclei metrics below score an empty prediction on every image.\n"
+        )
     print(format_tables(metrics))
     if args.out:
         try:
