@@ -24,11 +24,15 @@ Image ``file_name`` in the JSON is relative to OUT when the image lies inside OU
 case, OUT = DIR: the folder can then be moved as a whole), and absolute otherwise (e.g. a
 read-only DIR converted into another OUT). Both resolve with ``image_root = OUT``.
 
-A mask that is unreadable, empty or of the wrong size is reported on stderr with its path and
-left out; an image that cannot be read is reported and left out. With ``--strict`` the first
+A mask that is unreadable or empty is reported on stderr with its path and left out; an image
+that cannot be read, or with a mask of another size than the image (its nuclei would be
+taken as background), is reported and left out as a whole. With ``--strict`` the first
 such problem stops the conversion with exit status 1 and an error naming the file. Images
 without any nucleus are kept as negatives. All outputs are written atomically (temporary file
-in the same folder, fsync, rename), so an interrupted run never leaves a half-written file.
+in the same folder, fsync, rename), so an interrupted run never leaves a half-written file;
+the temporary files of a killed run are removed by the next one. An
+``annotations/instances_<split>.json`` whose split has no list any more is reported (it stays
+registered) and left as it is.
 
 Usage::
 
@@ -36,6 +40,8 @@ Usage::
 """
 
 import argparse
+import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -276,6 +282,7 @@ def convert_image(job: ConvertJob) -> ConvertedImage:
     instances: List[Instance] = []
     semantic = np.zeros((height, width), np.uint8)
     masks_dir = os.path.join(job.image_dir, "masks")
+    wrong_size = 0
     if os.path.isdir(masks_dir):
         mask_names = sorted(n for n in os.listdir(masks_dir) if n.lower().endswith(".png"))
     else:
@@ -296,12 +303,27 @@ def convert_image(job: ConvertJob) -> ConvertedImage:
                     f"is {width}x{height}",
                 )
             )
+            wrong_size += 1
             continue
         if not mask.any():
             problems.append(Problem(mask_path, "empty mask (no foreground pixel)"))
             continue
         instances.append(mask_to_instance(mask))
         semantic |= mask
+    if wrong_size:
+        # Its nuclei would be background in training: the image is left out, not kept with
+        # the masks that fit.
+        problems.append(
+            Problem(
+                path,
+                f"image left out: {wrong_size} of its {len(mask_names)} masks are not "
+                f"{width}x{height} (WxH), so their nuclei would be taken as background",
+            )
+        )
+        for semantic_path in job.semantic_paths:  # of an earlier conversion
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(semantic_path)
+        return ConvertedImage(job.image_id, 0, 0, [], problems)
     if not (job.strict and problems):
         for semantic_path in job.semantic_paths:
             atomic_write_png(semantic_path, semantic)
@@ -382,6 +404,38 @@ def _parallel_map(function, jobs, workers: int, description: str):
         yield from tqdm(pool.imap(function, jobs, chunksize=4), **progress)
 
 
+def _remove_stale_temporaries(out: str) -> None:
+    """Remove the temporary files (``.<name>.<random>.tmp``, see ``atomic_open``) that a
+    killed run left in the folders this tool writes; only one conversion writes into ``out``
+    at a time."""
+    folders = [out, os.path.join(out, "annotations")]
+    folders += glob.glob(os.path.join(glob.escape(out), "semantic", "*"))
+    stale = [p for folder in folders for p in glob.glob(os.path.join(glob.escape(folder), ".*.tmp"))]
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    if stale:
+        tqdm.write(
+            f"note: removed {len(stale)} temporary file(s) left by an interrupted run "
+            f"(e.g. {stale[0]})",
+            file=sys.stderr,
+        )
+
+
+def _warn_unlisted_annotations(annotations_dir: str, splits, root: str) -> None:
+    """Warn about ``instances_<split>.json`` of a split that has no list any more: it stays
+    registered (as ``dsb2018_<split>``) with the content of an earlier conversion."""
+    for path in sorted(glob.glob(os.path.join(glob.escape(annotations_dir), "instances_*.json"))):
+        split = os.path.basename(path)[len("instances_") : -len(".json")]
+        if split not in splits:
+            tqdm.write(
+                f"warning: {path} is of split '{split}', which is no longer listed "
+                f"({os.path.join(root, split + '.txt')} is gone): left as it was, and still "
+                f"registered as dsb2018_{split}; delete it if the split is retired",
+                file=sys.stderr,
+            )
+
+
 def prepare_dsb2018(
     root: str, out: Optional[str] = None, *, strict: bool = False, workers: int = 2
 ):
@@ -409,6 +463,7 @@ def prepare_dsb2018(
     # Also refuse a folder whose permission bits say read-only: root ignores them otherwise.
     if not os.access(out, os.W_OK) or not os.stat(out).st_mode & 0o222:
         raise DatasetFormatError(out, "output folder is read-only; pass --out to write elsewhere")
+    _remove_stale_temporaries(out)
     splits = read_split_lists(root, image_ids)
     if not splits:
         jobs = [(i, image_path(root, i)) for i in image_ids]
@@ -457,6 +512,7 @@ def prepare_dsb2018(
         converted[result.image_id] = result
 
     annotations_dir = os.path.join(out, "annotations")
+    _warn_unlisted_annotations(annotations_dir, splits, root)
     summary = {}
     for split, ids in splits.items():
         coco = coco_instances(split, ids, converted, root, out)

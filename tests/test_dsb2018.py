@@ -210,11 +210,14 @@ def root_with_bad_masks(tmp_path):
         "truncated": image_dir / "masks" / "z_truncated.png",
     }
     cv2.imwrite(str(bad["empty"]), np.zeros((12, 16), np.uint8))
-    cv2.imwrite(str(bad["size"]), np.full((12, 15), 255, np.uint8))
     data = cv2.imencode(".png", _blob(2, 2).astype(np.uint8) * 255)[1].tobytes()
     bad["truncated"].write_bytes(data[: len(data) // 2])
     _write_synthetic_image(root, "negative", [])
-    (root / "train.txt").write_text("cells\nnegative\n")
+    # an image with one mask of another size: left out as a whole
+    resized_dir = _write_synthetic_image(root, "resized", [_blob(1, 1)])
+    bad["size"] = resized_dir / "masks" / "z_wrong_size.png"
+    cv2.imwrite(str(bad["size"]), np.full((12, 15), 255, np.uint8))
+    (root / "train.txt").write_text("cells\nnegative\nresized\n")
     return root, bad
 
 
@@ -229,6 +232,10 @@ def test_bad_masks_are_reported_and_left_out(root_with_bad_masks, capsys):
         coco = json.load(f)
     by_name = {os.path.basename(i["file_name"]): i["id"] for i in coco["images"]}
     assert set(by_name) == {"cells.png", "negative.png"}  # the negative image is kept
+    # issue 13 item 4: the image with a mask of another size is left out, not kept with the
+    # nuclei of its other masks as background (before: kept, with the masks that fit)
+    assert "resized.png: image left out: 1 of its 2 masks are not 16x12 (WxH)" in stderr
+    assert not (root / "semantic" / "train" / "resized.png").exists()
     assert [a["image_id"] for a in coco["annotations"]] == [by_name["cells.png"]] * 2
     assert [a["area"] for a in coco["annotations"]] == [12, 12]
     semantic = cv2.imread(str(root / "semantic" / "train" / "cells.png"), cv2.IMREAD_UNCHANGED)
@@ -248,6 +255,32 @@ def test_strict_stops_naming_the_bad_file(root_with_bad_masks):
     assert len(error_lines) == 1 and str(bad["empty"]) in error_lines[0], result.stderr
     assert not (root / "annotations").exists()
     assert _leftover_temporaries(root) == []
+
+
+def test_stale_temporaries_removed_and_unlisted_split_warned(tmp_path, capsys):
+    """Issue 13 item 8. Before: the .tmp files of a killed run stayed for ever, and the
+    annotations of a split removed from the lists stayed without a word."""
+    root = tmp_path / "root"
+    _write_synthetic_image(root, "cells", [_blob(1, 1)])
+    _write_synthetic_image(root, "more", [_blob(2, 2)])
+    (root / "train.txt").write_text("cells\n")
+    (root / "val.txt").write_text("more\n")
+    assert prepare.main(["--root", str(root), "--workers", "1"]) == 0
+    stale = [
+        root / "annotations" / ".instances_train.json.k1ll3d.tmp",
+        root / "semantic" / "train" / ".cells.png.abc123.tmp",
+        root / ".train.txt.zzz.tmp",
+    ]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    (root / "val.txt").unlink()  # split 'val' retired
+    capsys.readouterr()
+    assert prepare.main(["--root", str(root), "--workers", "1"]) == 0
+    stderr = capsys.readouterr().err
+    assert _leftover_temporaries(root) == []
+    assert "removed 3 temporary file(s) left by an interrupted run" in stderr
+    assert f"warning: {root / 'annotations' / 'instances_val.json'} is of split 'val', which is no longer listed" in stderr
+    assert (root / "annotations" / "instances_val.json").exists()  # reported, not deleted
 
 
 def test_unknown_id_in_split_list_is_an_error(tmp_path, capsys):
