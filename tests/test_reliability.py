@@ -349,3 +349,38 @@ def test_interrupted_predict_keeps_the_finished_images(signum, status, weights, 
     results = json.loads((out / "coco_instances_results.json").read_text())
     assert {r["image_id"] for r in results} <= {i["id"] for i in images}
     assert not [n for _, _, files in os.walk(out) for n in files if n.startswith(".")]
+
+
+# ------------------------------------------------------------------------------------------
+# 5. Multi-page TIFF: refused, named, never read as its first page
+# ------------------------------------------------------------------------------------------
+def test_multi_page_tiff_is_refused_clearly(images, tmp_path, monkeypatch, capsys):
+    """Before: only page 1 was predicted, silently."""
+    import tifffile
+
+    from maskrcnnpp.data.image_io import ImageReadError, read_image_rgb
+
+    stack = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(str(stack)) as tif:
+        for value in (10, 200, 90):
+            tif.write(np.full((40, 50), value, np.uint8))
+    with pytest.raises(ImageReadError, match=r"multi-page TIFF \(3 pages\): only single-image files are read"):
+        read_image_rgb(stack)
+    # predict names it among the skipped inputs (exit 1) and predicts the others
+    predict = load_tool("tools/predict.py")
+
+    class Predictor:
+        def __init__(self, cfg):
+            pass
+
+        def __call__(self, image):
+            from maskrcnnpp.inference import NucleiPrediction
+
+            return NucleiPrediction(np.zeros(image.shape[:2], np.int32), np.zeros(0), 1)
+
+    monkeypatch.setattr(predict, "NucleiPredictor", Predictor)
+    out = tmp_path / "out"
+    status = predict.main(["--config-file", RCNN_CONFIG, "--input", str(stack), str(images / "img0.png"), "--output", str(out), *CPU])
+    assert status == 1
+    assert f"skipped {stack}: multi-page TIFF (3 pages)" in capsys.readouterr().err
+    assert os.listdir(out / "labels") == ["img0.png"]

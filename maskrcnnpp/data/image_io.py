@@ -15,7 +15,9 @@ through these two functions, so that all of them accept the same files:
   full 8-bit range, keeps every intensity ordering and the colour balance, and clips
   nothing (a single hot pixel does compress the contrast of the rest). A constant image
   maps to zeros;
-* any size, down to 1x1.
+* any size, down to 1x1;
+* one image per file: a multi-page TIFF (a stack, a time series, several images) is refused
+  with a message saying so, never read as its first page alone.
 
 Files that are missing, empty, truncated or otherwise undecodable raise
 :class:`ImageReadError`, whose message names the file and the reason.
@@ -76,6 +78,13 @@ def _decode_tiff(path: str, data: bytes) -> Optional[np.ndarray]:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             if len(tif.series) == 0:
                 raise ImageReadError(path, "TIFF holds no image")
+            if len(tif.pages) > 1:
+                raise ImageReadError(
+                    path,
+                    f"multi-page TIFF ({len(tif.pages)} pages): only single-image files are "
+                    "read; save each page as its own file (e.g. tifffile, or Fiji's Image > "
+                    "Stacks > Stack to Images) and give those",
+                )
             image = tif.series[0].asarray()
             planar = tif.series[0].axes.startswith("S")
     except ImageReadError:
