@@ -49,9 +49,14 @@ def add_maskrcnnpp_config(cfg):
     _C.TEST.PREDICT = CN()
     # Images whose height or width exceeds this many pixels are predicted tile by tile.
     _C.TEST.PREDICT.MAX_UNTILED_SIZE = 1024
-    # Side of the square tiles, in pixels of the original image (each tile then goes through
-    # the model's usual test resize, INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST).
+    # Side of the square tiles, in pixels of the original image.
     _C.TEST.PREDICT.TILE_SIZE = 512
+    # Pixel scale of prediction (instance models): every image and tile, whatever its size, is
+    # resized by the one factor INPUT.MIN_SIZE_TEST / REFERENCE_SIZE, the factor the test
+    # resize gives a typical training image (shortest side REFERENCE_SIZE: 256 for most of
+    # DSB2018 and the synthetic nuclei), so nuclei keep the size in pixels the model was
+    # trained on. INPUT.MIN_SIZE_TEST 0: no resize. Semantic models see images as they are.
+    _C.TEST.PREDICT.REFERENCE_SIZE = 256
     # Minimum overlap of neighbouring tiles, in pixels; must be at least the diameter of the
     # largest nucleus, so that every nucleus lies whole inside the tile that keeps it.
     _C.TEST.PREDICT.TILE_OVERLAP = 128

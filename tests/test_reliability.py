@@ -384,3 +384,80 @@ def test_multi_page_tiff_is_refused_clearly(images, tmp_path, monkeypatch, capsy
     assert status == 1
     assert f"skipped {stack}: multi-page TIFF (3 pages)" in capsys.readouterr().err
     assert os.listdir(out / "labels") == ["img0.png"]
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Tiling and image size do not change the nuclei's pixel scale
+# ------------------------------------------------------------------------------------------
+DISC_RADIUS = 8
+
+
+class ScaleSensitiveModel(nn.Module):
+    """Finds bright discs only at the pixel scale it was 'trained' on: a component of the model
+    input counts when its area is within 0.6x..1.6x that of a disc of DISC_RADIUS * scale, as a
+    real detector misses nuclei far smaller or larger than its training ones. Returns instances
+    (masks pasted back at the requested height x width) or a 2-class sem_seg."""
+
+    def __init__(self, trained_scale, semantic=False):
+        super().__init__()
+        self.area = np.pi * (DISC_RADIUS * trained_scale) ** 2
+        self.semantic = semantic
+
+    def forward(self, batched_inputs):
+        from detectron2.structures import Boxes, Instances
+
+        outputs = []
+        for item in batched_inputs:
+            image = item["image"].numpy().transpose(1, 2, 0)
+            count, components, stats, _ = cv2.connectedComponentsWithStats((image[:, :, 0] > 127).astype(np.uint8))
+            keep = [k for k in range(1, count) if 0.6 * self.area <= stats[k, cv2.CC_STAT_AREA] <= 1.6 * self.area]
+            size = (item["width"], item["height"])
+            masks = [cv2.resize((components == k).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0 for k in keep]
+            if self.semantic:
+                nucleus = np.any(masks, axis=0) if masks else np.zeros(size[::-1], bool)
+                prob = torch.from_numpy(np.where(nucleus, 0.9, 0.05).astype(np.float32))
+                outputs.append({"sem_seg": torch.stack([1 - prob, prob])})
+                continue
+            instances = Instances(size[::-1])
+            instances.pred_masks = torch.from_numpy(np.array(masks, bool).reshape(-1, *size[::-1]))
+            instances.scores = torch.full((len(masks),), 0.9)
+            instances.pred_boxes = Boxes(torch.zeros(len(masks), 4))
+            outputs.append({"instances": instances})
+        return outputs
+
+
+def disc_grid_image(side=256, spacing=32):
+    image = np.zeros((side, side, 3), np.uint8)
+    for y in range(spacing // 2, side, spacing):
+        for x in range(spacing // 2, side, spacing):
+            cv2.circle(image, (x, y), DISC_RADIUS, (255, 255, 255), -1)
+    return image
+
+
+@pytest.mark.parametrize(
+    "config,overrides",
+    [
+        (RCNN_CONFIG, []),  # quick config: MIN_SIZE_TEST 256, the 768 mosaic predicted whole
+        (RCNN_CONFIG, ["TEST.PREDICT.MAX_UNTILED_SIZE", "600"]),  # ... in 512 tiles
+        (RCNN_CONFIG, ["INPUT.MIN_SIZE_TEST", "512", "INPUT.MAX_SIZE_TEST", "1024"]),  # upscaled 2x
+        (UNETPP_CONFIG, ["TEST.PREDICT.MAX_UNTILED_SIZE", "600"]),
+    ],
+)
+def test_mosaic_of_an_image_has_k_squared_times_its_nuclei(config, overrides):
+    """Before: the single 256 image went through the test resize at 1x, the 768 mosaic (or
+    its 512 tiles) at 1/3 (1/2): nuclei shrank below what the model finds (the issue's 6x6
+    mosaic kept 32 % of them)."""
+    from maskrcnnpp.inference import NucleiPredictor
+
+    cfg = setup_cfg(config, CPU + overrides)
+    semantic = config == UNETPP_CONFIG
+    trained_scale = 1.0 if semantic else cfg.INPUT.MIN_SIZE_TEST / 256  # a 256 training image
+    predictor = NucleiPredictor(cfg, model=ScaleSensitiveModel(trained_scale, semantic))
+    single = disc_grid_image()
+    mosaic = np.tile(single, (3, 3, 1))
+    one = int(predictor(single).labels.max())
+    assert one == 64
+    prediction = predictor(mosaic)
+    if "600" in overrides:
+        assert prediction.num_tiles == 4
+    assert abs(int(prediction.labels.max()) - 9 * one) <= 0.05 * 9 * one

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from detectron2.config import configurable
-from detectron2.data import detection_utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
@@ -60,8 +59,14 @@ class NucleiPredictor:
     Images with a side longer than ``max_untiled_size`` are cut into overlapping tiles of
     ``tile_size`` (see :mod:`maskrcnnpp.inference.tiling` for the rule that keeps every nucleus
     once and whole, and :mod:`maskrcnnpp.inference.tile_duplicates` for the pairs a real model
-    still predicts twice); each tile, or the whole image, goes through the model as in evaluation:
-    with the config's test-time resize for instance models, as it is for semantic ones.
+    still predicts twice). Each tile, or the whole image, is resized by one fixed factor
+    ``scale`` before the model, whatever its size, so that nuclei reach the model at the pixel
+    scale it was trained on: a tile of a large image and a small image alone give the same
+    nuclei (Detectron2's per-image test resize, ``ResizeShortestEdge``, would shrink a 512
+    tile twice as much as a 256 image). From a config: ``INPUT.MIN_SIZE_TEST /
+    TEST.PREDICT.REFERENCE_SIZE`` for instance models (the factor the test resize gives a
+    typical training image; 1 when ``INPUT.MIN_SIZE_TEST`` is 0), 1 for semantic models (as
+    in their evaluation).
 
     * Instance models: detections with score >= ``score_thresh`` and a non-empty mask; where
       masks overlap the higher score keeps the pixel.
@@ -84,6 +89,7 @@ class NucleiPredictor:
         tile_overlap: int,
         tile_merge_iou: float = 0.5,
         score_thresh: float,
+        scale: float = 1.0,
     ):
         """
         Args:
@@ -98,6 +104,8 @@ class NucleiPredictor:
             tile_merge_iou (float): instance detections kept from different tiles with mask
                 IoU >= this are one nucleus (see :mod:`maskrcnnpp.inference.tile_duplicates`).
             score_thresh (float): nuclei with a lower score are dropped.
+            scale (float): every image or tile is resized by this factor (before
+                ``augmentations``); the outputs come back at the input size.
         """
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for prediction; got {input_format!r}")
@@ -110,6 +118,9 @@ class NucleiPredictor:
                 f"TEST.PREDICT.TILE_OVERLAP must be in [0, TEST.PREDICT.TILE_SIZE = {tile_size}); "
                 f"got {tile_overlap}"
             )
+        if not scale > 0:
+            raise ValueError(f"prediction scale must be > 0; got {scale}")
+        self.scale = float(scale)
         self.model = model.eval()
         self.augmentations = T.AugmentationList(list(augmentations))
         self.input_format = input_format
@@ -128,15 +139,18 @@ class NucleiPredictor:
         if model is None:
             model = build_model(cfg)
             load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=True)
+        semantic = cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES
+        if cfg.TEST.PREDICT.REFERENCE_SIZE <= 0:
+            raise ValueError(
+                f"TEST.PREDICT.REFERENCE_SIZE must be > 0 pixels; got {cfg.TEST.PREDICT.REFERENCE_SIZE}"
+            )
+        min_size = cfg.INPUT.MIN_SIZE_TEST
         return {
             "model": model,
-            # As in evaluation (maskrcnnpp.data.build_nuclei_mapper): instance models get the
-            # test-time resize, semantic ones the image as it is.
-            "augmentations": (
-                []
-                if cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES
-                else detection_utils.build_augmentation(cfg, is_train=False)
-            ),
+            # One factor for every image and tile (see the class docstring), not the per-image
+            # ResizeShortestEdge of evaluation, which depends on the image's size.
+            "augmentations": [],
+            "scale": 1.0 if semantic or not min_size else min_size / cfg.TEST.PREDICT.REFERENCE_SIZE,
             "input_format": cfg.INPUT.FORMAT,
             "max_untiled_size": cfg.TEST.PREDICT.MAX_UNTILED_SIZE,
             "tile_size": cfg.TEST.PREDICT.TILE_SIZE,
@@ -166,6 +180,12 @@ class NucleiPredictor:
         height, width = image.shape[:2]
         if self.input_format == "BGR":
             image = image[:, :, ::-1]
+        if self.scale != 1.0:
+            new_height = max(1, int(round(height * self.scale)))
+            new_width = max(1, int(round(width * self.scale)))
+            image = T.ResizeTransform(height, width, new_height, new_width).apply_image(
+                np.ascontiguousarray(image)
+            )
         aug_input = T.AugInput(np.ascontiguousarray(image))
         self.augmentations(aug_input)
         tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
