@@ -184,6 +184,22 @@ def test_unetpp_export_round_trip(export_format, tmp_path):
     _assert_close(eager, _run_written_export(str(tmp_path / info["file"]), odd), atol=1e-4)
 
 
+def test_interior_boundary_unetpp_exports_its_class_probabilities(tmp_path):
+    # the nuclei come from numpy post-processing, which a trace would freeze: the export holds
+    # the 3 class probabilities and names the function that makes nuclei of them
+    overrides = NARROW_UNETPP + ["MODEL.UNETPP.TARGET", "interior_boundary", "MODEL.UNETPP.NUM_CLASSES", "3"]
+    cfg, model, samples = _model_and_samples(_unetpp_config(), overrides, [(64, 64), (48, 80)])
+    info = export_model(cfg, model, samples, export_format="torchscript", output_dir=str(tmp_path), dump_ir=False)
+    assert info["outputs"] == ["sem_seg"]
+    assert "nuclei_from_interior_boundary" in info["postprocessing"]
+    odd = _third_image(cfg, (45, 70))
+    exported = _run_written_export(str(tmp_path / info["file"]), odd)
+    assert exported[0].shape == (3, 45, 70)
+    with torch.no_grad():
+        expected = model.predict_probabilities(model.normalize_image(odd))
+    _assert_close((expected,), exported, atol=1e-4)
+
+
 def test_mismatch_writes_nothing_and_explains(tmp_path):
     # Tracing replays one control flow: a window-by-window sample (side > 64) cannot match a
     # graph traced on a whole 48x48 image. The tool must say so and write nothing.

@@ -222,7 +222,7 @@ def test_model_uses_sliding_windows_on_large_images():
     model._whole_image_head_probabilities = lambda x, d: calls.append(tuple(x.shape[-2:])) or original(x, d)
     with torch.no_grad():
         out = model([{"image": image(100, 150)}])[0]["sem_seg"]
-        heads = model.head_probabilities(model._normalize(image(100, 150)))
+        heads = model.head_probabilities(model.normalize_image(image(100, 150)))
     assert out.shape == (2, 100, 150) and heads.shape == (4, 2, 100, 150)
     torch.testing.assert_close(out, heads.mean(0))
     assert len(calls) > 1 and max(max(c) for c in calls) <= 64

@@ -33,7 +33,6 @@ from tabulate import tabulate
 
 from detectron2.data import build_detection_test_loader
 from detectron2.modeling import build_model
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
@@ -80,15 +79,14 @@ def main():
     first_image = None
     with torch.no_grad():
         for n, inputs in enumerate(loader):
-            image = model._normalize(inputs[0]["image"])
+            image = model.normalize_image(inputs[0]["image"])
             first_image = image if first_image is None else first_image
             probs = model.head_probabilities(image)  # (depth, C, H, W)
             height, width = image.shape[-2:]
             for k in levels:
                 p = probs.mean(0) if k == 0 else probs[k - 1]
-                out = sem_seg_postprocess(p, (height, width), inputs[0].get("height", height),
-                                          inputs[0].get("width", width))
-                evaluators[k].process(inputs, [{"sem_seg": out}])
+                out = model.postprocess(p, inputs[0].get("height", height), inputs[0].get("width", width))
+                evaluators[k].process(inputs, [out])
             if (n + 1) % 20 == 0:
                 logger.info(f"{n + 1} / {len(loader)} images")
     results = {k: evaluators[k].evaluate() for k in levels}

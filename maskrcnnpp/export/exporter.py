@@ -41,6 +41,13 @@ _SEMANTIC_POSTPROCESSING = (
     "size (bilinear) before taking the per-pixel decision."
 )
 
+_INTERIOR_BOUNDARY_POSTPROCESSING = (
+    "sem_seg is (3, H, W) probabilities of background, nucleus interior and nucleus boundary, "
+    "at the size of the input image. Nuclei: maskrcnnpp.data.interior_boundary."
+    "nuclei_from_interior_boundary(sem_seg) (interiors grown into the foreground "
+    "p(background) < 0.5)."
+)
+
 
 def _write_ir_dump(module, output_dir: str) -> None:
     """Detectron2's TorchScript IR dump (code, graph, inlined graph, module tree), written to a
@@ -183,6 +190,8 @@ def export_model(
         "postprocessing": (
             _RCNN_POSTPROCESSING
             if is_rcnn
+            else _INTERIOR_BOUNDARY_POSTPROCESSING
+            if getattr(model, "target", None) == "interior_boundary"
             else _SEMANTIC_POSTPROCESSING if "sem_seg" in names else None
         ),
         "export_seconds": round(export_seconds, 2),

@@ -20,12 +20,19 @@ def _rcnn_inference_without_postprocess(model: GeneralizedRCNN, inputs):
     return [{"instances": instances}]
 
 
+def _semantic_class_probabilities(model, inputs):
+    """Semantic UNet++: the (C, H, W) class probabilities of every class, before the
+    interior / boundary model turns them into nuclei (numpy code, not traceable)."""
+    return [{"sem_seg": model.predict_probabilities(model.normalize_image(x["image"]))} for x in inputs]
+
+
 def build_traceable_model(model: nn.Module, image: torch.Tensor) -> TracingAdapter:
     """
     Args:
         model: a Detectron2 meta-architecture in eval mode: ``GeneralizedRCNN`` (Mask R-CNN,
             Mask R-CNN++) or any model taking ``[{"image": (C, H, W)}]`` and returning
-            tensors (e.g. ``SemanticUNetPlusPlus``: ``[{"sem_seg": (K, H, W)}]``).
+            tensors (e.g. ``SemanticUNetPlusPlus``: ``[{"sem_seg": (K, H, W)}]``; with the
+            "interior_boundary" target, the 3 class probabilities, without the nuclei).
         image: (C, H, W) sample input on the model's device.
 
     Returns:
@@ -34,7 +41,12 @@ def build_traceable_model(model: nn.Module, image: torch.Tensor) -> TracingAdapt
     """
     if model.training:
         raise ValueError("export needs the model in eval mode: call model.eval() first")
-    inference = _rcnn_inference_without_postprocess if isinstance(model, GeneralizedRCNN) else None
+    if isinstance(model, GeneralizedRCNN):
+        inference = _rcnn_inference_without_postprocess
+    elif getattr(model, "target", None) == "interior_boundary":
+        inference = _semantic_class_probabilities
+    else:
+        inference = None
     adapter = TracingAdapter(model, [{"image": image}], inference).eval()
     run_eager(adapter, image)
     return adapter

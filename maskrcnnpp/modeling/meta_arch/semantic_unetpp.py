@@ -268,7 +268,10 @@ class SemanticUNetPlusPlus(nn.Module):
             features = self.encoder(images)
         return [features[name] for name in names]
 
-    def _normalize(self, image: torch.Tensor) -> torch.Tensor:
+    def normalize_image(self, image: torch.Tensor) -> torch.Tensor:
+        """(C, H, W) image in the input format, 0..255 -> float32 on the model's device,
+        minus ``pixel_mean``, divided by ``pixel_std``: what every method taking a
+        "normalized" image expects."""
         return (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
 
     def _pad(self, tensors: List[torch.Tensor], pad_value: float) -> ImageList:
@@ -297,7 +300,7 @@ class SemanticUNetPlusPlus(nn.Module):
     def _losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         if any("sem_seg" not in x for x in batched_inputs):
             raise ValueError("SemanticUNetPlusPlus needs 'sem_seg' targets in training inputs.")
-        images = self._pad([self._normalize(x["image"]) for x in batched_inputs], 0.0)
+        images = self._pad([self.normalize_image(x["image"]) for x in batched_inputs], 0.0)
         targets = self._pad(
             [x["sem_seg"].to(self.device) for x in batched_inputs], self.ignore_value
         ).tensor.long()
@@ -353,11 +356,27 @@ class SemanticUNetPlusPlus(nn.Module):
         return self.head_probabilities(image, self.test_level)[-1]
 
     def _predict_one(self, inputs: Dict) -> Dict[str, torch.Tensor]:
-        image = self._normalize(inputs["image"])
+        image = self.normalize_image(inputs["image"])
         height, width = image.shape[-2:]
         probs = self.predict_probabilities(image)
-        out_h, out_w = inputs.get("height", height), inputs.get("width", width)
-        probs = sem_seg_postprocess(probs, (height, width), out_h, out_w)
+        return self.postprocess(probs, inputs.get("height", height), inputs.get("width", width))
+
+    def postprocess(self, probs: torch.Tensor, height: int, width: int) -> Dict[str, torch.Tensor]:
+        """
+        The model's output for one image from class probabilities.
+
+        Args:
+            probs (Tensor): (C, h, w) class probabilities at the input image's size (e.g. from
+                :meth:`predict_probabilities` or one head of :meth:`head_probabilities`).
+            height, width (int): the output size (the original image's); probabilities are
+                resized bilinearly when it differs from (h, w).
+
+        Returns:
+            dict: ``{"sem_seg": (C, height, width)}``; with the "interior_boundary" target,
+            ``"sem_seg"`` (2, height, width) background / nucleus and ``"instances"``
+            (:meth:`nuclei_instances`).
+        """
+        probs = sem_seg_postprocess(probs, tuple(probs.shape[-2:]), height, width)
         if self.target == "semantic":
             return {"sem_seg": probs}
         return {
