@@ -1,6 +1,8 @@
 """Shared pytest set-up: CPU only, small thread count, the `slow` marker, the shared data."""
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -34,3 +36,23 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Synthetic data is generated once per test session into a private cache."""
     cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
     monkeypatch.setenv("MASKRCNNPP_CACHE", str(cache))
+
+
+@pytest.fixture
+def run_script():
+    """Run a script of the repository (``tools/*.py``, ``datasets/*.py``) as a user does, in a
+    subprocess with one OpenMP thread: ``run_script("tools/predict.py", *args)`` returns the
+    ``subprocess.CompletedProcess`` (text ``stdout`` and ``stderr``, ``returncode``). Tests
+    never import a script; what they call in-process is the library."""
+
+    def run(relative, *args, env=None, timeout=600):
+        return subprocess.run(
+            [sys.executable, str(REPO_ROOT / relative), *map(str, args)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        )
+
+    return run

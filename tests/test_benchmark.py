@@ -1,5 +1,4 @@
 """tools/benchmark.py: a tiny run of every suite writes complete records; timing helpers."""
-import importlib.util
 import json
 import pathlib
 
@@ -11,13 +10,6 @@ from maskrcnnpp.benchmark.runner import RECORD_FIELDS
 from maskrcnnpp.benchmark.timing import median_paired_ratio, summarize_seconds, time_interleaved
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _benchmark_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_tool", REPO_ROOT / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_interleaved_rounds_rotate_the_order():
@@ -46,9 +38,8 @@ def test_active_parameters_count_only_the_modules_that_run():
     assert count_active_parameters(model, lambda: model(torch.zeros(1, 4))) == 30
 
 
-def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb2018):
+def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb2018, run_script):
     pytest.importorskip("segmentation_models_pytorch")
-    tool = _benchmark_tool()
     argv = [
         "--quick", "--threads", "1", "--devices", "cpu", "--runs", "2", "--warmup", "0",
         "--train-runs", "1", "--rcnn-opts", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
@@ -58,7 +49,8 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
         "--dsb-root", str(shared_dsb2018), "--prepare-images", "2", "--metrics-images", "2",
         "--output", str(tmp_path),
     ]  # fmt: skip
-    assert tool.main(argv) == 0
+    proc = run_script("tools/benchmark.py", *argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     records = json.loads((tmp_path / "benchmark.json").read_text())["records"]
     assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| Mask R-CNN++ | unet++/sum/separable |" in (tmp_path / "benchmark.md").read_text()
@@ -98,14 +90,14 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     assert all(t["seconds"] > 0 and t["images_per_s"] > 0 for t in throughput.values())
 
 
-def test_inference_options_reach_the_models(tmp_path):
-    tool = _benchmark_tool()
+def test_inference_options_reach_the_models(tmp_path, run_script):
     argv = [
         "--quick", "--threads", "1", "--devices", "cpu", "--runs", "1", "--warmup", "0",
         "--suites", "rcnn_backbone", "--rcnn-sizes", "64", "--rcnn-designs", "unet++/sum/separable",
         "--fold-norms", "--channels-last", "--no-flops", "--output", str(tmp_path),
     ]  # fmt: skip
-    assert tool.main(argv) == 0
+    proc = run_script("tools/benchmark.py", *argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     records = json.loads((tmp_path / "benchmark.json").read_text())["records"]
     assert len(records) == 2
     for record in records:

@@ -1,6 +1,6 @@
-"""DSB2018 conversion (datasets/prepare_dsb2018.py), registration and image reading."""
+"""DSB2018 conversion (maskrcnnpp.data.dsb2018_conversion, run by datasets/prepare_dsb2018.py),
+registration and image reading."""
 
-import importlib.util
 import json
 import os
 import pickle
@@ -16,16 +16,13 @@ import tifffile
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from maskrcnnpp.data import dsb2018_conversion as prepare
 from maskrcnnpp.data.dsb2018 import register_dsb2018
 from maskrcnnpp.data.image_io import ImageReadError, read_image_rgb, read_mask
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREPARE_SCRIPT = os.path.join(REPO_ROOT, "datasets", "prepare_dsb2018.py")
 
-_spec = importlib.util.spec_from_file_location("prepare_dsb2018", PREPARE_SCRIPT)
-prepare = importlib.util.module_from_spec(_spec)
-sys.modules["prepare_dsb2018"] = prepare  # worker processes find its functions by name
-_spec.loader.exec_module(prepare)
 
 # A few real images of each modality (small ones; one with two masks sharing a pixel).
 REAL_IMAGES = {
@@ -68,7 +65,7 @@ def _leftover_temporaries(folder):
 
 
 def test_conversion_round_trip(real_root, capsys):
-    assert prepare.main(["--root", str(real_root), "--workers", "1"]) == 0
+    assert prepare.prepare_and_report(str(real_root), workers=1) == 0
     with open(real_root / "annotations" / "instances_train.json") as f:
         coco = json.load(f)
     assert coco["categories"] == [{"id": 1, "name": "nucleus", "supercategory": "nucleus"}]
@@ -112,7 +109,7 @@ def test_conversion_round_trip(real_root, capsys):
 
 def test_conversion_into_other_folder_writes_absolute_file_names(real_root, tmp_path):
     out = tmp_path / "out"
-    assert prepare.main(["--root", str(real_root), "--out", str(out), "--workers", "2"]) == 0
+    assert prepare.prepare_and_report(str(real_root), str(out), workers=2) == 0
     with open(out / "annotations" / "instances_train.json") as f:
         coco = json.load(f)
     for image in coco["images"]:
@@ -154,7 +151,7 @@ def test_default_split_written_when_root_has_no_lists(real_root, tmp_path):
             os.readlink(real_root / "stage1_train" / image_id)
         )
     out = tmp_path / "out"
-    assert prepare.main(["--root", str(root), "--out", str(out), "--workers", "1"]) == 0
+    assert prepare.prepare_and_report(str(root), str(out), workers=1) == 0
     lists = {s: (out / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
     assert sorted(sum(lists.values(), [])) == sorted(REAL_IMAGES)
     # one histology image of two in train, the single brightfield image in train
@@ -164,7 +161,7 @@ def test_default_split_written_when_root_has_no_lists(real_root, tmp_path):
         with open(out / "annotations" / f"instances_{split}.json") as f:
             assert len(json.load(f)["images"]) == len(ids)
     out_again = tmp_path / "out_again"
-    assert prepare.main(["--root", str(root), "--out", str(out_again), "--workers", "2"]) == 0
+    assert prepare.prepare_and_report(str(root), str(out_again), workers=2) == 0
     for split, ids in lists.items():
         assert (out_again / f"{split}.txt").read_text().split() == ids
 
@@ -223,7 +220,7 @@ def root_with_bad_masks(tmp_path):
 
 def test_bad_masks_are_reported_and_left_out(root_with_bad_masks, capsys):
     root, bad = root_with_bad_masks
-    assert prepare.main(["--root", str(root), "--workers", "1"]) == 0
+    assert prepare.prepare_and_report(str(root), workers=1) == 0
     stderr = capsys.readouterr().err
     for path in bad.values():
         assert str(path) in stderr
@@ -265,7 +262,7 @@ def test_stale_temporaries_removed_and_unlisted_split_warned(tmp_path, capsys):
     _write_synthetic_image(root, "more", [_blob(2, 2)])
     (root / "train.txt").write_text("cells\n")
     (root / "val.txt").write_text("more\n")
-    assert prepare.main(["--root", str(root), "--workers", "1"]) == 0
+    assert prepare.prepare_and_report(str(root), workers=1) == 0
     stale = [
         root / "annotations" / ".instances_train.json.k1ll3d.tmp",
         root / "semantic" / "train" / ".cells.png.abc123.tmp",
@@ -275,7 +272,7 @@ def test_stale_temporaries_removed_and_unlisted_split_warned(tmp_path, capsys):
         path.write_bytes(b"half a file")
     (root / "val.txt").unlink()  # split 'val' retired
     capsys.readouterr()
-    assert prepare.main(["--root", str(root), "--workers", "1"]) == 0
+    assert prepare.prepare_and_report(str(root), workers=1) == 0
     stderr = capsys.readouterr().err
     assert _leftover_temporaries(root) == []
     assert "removed 3 temporary file(s) left by an interrupted run" in stderr
@@ -287,7 +284,7 @@ def test_unknown_id_in_split_list_is_an_error(tmp_path, capsys):
     root = tmp_path / "root"
     _write_synthetic_image(root, "cells", [_blob(1, 1)])
     (root / "val.txt").write_text("cells\nno_such_image\n")
-    assert prepare.main(["--root", str(root), "--workers", "1"]) == 1
+    assert prepare.prepare_and_report(str(root), workers=1) == 1
     assert f"{root / 'val.txt'}:2" in capsys.readouterr().err
 
 
@@ -296,7 +293,7 @@ def test_read_only_output_folder_is_refused(tmp_path, capsys):
     _write_synthetic_image(root, "cells", [_blob(1, 1)])
     root.chmod(0o555)  # read-only by its permission bits (refused even when run as root)
     try:
-        assert prepare.main(["--root", str(root), "--workers", "1"]) == 1
+        assert prepare.prepare_and_report(str(root), workers=1) == 1
     finally:
         root.chmod(0o755)
     assert f"{root}: output folder is read-only" in capsys.readouterr().err
@@ -328,7 +325,7 @@ def registered(tmp_path):
     _write_synthetic_image(root, "empty", [])
     (root / "train.txt").write_text("a\nempty\n")
     (root / "extra.txt").write_text("b\n")
-    assert prepare.main(["--root", str(root), "--workers", "1"]) == 0
+    assert prepare.prepare_and_report(str(root), workers=1) == 0
     prefix = f"dsb_test_{uuid.uuid4().hex[:8]}"
     names = register_dsb2018(str(root), name=prefix)
     yield root, prefix, names

@@ -6,7 +6,6 @@ missing _BASE_ (tests/test_configs.py); a DSB2018 split that is registered but n
 missing or empty nested FPN IN_FEATURES and an unregistered BOTTOM_UP at build time
 (tests/test_nested_fpn.py); unreadable image files (tests/test_dsb2018.py, read_image_rgb).
 """
-import importlib.util
 import logging
 import os
 import pathlib
@@ -28,7 +27,7 @@ from detectron2.utils.events import EventStorage
 from maskrcnnpp.data.build import build_nuclei_mapper
 from maskrcnnpp.data.image_io import ImageReadError
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
-from maskrcnnpp.engine import check_datasets_registered, setup_cfg
+from maskrcnnpp.engine import NucleiTrainer, check_datasets_registered, setup_cfg
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_NET = REPO / "tools" / "train_net.py"
@@ -177,17 +176,10 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _load_train_net():
-    spec = importlib.util.spec_from_file_location("train_net_under_test", TRAIN_NET)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bad_training_images_are_reported_and_skipped(dataset_with_bad_images):
     name, folder, records = dataset_with_bad_images
     cfg = setup_cfg(str(VGG_NESTED), TINY + ["DATASETS.TRAIN", f"('{name}',)"])
-    loader = _load_train_net().Trainer.build_train_loader(cfg)  # what tools/train_net.py trains on
+    loader = NucleiTrainer.build_train_loader(cfg)  # what tools/train_net.py trains on
     collect = _Collect()
     logger = logging.getLogger("maskrcnnpp.data.instance_mapper")
     logger.addHandler(collect)

@@ -2,10 +2,10 @@
 tools/evaluate.py: COCO AP + nuclei metrics of a COCO results file.
 
 Two end-to-end runs in a subprocess (perfect and degraded predictions with numbers known by
-hand) and the bad-input errors (in-process through main(), one of them also end to end).
+hand) and the bad-input errors (in-process through the library function the tool calls,
+``evaluate_results_file``, one of them also end to end).
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+
+from maskrcnnpp.evaluation.results_file_evaluation import evaluate_results_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "evaluate.py")
@@ -157,14 +159,6 @@ def test_bad_input_exits_nonzero_end_to_end(gt_file, tmp_path):
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def evaluate_tool():
-    spec = importlib.util.spec_from_file_location("evaluate_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def bad_results_cases(tmp_path):
     good = perfect_results()
     unknown_image = [dict(good[0], image_id=77)]
@@ -187,28 +181,28 @@ def bad_results_cases(tmp_path):
     ]
 
 
-def test_bad_results_files(evaluate_tool, gt_file, tmp_path, capsys):
+def test_bad_results_files(gt_file, tmp_path, capsys):
     out = tmp_path / "m.json"
     for pred, fault in bad_results_cases(tmp_path):
-        assert evaluate_tool.main(["--gt", gt_file, "--pred", pred, "--out", str(out)]) == 1
+        assert evaluate_results_file(gt_file, pred, out=str(out)) == 1
         err = capsys.readouterr().err
         assert pred in err and fault in err, err
         assert not out.exists()
         assert not [p for p in os.listdir(tmp_path) if p.startswith(".m.json")]  # no temp left
 
 
-def test_bad_ground_truth_files(evaluate_tool, tmp_path, capsys):
+def test_bad_ground_truth_files(tmp_path, capsys):
     pred = write_json(tmp_path / "pred.json", perfect_results())
     gt_missing = str(tmp_path / "missing_gt.json")
     gt_no_images = write_json(tmp_path / "gt_bad.json", {"annotations": [], "categories": []})
     cases = [(gt_missing, "no such file"), (gt_no_images, "missing or non-list 'images'")]
     for gt, fault in cases:
-        assert evaluate_tool.main(["--gt", gt, "--pred", pred]) == 1
+        assert evaluate_results_file(gt, pred) == 1
         err = capsys.readouterr().err
         assert gt in err and fault in err, err
 
 
-def test_results_paired_by_file_name_and_mismatched_sets_refused(evaluate_tool, gt_file, tmp_path, capsys):
+def test_results_paired_by_file_name_and_mismatched_sets_refused(gt_file, tmp_path, capsys):
     """Issue 13 item 2. Before: pairing by image id alone: another image set with the same
     sizes scored 0 everywhere with exit 0, and ids numbered otherwise were mis-paired."""
     run = tmp_path / "run"
@@ -222,19 +216,19 @@ def test_results_paired_by_file_name_and_mismatched_sets_refused(evaluate_tool, 
                           {"id": 2, "file_name": "/data/1.png", "height": HEIGHT, "width": WIDTH}]}
     write_json(run / "coco_images.json", listing)
     out = tmp_path / "m.json"
-    assert evaluate_tool.main(["--gt", gt_file, "--pred", pred, "--out", str(out)]) == 0
+    assert evaluate_results_file(gt_file, pred, out=str(out)) == 0
     assert json.loads(out.read_text())["segm"]["AP"] == pytest.approx(100.0)
 
     listing["images"][1]["file_name"] = "/data/other.png"  # another image set
     write_json(run / "coco_images.json", listing)
     capsys.readouterr()
-    assert evaluate_tool.main(["--gt", gt_file, "--pred", pred]) == 1
+    assert evaluate_results_file(gt_file, pred) == 1
     err = capsys.readouterr().err
     assert "not the same image set: 1.png is in the ground truth but not predicted" in err
 
 
-def test_empty_results_say_no_predictions(evaluate_tool, gt_file, tmp_path, capsys):
+def test_empty_results_say_no_predictions(gt_file, tmp_path, capsys):
     """Before: AP nan and nuclei 0.0625 with nothing saying why."""
     pred = write_json(tmp_path / "empty.json", [])
-    assert evaluate_tool.main(["--gt", gt_file, "--pred", pred]) == 0
+    assert evaluate_results_file(gt_file, pred) == 0
     assert f"No predictions: {pred} is an empty list" in capsys.readouterr().out

@@ -4,7 +4,6 @@ and the semantic UNet++ (random weights, small synthetic images), each export re
 the file it wrote and compared with the eager model on an image it was not traced on; the
 output check itself on hand-made outputs; nothing written when the check or the export fails.
 """
-import importlib.util
 import json
 import os
 
@@ -28,7 +27,6 @@ from maskrcnnpp.export.onnx_export import OnnxExportError, export_onnx_bytes
 from maskrcnnpp.export.traceable_model import build_traceable_model, flattened_output_names, run_eager
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(REPO, "tools", "export_model.py")
 MASK_RCNNPP = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
 # Small inputs (shortest edge 96, longest at most 128), a narrow neck and heads and fewer
 # proposals keep the runs to seconds.
@@ -105,19 +103,19 @@ def mask_rcnnpp():
     return _model_and_samples(MASK_RCNNPP, SMALL_RCNN, [(96, 96), (96, 128)])
 
 
-def test_mask_rcnnpp_torchscript_from_the_command_line(mask_rcnnpp, tmp_path, capsys):
+def test_mask_rcnnpp_torchscript_from_the_command_line(mask_rcnnpp, tmp_path, run_script):
     cfg, model, _ = mask_rcnnpp
     image = tmp_path / "nuclei.png"
     cv2.imwrite(str(image), generate_synthetic_nuclei_image(3, image_size=(90, 120))[0][:, :, ::-1])
     weights = tmp_path / "random_init.pth"
     torch.save({"model": model.state_dict()}, weights)
     out = tmp_path / "export"
-    rc = _tool().main(
-        ["--config-file", MASK_RCNNPP, "--format", "torchscript", "--output", str(out),
-         "--sample-image", str(image), *SMALL_RCNN, "MODEL.WEIGHTS", str(weights)]
+    proc = run_script(
+        "tools/export_model.py", "--config-file", MASK_RCNNPP, "--format", "torchscript",
+        "--output", out, "--sample-image", image, *SMALL_RCNN, "MODEL.WEIGHTS", weights
     )
-    assert rc == 0
-    printed = capsys.readouterr().out
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = proc.stdout
     assert f"Wrote {out / 'model.ts'}" in printed and "instances.pred_boxes" in printed
     info = json.loads((out / EXPORT_INFO_FILE).read_text())
     assert info["outputs"] == RCNN_NAMES
@@ -279,32 +277,25 @@ def test_check_semantic_outputs_use_atol_and_rtol():
 
 # --------------------------------------------------------------------------------------
 # The command line.
-def _tool():
-    spec = importlib.util.spec_from_file_location("export_model_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cli_says_to_repeat_sample_image_for_a_stray_path(tmp_path, capsys):
+def test_cli_says_to_repeat_sample_image_for_a_stray_path(tmp_path, run_script):
     image = tmp_path / "b.png"
     image.write_bytes(b"")
-    with pytest.raises(SystemExit):
-        _tool().parse_args(
-            ["--config-file", MASK_RCNNPP, "--format", "onnx", "--output", str(tmp_path),
-             "--sample-image", "a.png", str(image), "MODEL.WEIGHTS", "w.pth"]
-        )
-    assert "give one --sample-image per image path" in capsys.readouterr().err
-
-
-def test_cli_missing_weights_exit_2_and_nothing_written(tmp_path, capsys):
-    out = tmp_path / "export"
-    rc = _tool().main(
-        ["--config-file", MASK_RCNNPP, "--format", "torchscript", "--output", str(out),
-         *SMALL_RCNN, "MODEL.WEIGHTS", str(tmp_path / "missing.pth")]
+    proc = run_script(
+        "tools/export_model.py", "--config-file", MASK_RCNNPP, "--format", "onnx",
+        "--output", tmp_path, "--sample-image", "a.png", image, "MODEL.WEIGHTS", "w.pth"
     )
-    assert rc == 2
-    assert f"MODEL.WEIGHTS: no such file: {tmp_path / 'missing.pth'}" in capsys.readouterr().err
+    assert proc.returncode == 2  # argparse's usage error
+    assert "give one --sample-image per image path" in proc.stderr
+
+
+def test_cli_missing_weights_exit_2_and_nothing_written(tmp_path, run_script):
+    out = tmp_path / "export"
+    proc = run_script(
+        "tools/export_model.py", "--config-file", MASK_RCNNPP, "--format", "torchscript",
+        "--output", out, *SMALL_RCNN, "MODEL.WEIGHTS", tmp_path / "missing.pth"
+    )
+    assert proc.returncode == 2
+    assert f"MODEL.WEIGHTS: no such file: {tmp_path / 'missing.pth'}" in proc.stderr
     assert not out.exists()
 
 

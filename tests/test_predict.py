@@ -8,7 +8,6 @@ image and a 2500x2500 image (tiled).
 """
 
 import csv
-import importlib.util
 import json
 import os
 
@@ -39,13 +38,6 @@ from maskrcnnpp.inference import (
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_CONFIG = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
 UNETPP_CONFIG = os.path.join(REPO, "configs", "quick", "unetpp_vgg.yaml")
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("predict_tool", os.path.join(REPO, "tools", "predict.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,16 +380,6 @@ def test_predictor_rejects_bad_outputs_and_settings():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_torch_thread():
-    """The model runs below use one thread: on a machine whose cores are all busy, two
-    threads made each forward about 10x slower (0.15 s vs 1.5 s, measured here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_mixed_folder(folder):
     """Good and bad files of every kind the tool must take; returns the bad file's path."""
     folder.mkdir()
@@ -464,11 +446,12 @@ def check_outputs(out, expected_sizes):
     return counts, images
 
 
-def test_predict_tool_on_mixed_folder(tmp_path, capsys, one_torch_thread):
+def test_predict_tool_on_mixed_folder(tmp_path, run_script):
     bad = write_mixed_folder(tmp_path / "in")
     out = tmp_path / "out"
-    status = load_tool().main(
-        [
+    proc = run_script(
+        "tools/predict.py",
+        *[
             "--config-file", QUICK_CONFIG,
             "--input", str(tmp_path / "in"),
             "--output", str(out),
@@ -478,10 +461,10 @@ def test_predict_tool_on_mixed_folder(tmp_path, capsys, one_torch_thread):
             # random weights: keep every detection, so that there are nuclei to check
             "TEST.PREDICT.SCORE_THRESH", "0.0",
             "TEST.PREDICT.TILE_SIZE", "1400", "TEST.PREDICT.TILE_OVERLAP", "200",
-        ]
+        ],
     )
-    stderr = capsys.readouterr().err
-    assert status == 1
+    stderr = proc.stderr
+    assert proc.returncode == 1, stderr[-3000:]
     assert f"skipped {bad}: " in stderr and "truncated" in stderr
     assert not (out / "labels" / "truncated.png").exists()
     sizes = {
@@ -494,37 +477,41 @@ def test_predict_tool_on_mixed_folder(tmp_path, capsys, one_torch_thread):
     assert all(images[n]["num_tiles"] == 1 for n in sizes if n != "big_2500.png")
 
 
-def test_predict_tool_errors_name_the_fault(tmp_path, capsys, one_torch_thread):
-    tool = load_tool()
+def test_predict_tool_errors_name_the_fault(tmp_path, run_script):
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((8, 8), np.uint8))
     common = ["--config-file", QUICK_CONFIG, "--input", str(image), "--output", str(tmp_path / "o")]
 
-    assert tool.main(common + ["TEST.PREDICT.TILE_SIZ", "5"]) == 2
-    assert "TEST.PREDICT.TILE_SIZ" in capsys.readouterr().err
-    assert tool.main(common + ["MODEL.WEIGHTS", str(tmp_path / "no.pth")]) == 2
-    assert f"MODEL.WEIGHTS: no such file: {tmp_path / 'no.pth'}" in capsys.readouterr().err
-    assert tool.main(common[:3] + [str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
-    assert f"skipped {tmp_path / 'missing'}: no such file or folder" in capsys.readouterr().err
+    proc = run_script("tools/predict.py", *common, "TEST.PREDICT.TILE_SIZ", "5")
+    assert proc.returncode == 2 and "TEST.PREDICT.TILE_SIZ" in proc.stderr
+    proc = run_script("tools/predict.py", *common, "MODEL.WEIGHTS", tmp_path / "no.pth")
+    assert proc.returncode == 2
+    assert f"MODEL.WEIGHTS: no such file: {tmp_path / 'no.pth'}" in proc.stderr
+    proc = run_script(
+        "tools/predict.py", *common[:3], tmp_path / "missing", "--output", tmp_path / "o"
+    )
+    assert proc.returncode == 2
+    assert f"skipped {tmp_path / 'missing'}: no such file or folder" in proc.stderr
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.skipif(not os.path.exists(UNETPP_CONFIG), reason="configs/quick/unetpp_vgg.yaml not written yet")
-def test_predict_tool_with_semantic_unetpp(tmp_path, one_torch_thread):
+def test_predict_tool_with_semantic_unetpp(tmp_path, run_script):
     """The real semantic UNet++ (random weights) through tiles: on a noisy image its argmax
     holds many components, which must come out consistent."""
     noisy = np.random.default_rng(0).integers(0, 256, (120, 150, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "noisy.png"), noisy)
     out = tmp_path / "out"
-    status = load_tool().main(
-        [
+    proc = run_script(
+        "tools/predict.py",
+        *[
             "--config-file", UNETPP_CONFIG, "--input", str(tmp_path / "noisy.png"),
             "--output", str(out), "TEST.PREDICT.SCORE_THRESH", "0.0",
             "TEST.PREDICT.MAX_UNTILED_SIZE", "100", "TEST.PREDICT.TILE_SIZE", "96",
             "TEST.PREDICT.TILE_OVERLAP", "32",
-        ]
+        ],
     )
-    assert status == 0
+    assert proc.returncode == 0, proc.stderr[-3000:]
     counts, images = check_outputs(out, {"noisy.png": (120, 150)})
     assert counts["noisy.png"] > 0
     assert images["noisy.png"]["num_tiles"] == len(tile_image(120, 150, 96, 32)) == 4

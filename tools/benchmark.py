@@ -225,9 +225,8 @@ def run_throughput(args):
     if not os.path.isdir(os.path.join(args.dsb_root, "stage1_train")):
         print(f"[benchmark] throughput skipped: no DSB2018 copy at {args.dsb_root} (--dsb-root)")
         return []
-    script = os.path.join(REPO_ROOT, "datasets", "prepare_dsb2018.py")
     prepared = prepare_throughput(
-        script, args.dsb_root, workers=args.prepare_workers, num_images=args.prepare_images
+        args.dsb_root, workers=args.prepare_workers, num_images=args.prepare_images
     )
     try:
         metrics = metrics_throughput(

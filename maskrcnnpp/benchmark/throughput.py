@@ -1,7 +1,8 @@
 """
 Throughput of the data and evaluation code:
 
-- ``datasets/prepare_dsb2018.py`` converting a DSB2018 copy (Kaggle layout) into a temporary
+- :func:`maskrcnnpp.data.dsb2018_conversion.prepare_dsb2018` (what
+  ``datasets/prepare_dsb2018.py`` runs) converting a DSB2018 copy (Kaggle layout) into a temporary
   folder, timed in this process (interpreter start-up excluded);
 - the nuclei metrics (:mod:`maskrcnnpp.evaluation.nuclei_metrics`) as an evaluation runs
   them: per image, ground-truth and predicted COCO RLE segmentations decoded to label images
@@ -10,10 +11,8 @@ Throughput of the data and evaluation code:
   perturbed (every nucleus shifted by 1 px and eroded, every 7th dropped), so matching has
   real work to do.
 """
-import importlib.util
 import json
 import os
-import sys
 import tempfile
 import time
 from typing import Dict, List, Optional
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
+from ..data.dsb2018_conversion import prepare_dsb2018
 from ..evaluation.nuclei_metrics import (
     coco_segmentations_to_label_image,
     image_nuclei_stats,
@@ -29,19 +29,7 @@ from ..evaluation.nuclei_metrics import (
 )
 from .runner import RECORD_FIELDS, machine_info
 
-__all__ = ["load_prepare_script", "subset_dsb2018_root", "prepare_throughput", "metrics_throughput"]
-
-
-def load_prepare_script(path: str):
-    """Import ``datasets/prepare_dsb2018.py`` (a script, not a package module) from ``path``."""
-    spec = importlib.util.spec_from_file_location("prepare_dsb2018", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"cannot import the DSB2018 preparation script {path}")
-    module = importlib.util.module_from_spec(spec)
-    # Registered so that its worker processes find the functions they are sent by name.
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return sys.modules[spec.name]
+__all__ = ["subset_dsb2018_root", "prepare_throughput", "metrics_throughput"]
 
 
 def subset_dsb2018_root(root: str, num_images: int, out_dir: str) -> str:
@@ -94,14 +82,11 @@ def _record(model: str, variant: str, images: int, seconds: float, notes: Dict[s
     return record
 
 
-def prepare_throughput(
-    script: str, root: str, *, workers: int, num_images: Optional[int] = None
-) -> Dict[str, object]:
+def prepare_throughput(root: str, *, workers: int, num_images: Optional[int] = None) -> Dict[str, object]:
     """
     Times ``prepare_dsb2018(root, <temporary folder>, workers=workers)``.
 
     Args:
-        script: path of ``datasets/prepare_dsb2018.py``.
         root: DSB2018 copy (Kaggle layout with split lists).
         num_images: convert only this many images (a linked subset of ``root``); None: all.
 
@@ -109,12 +94,11 @@ def prepare_throughput(
         dict: a throughput record; its notes hold "instances_json" files kept for
         :func:`metrics_throughput` in a temporary folder ("out_dir") the caller removes.
     """
-    prepare = load_prepare_script(script)
     out_dir = tempfile.mkdtemp(prefix="maskrcnnpp-bench-dsb2018-")
     if num_images is not None:
         root = subset_dsb2018_root(root, num_images, out_dir)
     start = time.perf_counter()
-    summary = prepare.prepare_dsb2018(root, os.path.join(out_dir, "prepared"), workers=workers)
+    summary = prepare_dsb2018(root, os.path.join(out_dir, "prepared"), workers=workers)
     seconds = time.perf_counter() - start
     images = sum(s["images"] for s in summary.values())
     notes = {

@@ -1,9 +1,7 @@
 #!/usr/bin/env python
 """
-Score a COCO instance-segmentation results file against COCO ground truth:
-
-    python tools/evaluate.py --gt val.json --pred coco_instances_results.json \
-        [--out metrics.json] [--score-thresh 0.5]
+COCO AP and nuclei metrics of a COCO instance-segmentation results file against COCO ground
+truth (what ``tools/evaluate.py`` runs; :func:`evaluate_results_file` is the whole tool).
 
 - ``segm`` and ``bbox``: COCO AP in percent (AP, AP50, AP75, APs, APm, APl) through
   Detectron2's own COCO path (``_evaluate_predictions_on_coco`` with the official pycocotools
@@ -11,7 +9,7 @@ Score a COCO instance-segmentation results file against COCO ground truth:
   Every detection counts, whatever its score. A result without ``bbox`` gets its mask's box.
 - ``nuclei``: foreground IoU / Dice, DSB score, AJI and PQ (fractions, see
   ``maskrcnnpp.evaluation.nuclei_metrics``) over every ground-truth image, class-agnostic:
-  predictions with score >= --score-thresh, overlaps resolved by score; the first listed
+  predictions with score >= ``score_thresh``, overlaps resolved by score; the first listed
   ground-truth annotation keeps pixels where true masks overlap.
 
 The results file is what Detectron2's COCOEvaluator writes (``coco_instances_results.json``):
@@ -19,18 +17,13 @@ a JSON list of ``{"image_id", "category_id", "score", "segmentation"[, "bbox"]}`
 segmentation an RLE (compressed or not) or polygons.
 
 Pairing: when the results come with the image list of ``tools/predict.py``
-(``coco_images.json`` beside ``--pred``, or ``--images FILE``), results and ground truth are
+(``coco_images.json`` beside the results, or an explicit list), results and ground truth are
 paired by file name (the base name), not by image id: the two sets of file names must be
 equal, else the run stops naming the first image that differs. Without such a list, the
 results' ``image_id`` must be the ground truth's (as Detectron2's COCOEvaluator writes them).
-An empty results list is said plainly ("no predictions") above the table.
-
-Prints a table; with --out, writes ``{"segm": {...}, "bbox": {...}, "nuclei": {...}}``
-(NaN as null) atomically. Bad input exits with status 1 and a message naming the file and
-the fault, before anything is written.
+Bad input raises :class:`InputError`, a message naming the file and the fault.
 """
 
-import argparse
 import contextlib
 import json
 import logging
@@ -39,10 +32,6 @@ import os
 import sys
 from collections import OrderedDict, defaultdict
 
-from maskrcnnpp.utils.known_warnings import filter_known_warnings
-
-filter_known_warnings()  # before Detectron2's imports, which emit some of them
-
 import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -50,13 +39,13 @@ from tabulate import tabulate
 
 from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 
-from maskrcnnpp.evaluation.nuclei_metrics import (
+from ..utils.atomic_io import atomic_open
+from .nuclei_metrics import (
     coco_segmentation_to_rle,
     coco_segmentations_to_label_image,
     image_nuclei_stats,
     summarize_nuclei_stats,
 )
-from maskrcnnpp.utils.atomic_io import atomic_open
 
 logger = logging.getLogger("maskrcnnpp.evaluate")
 
@@ -381,53 +370,47 @@ def run(gt_path, pred_path, score_thresh, images_path=None):
     return metrics
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description="COCO AP (segm, bbox) and nuclei metrics of a COCO results file."
-    )
-    parser.add_argument("--gt", required=True, help="COCO ground-truth JSON")
-    parser.add_argument("--pred", required=True, help="COCO results JSON (list of detections)")
-    parser.add_argument(
-        "--images",
-        help="image list of the results (tools/predict.py's coco_images.json; default: that "
-        "file beside --pred, when there): pair results and ground truth by file name",
-    )
-    parser.add_argument("--out", help="write the metrics to this JSON file")
-    parser.add_argument(
-        "--score-thresh",
-        type=float,
-        default=0.5,
-        help="predictions with score >= this count for the nuclei metrics (default 0.5)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s: %(message)s")
+def find_image_list(pred_path, images_path=None):
+    """The image list to pair by file name: ``images_path``, else ``coco_images.json`` beside
+    ``pred_path`` when there, else None (pair by image id)."""
+    if images_path is not None:
+        return images_path
+    beside = os.path.join(os.path.dirname(os.path.abspath(pred_path)), "coco_images.json")
+    return beside if os.path.isfile(beside) else None
 
-    images_path = args.images
-    beside = os.path.join(os.path.dirname(os.path.abspath(args.pred)), "coco_images.json")
-    if images_path is None and os.path.isfile(beside):
-        images_path = beside
+
+def evaluate_results_file(gt_path, pred_path, *, out=None, score_thresh=0.5, images_path=None):
+    """
+    Score ``pred_path`` against ``gt_path``, print the tables (and write ``out``): the whole
+    of ``tools/evaluate.py`` after its argument parsing.
+
+    Args:
+        images_path (str or None): image list to pair by file name (default: see
+            :func:`find_image_list`).
+
+    Returns:
+        int: exit status, 0 or 1 (bad input or an unwritable ``out``, said on stderr; nothing
+        is written then).
+    """
+    images_path = find_image_list(pred_path, images_path)
     try:
-        metrics = run(args.gt, args.pred, args.score_thresh, images_path)
-        no_predictions = load_json(args.pred, "results") == []
+        metrics = run(gt_path, pred_path, score_thresh, images_path)
+        no_predictions = load_json(pred_path, "results") == []
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if no_predictions:
         print(
-            f"No predictions: {args.pred} is an empty list. COCO AP is undefined (nan) and the "
+            f"No predictions: {pred_path} is an empty list. COCO AP is undefined (nan) and the "
             "nuclei metrics below score an empty prediction on every image.\n"
         )
     print(format_tables(metrics))
-    if args.out:
+    if out:
         try:
-            with atomic_open(args.out, "w") as f:
+            with atomic_open(out, "w") as f:
                 json.dump(_nan_to_none(metrics), f, indent=2)
         except OSError as e:
-            print(f"error: output file {args.out}: {e.strerror or e}", file=sys.stderr)
+            print(f"error: output file {out}: {e.strerror or e}", file=sys.stderr)
             return 1
-        print(f"\nwrote {args.out}")
+        print(f"\nwrote {out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
