@@ -105,3 +105,26 @@ def test_bgr_models_get_bgr_images(tmp_path):
     bgr = SemanticPatchDatasetMapper(is_train=False, patch_size=8, intensity_jitter=0.0,
                                      ignore_value=255, image_format="BGR")(record)["image"]
     assert (bgr == rgb.flip(0)).all() and not (bgr == rgb).all()
+
+
+def test_interior_boundary_targets_from_instance_masks(tmp_path):
+    from pycocotools import mask as mask_util
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    truth = np.zeros((40, 60), np.uint8)
+    truth[10:20, 10:22], truth[10:20, 22:34] = 1, 2  # two touching rectangles
+    cv2.imwrite(str(tmp_path / "img.png"), image)
+    cv2.imwrite(str(tmp_path / "sem.png"), (truth > 0).astype(np.uint8))
+    record = {"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.png"),
+              "height": 40, "width": 60, "image_id": 0}
+    annotations = {record["file_name"]: [
+        {"segmentation": mask_util.encode(np.asfortranarray((truth == k).astype(np.uint8)))} for k in (1, 2)]}
+    m = SemanticPatchDatasetMapper(is_train=True, patch_size=64, intensity_jitter=0.0, ignore_value=255,
+                                   instance_annotations=annotations)
+    np.random.seed(0)
+    for _ in range(3):  # the second and third draws come from the cached target
+        sem = m(record)["sem_seg"].numpy()
+        assert (sem == 255).sum() == 64 * 64 - 40 * 60  # padding stays ignored
+        assert (sem == 1).sum() == 2 * 8 * 10  # interiors: each rectangle less its 1-pixel rim
+        assert (sem == 2).sum() == 2 * (10 * 12 - 8 * 10)
+        assert (sem == 0).sum() == 40 * 60 - 2 * 10 * 12
