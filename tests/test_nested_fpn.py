@@ -7,6 +7,8 @@ import glob
 import itertools
 import logging
 import os
+import pickle
+import re
 
 import pytest
 import torch
@@ -29,7 +31,7 @@ from maskrcnnpp.modeling.backbone.vgg import build_vgg_backbone
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DESIGNS = list(
-    itertools.product(("fpn", "unet+", "unet++"), ("concat", "sum"), ("plain", "separable"))
+    itertools.product(("top_down", "unet+", "unet++"), ("concat", "sum"), ("plain", "separable"))
 )
 
 # Hand-written node graphs for L = 4 levels: node -> (same-level inputs, up-sampled input).
@@ -50,7 +52,7 @@ EXPECTED_GRAPHS = {
         (1, 2): ([(1, 1)], (2, 1)),
         (0, 3): ([(0, 2)], (1, 2)),
     },
-    "fpn": {
+    "top_down": {
         (2, 1): ([(2, 0)], (3, 0)),
         (1, 2): ([(1, 0)], (2, 1)),
         (0, 3): ([(0, 0)], (1, 2)),
@@ -81,12 +83,15 @@ def small_cfg(
 
 
 def node_modules(backbone):
-    """{(i, j): module} for every x_i_j child of a NestedFPN (laterals included)."""
-    return {
-        tuple(int(k) for k in name.split("_")[1:]): module
-        for name, module in backbone.named_children()
-        if name.startswith("x_")
-    }
+    """{(i, j): module} for every node of a NestedFPN: the laterals X(i, 0) (named
+    ``fpn_lateral{stage}``, level i = stage - 2 here) and every ``x_i_j`` child."""
+    nodes = {}
+    for name, module in backbone.named_children():
+        if name.startswith("x_"):
+            nodes[tuple(int(k) for k in name.split("_")[1:])] = module
+        elif name.startswith("fpn_lateral"):
+            nodes[(int(name[len("fpn_lateral"):]) - 2, 0)] = module
+    return nodes
 
 
 @pytest.mark.parametrize("skip,fusion,node_conv", DESIGNS)
@@ -120,7 +125,7 @@ def test_contract_matches_fpn_and_every_node_learns(skip, fusion, node_conv):
             assert param.grad is not None and param.grad.abs().sum() > 0, (node, name)
 
 
-@pytest.mark.parametrize("skip", ["fpn", "unet+", "unet++"])
+@pytest.mark.parametrize("skip", ["top_down", "unet+", "unet++"])
 @pytest.mark.parametrize("fusion", ["concat", "sum"])
 def test_graph_matches_hand_written_wiring(skip, fusion):
     """Hook every node: each one must be fed exactly the nodes of the hand-written graph, and
@@ -141,7 +146,7 @@ def test_graph_matches_hand_written_wiring(skip, fusion):
             )
     output_conv_inputs = {}
     for stage in range(2, 6):
-        getattr(backbone, f"output_p{stage}").register_forward_pre_hook(
+        getattr(backbone, f"fpn_output{stage}").register_forward_pre_hook(
             lambda m, args, stage=stage: output_conv_inputs.update({stage: args[0]})
         )
     with torch.no_grad():
@@ -164,7 +169,7 @@ def test_graph_matches_hand_written_wiring(skip, fusion):
 
 
 @pytest.mark.parametrize("num_levels", [1, 2, 3, 5, 6])
-@pytest.mark.parametrize("skip", ["fpn", "unet+", "unet++"])
+@pytest.mark.parametrize("skip", ["top_down", "unet+", "unet++"])
 def test_graph_any_number_of_levels(num_levels, skip):
     graph = nested_node_inputs(num_levels, skip)
     done = {(i, 0) for i in range(num_levels)}
@@ -175,7 +180,7 @@ def test_graph_any_number_of_levels(num_levels, skip):
     assert len(belows) == len(set(belows))  # no map is up-sampled twice
     deepest = {(i, num_levels - 1 - i) for i in range(num_levels)}
     assert deepest <= done  # every level has its output node
-    if skip == "fpn":
+    if skip == "top_down":
         assert set(graph) == deepest - {(num_levels - 1, 0)}
     else:
         assert set(graph) == {(i, j) for i in range(num_levels) for j in range(1, num_levels - i)}
@@ -223,9 +228,9 @@ def test_norms_go_where_their_keys_say():
     cfg.MODEL.FPN.NORM = "BN"  # laterals and output convs, as in FPN
     cfg.MODEL.NESTED_FPN.NORM = "GN"  # node convs
     backbone = build_backbone(cfg)
-    assert isinstance(backbone.x_1_0.norm, torch.nn.BatchNorm2d)
-    assert isinstance(backbone.output_p3.norm, torch.nn.BatchNorm2d)
-    assert backbone.x_1_0.bias is None  # a norm follows: no bias, as in FPN
+    assert isinstance(backbone.fpn_lateral3.norm, torch.nn.BatchNorm2d)
+    assert isinstance(backbone.fpn_output3.norm, torch.nn.BatchNorm2d)
+    assert backbone.fpn_lateral3.bias is None  # a norm follows: no bias, as in FPN
     assert isinstance(backbone.x_0_3.conv.depthwise.norm, torch.nn.GroupNorm)
     assert isinstance(backbone.x_0_3.conv.pointwise.norm, torch.nn.GroupNorm)
     assert backbone.x_0_3.conv.depthwise.weight.shape[0] == 4 * 32  # concat of 4 inputs
@@ -413,39 +418,79 @@ def quick_cfg(name):
     return cfg
 
 
-def test_fpn_checkpoint_initializes_the_bottom_up(tmp_path):
-    """A Mask R-CNN (FPN) checkpoint loads into Mask R-CNN++: bottom-up and heads are taken,
-    and the nested neck's keys are reported missing in the checkpointer's log."""
-    torch.manual_seed(0)
-    fpn_model = build_model(quick_cfg("quick/mask_rcnn_FPN.yaml"))
-    DetectionCheckpointer(fpn_model, save_dir=str(tmp_path)).save("fpn")
-    torch.manual_seed(1)
-    nested_model = build_model(quick_cfg("quick/mask_rcnn_NestedFPN.yaml"))
-
-    checkpointer = DetectionCheckpointer(nested_model)
+def _load_logged(model, path):
+    checkpointer = DetectionCheckpointer(model)
     records = _Records()
     checkpointer.logger.addHandler(records)  # independent of how logging is set up elsewhere
     try:
-        checkpointer.load(str(tmp_path / "fpn.pth"))
+        checkpointer.load(str(path))
     finally:
         checkpointer.logger.removeHandler(records)
+    return "\n".join(records.messages)
 
-    fpn_state, nested_state = fpn_model.state_dict(), nested_model.state_dict()
-    shared = [k for k in nested_state if not k.startswith("backbone.") or "bottom_up." in k]
-    assert any(k.startswith("backbone.bottom_up.res5") for k in shared)
-    for key in shared:
-        assert torch.equal(nested_state[key], fpn_state[key]), key
 
-    log = "\n".join(records.messages)
-    assert "not found in the checkpoint" in log
-    for key in ("backbone.x_0_3.conv", "backbone.x_0_0", "backbone.output_p2"):
-        assert key in log, key
-    assert "backbone.fpn_lateral2" in log  # FPN's neck keys are reported unused
+def _nested_node_keys(state):
+    """Keys of the nested nodes X(i, j), j >= 1: what an FPN checkpoint cannot hold."""
+    return {k for k in state if re.match(r"backbone\.x_\d+_[1-9]\d*\.", k)}
 
-    checkpoint = torch.load(str(tmp_path / "fpn.pth"), map_location="cpu", weights_only=False)
-    incompatible = checkpointer._load_model(checkpoint)
-    neck_keys = {k for k in nested_state if k.startswith("backbone.") and "bottom_up." not in k}
-    assert set(incompatible.missing_keys) == neck_keys
+
+@pytest.mark.parametrize("checkpoint_format", ["pth", "pkl"])
+def test_fpn_checkpoint_initializes_all_but_the_nested_nodes(tmp_path, checkpoint_format):
+    """A Mask R-CNN (FPN) checkpoint, as Detectron2 writes it (.pth) or in the model zoo's
+    .pkl form (numpy arrays, "__author__", matched by name heuristics), initializes every
+    weight of Mask R-CNN++ but the nested nodes, and the log names exactly those as missing."""
+    torch.manual_seed(0)
+    fpn_model = build_model(quick_cfg("quick/mask_rcnn_FPN.yaml"))
+    fpn_state = {k: v.clone() for k, v in fpn_model.state_dict().items()}
+    if checkpoint_format == "pth":
+        DetectionCheckpointer(fpn_model, save_dir=str(tmp_path)).save("fpn")
+    else:
+        with open(tmp_path / "fpn.pkl", "wb") as f:
+            pickle.dump({"model": {k: v.numpy() for k, v in fpn_state.items()},
+                         "__author__": "Detectron2 Model Zoo"}, f)
+    torch.manual_seed(1)
+    nested_model = build_model(quick_cfg("quick/mask_rcnn_NestedFPN.yaml"))
+    log = _load_logged(nested_model, tmp_path / f"fpn.{checkpoint_format}")
+
+    nested_state = nested_model.state_dict()
+    nested_nodes = _nested_node_keys(nested_state)
+    assert nested_nodes and all(".x_0_0." not in k for k in nested_state)
+    for key in nested_state:
+        if key not in nested_nodes and not key.endswith("num_batches_tracked"):
+            assert torch.equal(nested_state[key], fpn_state[key]), key
+    assert "backbone.fpn_lateral2" not in log and "backbone.fpn_output5" not in log
+    missing = log.split("not found in the checkpoint")[-1]
+    for key in ("backbone.x_0_1", "backbone.x_0_3", "backbone.x_2_1"):
+        assert key in missing, key
+    assert "roi_heads" not in missing and "proposal_generator" not in missing and "bottom_up" not in missing
+
+
+def test_checkpoint_with_the_old_lateral_and_output_names_loads(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(quick_cfg("quick/mask_rcnn_NestedFPN.yaml"))
+    state = model.state_dict()
+    old = {}
+    for key, value in state.items():
+        key = re.sub(r"backbone\.fpn_lateral(\d)\.", lambda m: f"backbone.x_{int(m.group(1)) - 2}_0.", key)
+        old[re.sub(r"backbone\.fpn_output(\d)\.", r"backbone.output_p\1.", key)] = value.clone()
+    assert "backbone.x_0_0.weight" in old and "backbone.output_p2.weight" in old
+    torch.save({"model": old}, tmp_path / "old.pth")
+    torch.manual_seed(1)
+    fresh = build_model(quick_cfg("quick/mask_rcnn_NestedFPN.yaml"))
+    incompatible = DetectionCheckpointer(fresh)._load_model({"model": dict(old)})
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_old_skip_name_fpn_is_top_down_with_a_warning():
+    cfg = quick_cfg("quick/mask_rcnn_NestedFPN.yaml")
+    cfg.MODEL.NESTED_FPN.SKIP = "fpn"
+    with pytest.warns(FutureWarning, match="'fpn' is now called 'top_down'"):
+        model = build_model(cfg)
+    cfg.MODEL.NESTED_FPN.SKIP = "top_down"
+    reference = build_model(cfg)
+    assert model.backbone.state_dict().keys() == reference.backbone.state_dict().keys()
 
 
 def shipped_nested_configs():

@@ -14,7 +14,7 @@ from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-from .nested_graph import SKIP_DESIGNS, nested_node_inputs, output_node
+from .nested_graph import SKIP_DESIGNS, canonical_skip_design, nested_node_inputs, output_node
 from .nested_node import NODE_CONVS, NestedNode
 
 __all__ = ["NestedFPN", "build_resnet_nested_fpn_backbone", "build_nested_fpn_backbone"]
@@ -38,9 +38,12 @@ class NestedFPN(Backbone):
     - the output of level i is ``output_i(X(i, L-1-i))``, a 3x3 conv with ``norm`` like
       FPN's output conv.
 
-    Module names are stable: node ``X(i, j)`` is ``self.x_{i}_{j}`` (laterals included:
-    ``x_{i}_0``), the output convs are ``self.output_p{stage}`` and the bottom-up network is
-    ``self.bottom_up`` (as in FPN, so an FPN checkpoint's bottom-up weights load as they are).
+    Module names: the lateral and output convs, which have the shapes of FPN's, are named as
+    in Detectron2's FPN (``fpn_lateral{stage}``, ``fpn_output{stage}``) and the bottom-up
+    network is ``self.bottom_up``, so an FPN checkpoint (a Detectron2 model-zoo Mask R-CNN
+    included) initializes everything but the nested nodes ``X(i, j)``, j >= 1, which are
+    ``self.x_{i}_{j}``. Checkpoints that name the laterals ``x_{i}_0`` and the output convs
+    ``output_p{stage}`` load as well (renamed on load).
     """
 
     @configurable
@@ -75,7 +78,8 @@ class NestedFPN(Backbone):
                 mean of its two inputs). "avg" has no meaning with ``fusion="concat"`` and is
                 rejected there.
             square_pad (int): if > 0, input images must be padded to this square size.
-            skip (str): skip design, one of "fpn", "unet+", "unet++" (MODEL.NESTED_FPN.SKIP).
+            skip (str): skip design, one of "top_down", "unet+", "unet++" (MODEL.NESTED_FPN.SKIP;
+                "fpn", an old name of "top_down", is accepted with a warning).
             fusion (str): "concat" or "sum" (MODEL.NESTED_FPN.FUSION).
             node_conv (str): "plain" or "separable" (MODEL.NESTED_FPN.NODE_CONV).
             node_norm (str): normalization inside the node convs (MODEL.NESTED_FPN.NORM).
@@ -94,6 +98,7 @@ class NestedFPN(Backbone):
         super().__init__()
         if not isinstance(bottom_up, Backbone):
             raise TypeError(f"bottom_up must be a detectron2 Backbone, got {type(bottom_up)}.")
+        skip = canonical_skip_design(skip)
         for value, allowed, key in (
             (skip, SKIP_DESIGNS, "MODEL.NESTED_FPN.SKIP"),
             (fusion, FUSIONS, "MODEL.NESTED_FPN.FUSION"),
@@ -112,6 +117,7 @@ class NestedFPN(Backbone):
 
         use_bias = norm == ""
         self._lateral_convs = []
+        self._old_names = {}  # module names of checkpoints written before the FPN names
         self._output_convs = []
         for level, in_feature in enumerate(in_features):
             lateral_conv = Conv2d(
@@ -132,8 +138,12 @@ class NestedFPN(Backbone):
             weight_init.c2_xavier_fill(lateral_conv)
             weight_init.c2_xavier_fill(output_conv)
             stage = int(math.log2(strides[level]))
-            self.add_module(f"x_{level}_0", lateral_conv)
-            self.add_module(f"output_p{stage}", output_conv)
+            # named as in Detectron2's FPN, whose convs of these shapes they are: an FPN
+            # checkpoint (model zoo included) initializes them
+            self.add_module(f"fpn_lateral{stage}", lateral_conv)
+            self.add_module(f"fpn_output{stage}", output_conv)
+            self._old_names[f"x_{level}_0"] = f"fpn_lateral{stage}"
+            self._old_names[f"output_p{stage}"] = f"fpn_output{stage}"
             self._lateral_convs.append(lateral_conv)
             self._output_convs.append(output_conv)
 
@@ -254,6 +264,13 @@ class NestedFPN(Backbone):
                 top_block_input = results[self._out_features.index(self.top_block.in_feature)]
             results.extend(self.top_block(top_block_input))
         return dict(zip(self._out_features, results))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the laterals and output convs took FPN's names
+        for old, new in self._old_names.items():
+            for key in [k for k in state_dict if k.startswith(f"{prefix}{old}.")]:
+                state_dict[f"{prefix}{new}{key[len(prefix + old):]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _to_pyramid_layout(self, feature):
         """A bottom-up feature in the memory layout the pyramid is computed in."""

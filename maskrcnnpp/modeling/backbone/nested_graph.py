@@ -8,8 +8,9 @@ with the 2x up-sampled node ``X(i+1, j-1)`` of the level below, and the decoder'
 level ``i`` is its deepest node ``X(i, L-1-i)``. The three skip designs differ only in which
 nodes exist and which same-level nodes feed each one:
 
-- ``"fpn"``: the top-down chain only (FPN, and U-Net's decoder):
-  ``X(i, L-1-i) = H(X(i, 0), U(X(i+1, L-2-i)))``; no intermediate nodes.
+- ``"top_down"``: the top-down chain only (U-Net's decoder; FPN's wiring, but with a node
+  conv block at every merge where FPN adds): ``X(i, L-1-i) = H(X(i, 0), U(X(i+1, L-2-i)))``;
+  no intermediate nodes. ``"fpn"`` is an old name of it, accepted with a warning.
 - ``"unet+"``: every node with i + j <= L-1, fed by its left neighbour:
   ``X(i, j) = H(X(i, j-1), U(X(i+1, j-1)))``.
 - ``"unet++"``: every node with i + j <= L-1, fed densely by all nodes on its left:
@@ -19,11 +20,29 @@ Only the wiring lives here; the modules that compute the nodes are elsewhere
 (:class:`NestedNode`).
 """
 
+import warnings
 from typing import Dict, NamedTuple, Tuple
 
-__all__ = ["SKIP_DESIGNS", "NodeInputs", "nested_node_inputs", "output_node"]
+__all__ = ["SKIP_DESIGNS", "NodeInputs", "canonical_skip_design", "nested_node_inputs", "output_node"]
 
-SKIP_DESIGNS = ("fpn", "unet+", "unet++")
+SKIP_DESIGNS = ("top_down", "unet+", "unet++")
+
+_OLD_SKIP_NAMES = {"fpn": "top_down"}
+
+
+def canonical_skip_design(skip: str) -> str:
+    """``skip``, or the current name of an old one (``"fpn"`` -> ``"top_down"``, with a
+    warning: the design is not FPN, it has a conv block at every merge)."""
+    if skip in _OLD_SKIP_NAMES:
+        new = _OLD_SKIP_NAMES[skip]
+        warnings.warn(
+            f"skip design {skip!r} is now called {new!r} (it is not FPN: every merge has a conv "
+            f"block); use MODEL.NESTED_FPN.SKIP {new!r}.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return new
+    return skip
 
 Node = Tuple[int, int]
 
@@ -58,6 +77,7 @@ def nested_node_inputs(num_levels: int, skip: str) -> Dict[Node, NodeInputs]:
         then i ascending), so every node comes after the nodes that feed it. A node is the
         ``below`` input of one node at most (``X(i+1, j-1)`` feeds ``X(i, j)`` only).
     """
+    skip = canonical_skip_design(skip)
     if skip not in SKIP_DESIGNS:
         raise ValueError(f"Unknown skip design {skip!r}; expected one of {SKIP_DESIGNS}.")
     if num_levels < 1:
@@ -70,6 +90,6 @@ def nested_node_inputs(num_levels: int, skip: str) -> Dict[Node, NodeInputs]:
                 graph[(i, j)] = NodeInputs(tuple((i, k) for k in range(j)), below)
             elif skip == "unet+":
                 graph[(i, j)] = NodeInputs(((i, j - 1),), below)
-            elif (i, j) == output_node(i, num_levels):  # "fpn": the top-down chain only
+            elif (i, j) == output_node(i, num_levels):  # "top_down": the chain only
                 graph[(i, j)] = NodeInputs(((i, 0),), below)
     return graph

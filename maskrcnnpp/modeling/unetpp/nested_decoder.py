@@ -18,8 +18,8 @@ from .conv_transpose_2x2 import ConvTranspose2x2
 __all__ = ["UNET_SKIP_DESIGNS", "NestedDecoder", "NestedDecoderNode"]
 
 # The semantic decoder's designs and the nested graph's names for them: U-Net's decoder is
-# the graph's top-down chain ("fpn").
-UNET_SKIP_DESIGNS = {"unet": "fpn", "unet+": "unet+", "unet++": "unet++"}
+# the graph's top-down chain ("top_down").
+UNET_SKIP_DESIGNS = {"unet": "top_down", "unet+": "unet+", "unet++": "unet++"}
 assert set(UNET_SKIP_DESIGNS.values()) == set(SKIP_DESIGNS)
 
 
