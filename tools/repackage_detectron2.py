@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build a pure-Python ``detectron2`` wheel from the ``sal-detectron2`` wheel on PyPI.
 
-PyPI has no Detectron2 for Python 3.11 (DESIGN.md section 8). ``sal-detectron2==0.7.2`` is a
+PyPI has no Detectron2 for Python 3.11 (docs/design.md section 13). ``sal-detectron2==0.7.2`` is a
 wheel tagged cp310 that carries Detectron2's Python package (upstream as of 2024-08,
 Apache-2.0) plus a compiled extension built for CPython 3.10 only. This script:
 

@@ -1,5 +1,5 @@
 """
-The hybrid loss of UNet++ (DESIGN.md section 4): pixel-wise cross-entropy plus (1 - soft Dice).
+The hybrid loss of UNet++ (docs/design.md section 7): pixel-wise cross-entropy plus (1 - soft Dice).
 """
 
 import torch
