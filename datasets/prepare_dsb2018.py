@@ -50,7 +50,8 @@ from maskrcnnpp.utils.known_warnings import filter_known_warnings
 
 filter_known_warnings()  # before Detectron2's imports, which emit some of them
 
-from maskrcnnpp.data.dsb2018_conversion import IMAGES_DIRNAME, prepare_and_report  # noqa: E402
+from maskrcnnpp.data.dsb2018 import KAGGLE_IMAGES_DIRNAME  # noqa: E402
+from maskrcnnpp.data.dsb2018_conversion import prepare_and_report  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -58,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--root", required=True, help=f"folder holding {IMAGES_DIRNAME}/ (Kaggle layout)"
+        "--root", required=True, help=f"folder holding {KAGGLE_IMAGES_DIRNAME}/ (Kaggle layout)"
     )
     parser.add_argument("--out", help="output folder (default: --root)")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad image or mask")

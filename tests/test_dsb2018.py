@@ -17,8 +17,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from maskrcnnpp.data import dsb2018_conversion as prepare
-from maskrcnnpp.data.dsb2018 import register_dsb2018
+from maskrcnnpp.data.dsb2018 import kaggle_image_path, register_dsb2018
 from maskrcnnpp.data.image_io import ImageReadError, read_image_rgb, read_mask
+from maskrcnnpp.utils import atomic_io
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREPARE_SCRIPT = os.path.join(REPO_ROOT, "datasets", "prepare_dsb2018.py")
@@ -119,7 +120,7 @@ def test_conversion_into_other_folder_writes_absolute_file_names(real_root, tmp_
 
 def test_imaging_modality_of_real_images(real_root):
     for image_id, modality in REAL_IMAGES.items():
-        image = read_image_rgb(prepare.image_path(str(real_root), image_id))
+        image = read_image_rgb(kaggle_image_path(str(real_root), image_id))
         assert prepare.imaging_modality(image) == modality, image_id
 
 
@@ -169,7 +170,7 @@ def test_default_split_written_when_root_has_no_lists(real_root, tmp_path):
 def test_default_split_of_full_shared_set(shared_dsb2018):
     ids = prepare.find_image_ids(str(shared_dsb2018))
     modality_by_id = {
-        i: prepare.imaging_modality(read_image_rgb(prepare.image_path(str(shared_dsb2018), i)))
+        i: prepare.imaging_modality(read_image_rgb(kaggle_image_path(str(shared_dsb2018), i)))
         for i in ids
     }
     counts = {m: list(modality_by_id.values()).count(m) for m in set(modality_by_id.values())}
@@ -302,14 +303,14 @@ def test_read_only_output_folder_is_refused(tmp_path, capsys):
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "a.json"
-    prepare.atomic_write_text(str(target), "old")
+    atomic_io.atomic_write_text(str(target), "old")
 
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare.os, "replace", interrupted)
+    monkeypatch.setattr(atomic_io.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        prepare.atomic_write_text(str(target), "new")
+        atomic_io.atomic_write_text(str(target), "new")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["a.json"]
 

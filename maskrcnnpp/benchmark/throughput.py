@@ -27,6 +27,7 @@ from ..evaluation.nuclei_metrics import (
     image_nuclei_stats,
     summarize_nuclei_stats,
 )
+from ..utils.coco_rle import mask_to_rle
 from .runner import RECORD_FIELDS, machine_info
 
 __all__ = ["subset_dsb2018_root", "prepare_throughput", "metrics_throughput"]
@@ -123,9 +124,7 @@ def _perturbed_predictions(annotations: List[dict], height: int, width: int, see
         mask = cv2.erode(cv2.warpAffine(mask, shift, (width, height)), kernel)
         if not mask.any():
             continue
-        rle = mask_util.encode(np.asfortranarray(mask))
-        rle["counts"] = rle["counts"].decode("ascii")
-        predictions.append((rle, float(rng.uniform(0.05, 1.0))))
+        predictions.append((mask_to_rle(mask), float(rng.uniform(0.05, 1.0))))
     return predictions
 
 

@@ -38,18 +38,47 @@ SEM_SEG_IGNORE_LABEL = 255
 _PREPARE_SCRIPT = "datasets/prepare_dsb2018.py"
 
 
+# The layout, here only: the conversion (maskrcnnpp.data.dsb2018_conversion) writes it, the
+# loaders below read it.
+KAGGLE_IMAGES_DIRNAME = "stage1_train"  # of the Kaggle download: <id>/images/<id>.png, <id>/masks/
+
+
+def kaggle_image_dir(root: str, image_id: str) -> str:
+    """Folder of one image of the Kaggle download (``images/<id>.png`` and ``masks/*.png``)."""
+    return os.path.join(root, KAGGLE_IMAGES_DIRNAME, image_id)
+
+
+def kaggle_image_path(root: str, image_id: str) -> str:
+    return os.path.join(kaggle_image_dir(root, image_id), "images", f"{image_id}.png")
+
+
+def annotations_dir(root: str) -> str:
+    return os.path.join(root, "annotations")
+
+
 def instances_json_path(root: str, split: str) -> str:
-    return os.path.join(root, "annotations", f"instances_{split}.json")
+    return os.path.join(annotations_dir(root), f"instances_{split}.json")
+
+
+def prepared_split_names(root: str) -> List[str]:
+    """Splits that have an ``instances_<split>.json`` under ``root``, sorted."""
+    pattern = os.path.join(glob.escape(annotations_dir(root)), "instances_*.json")
+    return [os.path.basename(p)[len("instances_") : -len(".json")] for p in sorted(glob.glob(pattern))]
 
 
 def semantic_dir(root: str, split: str) -> str:
     return os.path.join(root, "semantic", split)
 
 
+def semantic_mask_path(root: str, split: str, image_stem: str) -> str:
+    """The semantic mask of the image whose file name (without extension) is ``image_stem``."""
+    return os.path.join(semantic_dir(root, split), f"{image_stem}.png")
+
+
 def _not_prepared_error(
     dataset_name: str, missing: str, root: str, split: str
 ) -> FileNotFoundError:
-    if os.path.isdir(os.path.join(root, "stage1_train")):
+    if os.path.isdir(os.path.join(root, KAGGLE_IMAGES_DIRNAME)):
         command = f"python {_PREPARE_SCRIPT} --root {root}"
     else:
         command = f"python {_PREPARE_SCRIPT} --root <folder holding stage1_train/> --out {root}"
@@ -62,10 +91,7 @@ def _not_prepared_error(
 
 
 def _split_names(root: str) -> List[str]:
-    found = [
-        os.path.basename(path)[len("instances_") : -len(".json")]
-        for path in sorted(glob.glob(os.path.join(root, "annotations", "instances_*.json")))
-    ]
+    found = prepared_split_names(root)
     return list(DSB2018_STANDARD_SPLITS) + [s for s in found if s not in DSB2018_STANDARD_SPLITS]
 
 
@@ -99,7 +125,7 @@ def load_dsb2018_sem_seg(root: str, split: str, dataset_name: str) -> List[Dict]
     dataset_dicts = []
     for image in images:
         image_stem = os.path.splitext(os.path.basename(image["file_name"]))[0]
-        sem_seg_file = os.path.join(semantic_dir(root, split), f"{image_stem}.png")
+        sem_seg_file = semantic_mask_path(root, split, image_stem)
         if not os.path.isfile(sem_seg_file):
             raise _not_prepared_error(dataset_name, sem_seg_file, root, split)
         dataset_dicts.append(

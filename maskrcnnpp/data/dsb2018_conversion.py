@@ -42,15 +42,23 @@ import time
 from multiprocessing import Pool
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 from tqdm import tqdm
 
-from ..utils.atomic_io import atomic_open
+from ..utils.atomic_io import atomic_write_png, atomic_write_text
+from ..utils.coco_rle import mask_to_annotation_fields
+from .dsb2018 import (
+    KAGGLE_IMAGES_DIRNAME,
+    annotations_dir,
+    instances_json_path,
+    kaggle_image_dir,
+    kaggle_image_path,
+    prepared_split_names,
+    semantic_dir,
+    semantic_mask_path,
+)
 from .image_io import ImageReadError, read_image_rgb, read_mask
 
-IMAGES_DIRNAME = "stage1_train"
 CATEGORY = {"id": 1, "name": "nucleus", "supercategory": "nucleus"}
 # Default split when DIR has no <split>.txt: fraction of each modality per split.
 DEFAULT_SPLIT_FRACTIONS = (("train", 0.5), ("val", 0.2), ("test", 0.3))
@@ -97,48 +105,23 @@ class ConvertedImage(NamedTuple):
 
 class ConvertJob(NamedTuple):
     image_id: str
-    image_dir: str
+    root: str  # of the Kaggle download
     semantic_paths: List[str]  # where to write the semantic mask (one per split holding it)
     strict: bool
-
-
-# ---------------------------------------------------------------------------------------
-# atomic output
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds either its old or its new content."""
-    with atomic_open(path, "wb") as f:
-        f.write(data)
-
-
-def atomic_write_png(path: str, image: np.ndarray) -> None:
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"cannot encode PNG for {path}")
-    atomic_write_bytes(path, encoded.tobytes())
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------
 # layout, splits
 
 
-def image_path(root: str, image_id: str) -> str:
-    return os.path.join(root, IMAGES_DIRNAME, image_id, "images", f"{image_id}.png")
-
-
 def find_image_ids(root: str) -> List[str]:
     """Sorted ids of the folders under ``root/stage1_train``."""
-    images_dir = os.path.join(root, IMAGES_DIRNAME)
+    images_dir = os.path.join(root, KAGGLE_IMAGES_DIRNAME)
     if not os.path.isdir(images_dir):
         raise DatasetFormatError(
             images_dir,
             "no such folder: --root must hold the Kaggle layout "
-            f"{IMAGES_DIRNAME}/<id>/images/<id>.png and {IMAGES_DIRNAME}/<id>/masks/*.png",
+            f"{KAGGLE_IMAGES_DIRNAME}/<id>/images/<id>.png and {KAGGLE_IMAGES_DIRNAME}/<id>/masks/*.png",
         )
     ids = sorted(
         name
@@ -176,7 +159,7 @@ def read_split_lists(root: str, image_ids: Sequence[str]) -> Dict[str, List[str]
                 where = f"{path}:{line_number}"
                 if image_id not in known:
                     raise DatasetFormatError(
-                        where, f"image id {image_id!r} has no folder under {IMAGES_DIRNAME}/"
+                        where, f"image id {image_id!r} has no folder under {KAGGLE_IMAGES_DIRNAME}/"
                     )
                 if image_id in seen:
                     raise DatasetFormatError(where, f"image id {image_id!r} is listed twice")
@@ -247,20 +230,12 @@ def _modality_of(args: Tuple[str, str]) -> Tuple[str, Optional[str], Optional[Pr
 
 def mask_to_instance(mask: np.ndarray) -> Instance:
     """(H, W) bool, not empty -> compressed RLE, pixel area, tight XYWH box."""
-    # (H, W) in Fortran order, as pycocotools wants; cv2.transpose is ~5x faster than
-    # np.asfortranarray here.
-    fortran_mask = cv2.transpose(mask.view(np.uint8)).T
-    rle = mask_util.encode(fortran_mask)
-    rle["counts"] = rle["counts"].decode("ascii")
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    bbox = [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
-    return Instance(rle=rle, area=int(np.count_nonzero(mask)), bbox=bbox)
+    return Instance(*mask_to_annotation_fields(mask))
 
 
 def convert_image(job: ConvertJob) -> ConvertedImage:
     """Read one image folder: instances from its masks and the semantic mask (written)."""
-    path = os.path.join(job.image_dir, "images", f"{job.image_id}.png")
+    path = kaggle_image_path(job.root, job.image_id)
     try:
         height, width = read_image_rgb(path).shape[:2]
     except ImageReadError as e:
@@ -269,7 +244,7 @@ def convert_image(job: ConvertJob) -> ConvertedImage:
     problems: List[Problem] = []
     instances: List[Instance] = []
     semantic = np.zeros((height, width), np.uint8)
-    masks_dir = os.path.join(job.image_dir, "masks")
+    masks_dir = os.path.join(kaggle_image_dir(job.root, job.image_id), "masks")
     wrong_size = 0
     if os.path.isdir(masks_dir):
         mask_names = sorted(n for n in os.listdir(masks_dir) if n.lower().endswith(".png"))
@@ -346,7 +321,7 @@ def coco_instances(
         images.append(
             {
                 "id": coco_image_id,
-                "file_name": _json_file_name(image_path(root, image_id), out),
+                "file_name": _json_file_name(kaggle_image_path(root, image_id), out),
                 "height": result.height,
                 "width": result.width,
             }
@@ -364,16 +339,12 @@ def coco_instances(
                 }
             )
     return {
-        "info": {"description": f"DSB2018 {IMAGES_DIRNAME}, split '{split}' (prepare_dsb2018.py)"},
+        "info": {"description": f"DSB2018 {KAGGLE_IMAGES_DIRNAME}, split '{split}' (prepare_dsb2018.py)"},
         "licenses": [],
         "images": images,
         "annotations": annotations,
         "categories": [CATEGORY],
     }
-
-
-def semantic_path(out: str, split: str, image_id: str) -> str:
-    return os.path.join(out, "semantic", split, f"{image_id}.png")
 
 
 def _report(problem: Problem, strict: bool) -> None:
@@ -396,8 +367,8 @@ def _remove_stale_temporaries(out: str) -> None:
     """Remove the temporary files (``.<name>.<random>.tmp``, see ``atomic_open``) that a
     killed run left in the folders this tool writes; only one conversion writes into ``out``
     at a time."""
-    folders = [out, os.path.join(out, "annotations")]
-    folders += glob.glob(os.path.join(glob.escape(out), "semantic", "*"))
+    folders = [out, annotations_dir(out)]
+    folders += glob.glob(os.path.join(glob.escape(semantic_dir(out, "")), "*"))
     stale = [p for folder in folders for p in glob.glob(os.path.join(glob.escape(folder), ".*.tmp"))]
     for path in stale:
         with contextlib.suppress(FileNotFoundError):
@@ -410,11 +381,11 @@ def _remove_stale_temporaries(out: str) -> None:
         )
 
 
-def _warn_unlisted_annotations(annotations_dir: str, splits, root: str) -> None:
+def _warn_unlisted_annotations(out: str, splits, root: str) -> None:
     """Warn about ``instances_<split>.json`` of a split that has no list any more: it stays
     registered (as ``dsb2018_<split>``) with the content of an earlier conversion."""
-    for path in sorted(glob.glob(os.path.join(glob.escape(annotations_dir), "instances_*.json"))):
-        split = os.path.basename(path)[len("instances_") : -len(".json")]
+    for split in prepared_split_names(out):
+        path = instances_json_path(out, split)
         if split not in splits:
             tqdm.write(
                 f"warning: {path} is of split '{split}', which is no longer listed "
@@ -454,7 +425,7 @@ def prepare_dsb2018(
     _remove_stale_temporaries(out)
     splits = read_split_lists(root, image_ids)
     if not splits:
-        jobs = [(i, image_path(root, i)) for i in image_ids]
+        jobs = [(i, kaggle_image_path(root, i)) for i in image_ids]
         modality_by_id = {}
         for image_id, modality, problem in _parallel_map(_modality_of, jobs, workers, "modality"):
             if problem is not None:
@@ -478,33 +449,32 @@ def prepare_dsb2018(
     unlisted = len(image_ids) - len(splits_of_image)
     if unlisted:
         tqdm.write(
-            f"note: {unlisted} image folders of {IMAGES_DIRNAME}/ are in no split list "
+            f"note: {unlisted} image folders of {KAGGLE_IMAGES_DIRNAME}/ are in no split list "
             f"({', '.join(f'{s}.txt' for s in splits)}): not converted",
             file=sys.stderr,
         )
     jobs = [
         ConvertJob(
             image_id=image_id,
-            image_dir=os.path.join(root, IMAGES_DIRNAME, image_id),
-            semantic_paths=[semantic_path(out, s, image_id) for s in image_splits],
+            root=root,
+            semantic_paths=[semantic_mask_path(out, s, image_id) for s in image_splits],
             strict=strict,
         )
         for image_id, image_splits in sorted(splits_of_image.items())
     ]
     for split in splits:
-        os.makedirs(os.path.join(out, "semantic", split), exist_ok=True)
+        os.makedirs(semantic_dir(out, split), exist_ok=True)
     converted: Dict[str, ConvertedImage] = {}
     for result in _parallel_map(convert_image, jobs, workers, "convert"):
         for problem in result.problems:
             _report(problem, strict)
         converted[result.image_id] = result
 
-    annotations_dir = os.path.join(out, "annotations")
-    _warn_unlisted_annotations(annotations_dir, splits, root)
+    _warn_unlisted_annotations(out, splits, root)
     summary = {}
     for split, ids in splits.items():
         coco = coco_instances(split, ids, converted, root, out)
-        json_file = os.path.join(annotations_dir, f"instances_{split}.json")
+        json_file = instances_json_path(out, split)
         atomic_write_text(json_file, json.dumps(coco, separators=(",", ":")))
         summary[split] = {
             "images": len(coco["images"]),

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets import load_coco_json
+
+from ..utils.coco_rle import mask_to_annotation_fields
 
 __all__ = [
     "SYNTHETIC_NUCLEI_SPLITS",
@@ -325,17 +326,14 @@ def generate_synthetic_nuclei_image(seed, *, image_size=256, num_nuclei=None, lo
 def _encode_annotation(mask, annotation_id, image_id):
     """COCO annotation (compressed RLE with str counts, exact area, tight XYWH box) of a
     (H, W) bool mask."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    ys, xs = np.nonzero(mask)
-    x0, y0 = int(xs.min()), int(ys.min())
+    rle, area, bbox = mask_to_annotation_fields(mask)
     return {
         "id": annotation_id,
         "image_id": image_id,
         "category_id": 1,
         "segmentation": rle,
-        "area": int(mask.sum()),
-        "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+        "area": area,
+        "bbox": bbox,
         "iscrowd": 0,
     }
 

@@ -23,15 +23,14 @@ import json
 import os
 from typing import Dict, List
 
-import cv2
 import numpy as np
 
 from ..evaluation.nuclei_evaluator import draw_labels
-from ..utils.atomic_io import atomic_open
+from ..utils.atomic_io import atomic_open, atomic_write_png
 from .coco_results import NUCLEUS_CATEGORY_ID, coco_instance_results
 from .measurements import MEASUREMENT_COLUMNS, measure_nuclei
 
-__all__ = ["OutputFolderError", "PredictionWriter", "check_output_dir", "prepare_output_dir", "write_png"]
+__all__ = ["OutputFolderError", "PredictionWriter", "check_output_dir", "prepare_output_dir"]
 
 MAX_LABELS_16_BIT = 2**16 - 1
 
@@ -120,17 +119,6 @@ def prepare_output_dir(output_dir: str, *, overwrite: bool) -> List[str]:
     return removed
 
 
-def write_png(path: str, image: np.ndarray) -> None:
-    """Write an (H, W) uint8/uint16 or (H, W, 3) uint8 RGB array as a PNG, atomically."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"could not encode {path} as PNG")
-    with atomic_open(path, "wb") as f:
-        f.write(encoded.tobytes())
-
-
 class PredictionWriter:
     """Writes each image's outputs as it comes, and the run's COCO files at :meth:`close`."""
 
@@ -162,8 +150,8 @@ class PredictionWriter:
                 f"{labels.max()} nuclei do not fit a 16-bit label image (at most {MAX_LABELS_16_BIT})"
             )
         measurements = measure_nuclei(labels, scores, image)
-        write_png(self.path("labels", name), labels.astype(np.uint16))
-        write_png(self.path("overlays", name), draw_labels(image, labels, fill_alpha=0.0))
+        atomic_write_png(self.path("labels", name), labels.astype(np.uint16))
+        atomic_write_png(self.path("overlays", name), draw_labels(image, labels, fill_alpha=0.0))
         with atomic_open(self.path("measurements", name), "w") as f:
             writer = csv.DictWriter(f, fieldnames=MEASUREMENT_COLUMNS, lineterminator="\n")
             writer.writeheader()

@@ -57,3 +57,26 @@ def atomic_open(path, mode="wb"):
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` so that ``path`` holds either its old or its new content."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path, text):
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_png(path, image):
+    """Write an (H, W) uint8/uint16 or (H, W, 3) uint8 RGB array as a PNG, atomically."""
+    import cv2  # here: the other writers need no OpenCV
+
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    atomic_write_bytes(path, encoded.tobytes())

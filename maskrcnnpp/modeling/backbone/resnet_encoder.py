@@ -6,14 +6,16 @@ stem's conv output at stride 2 ("res1"), so that a decoder can come back to stri
 import torch.nn.functional as F
 
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone, ResNet, build_resnet_backbone
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, ResNet, build_resnet_backbone
+
+from .staged_encoder import StagedEncoder
 
 __all__ = ["ResNetEncoder", "build_resnet_encoder_backbone"]
 
 _RESNET_STAGES = ("res2", "res3", "res4", "res5")
 
 
-class ResNetEncoder(Backbone):
+class ResNetEncoder(StagedEncoder):
     """
     Wraps a Detectron2 :class:`ResNet` with a :class:`BasicStem` (conv1 with stride 2 + ReLU,
     then a 3x3 max-pool with stride 2). Output "res1" is the stem's map before the max-pool
@@ -45,38 +47,22 @@ class ResNetEncoder(Backbone):
             self._out_feature_strides[name] = resnet._out_feature_strides[name]
             self._out_feature_channels[name] = resnet._out_feature_channels[name]
 
-    def forward(self, x):
-        """
-        Args:
-            x (Tensor): (N, C, H, W), H and W divisible by :attr:`size_divisibility`.
+    def stages(self):
+        """"res1": the stem's conv1 + ReLU; "res2": the stem's 3x3 max-pool, then the
+        ResNet's res2; then res3.. as the ResNet runs them. The input's H and W must be
+        divisible by :attr:`size_divisibility`."""
+        resnet = self.resnet
 
-        Returns:
-            dict[str->Tensor]: name -> (N, channels, H / stride, W / stride).
-        """
-        return self.forward_up_to(x, self._out_features[-1])
+        def stem_conv(x):
+            return F.relu_(resnet.stem.conv1(x))
 
-    def forward_up_to(self, x, last_feature: str):
-        """
-        Like :meth:`forward`, but stops after computing ``last_feature``: deeper stages are
-        not run.
-        """
-        if last_feature not in self._out_features:
-            raise ValueError(f"{last_feature!r} is not an output of this encoder: {self._out_features}")
-        outputs = {}
-        stem = self.resnet.stem
-        x = F.relu_(stem.conv1(x))
-        if "res1" in self._out_features:
-            outputs["res1"] = x
-        if last_feature == "res1":
-            return outputs
-        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
-        for name, stage in zip(self.resnet.stage_names, self.resnet.stages):
-            x = stage(x)
-            if name in self._out_features:
-                outputs[name] = x
-            if name == last_feature:
-                break
-        return outputs
+        def pooled(stage):
+            return lambda x: stage(F.max_pool2d(x, kernel_size=3, stride=2, padding=1))
+
+        named_stages = zip(resnet.stage_names, resnet.stages)
+        return [("res1", stem_conv)] + [
+            (name, pooled(stage) if k == 0 else stage) for k, (name, stage) in enumerate(named_stages)
+        ]
 
 
 @BACKBONE_REGISTRY.register()

@@ -10,14 +10,15 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling.backbone import BACKBONE_REGISTRY
 
 from .layers import conv3x3_norm_relu
+from .staged_encoder import StagedEncoder
 
 __all__ = ["VGG", "build_vgg_backbone"]
 
 
-class VGG(Backbone):
+class VGG(StagedEncoder):
     """
     Stage k (k = 0, 1, ...) is a 2x2 max-pool (except stage 0) followed by two
     3x3 conv + norm + ReLU with ``stage_channels[k]`` output channels. Its output is named
@@ -69,37 +70,18 @@ class VGG(Backbone):
             "out_features": list(cfg.MODEL.VGG.OUT_FEATURES),
         }
 
-    def forward(self, x):
-        """
-        Args:
-            x (Tensor): images of shape (N, in_channels, H, W).
+    def stages(self):
+        """Stage k: a 2x2 max-pool (except stage 0), then ``self.vgg{k}``. :meth:`forward`
+        returns "vgg{k}" -> (N, stage_channels[k], H / 2**k, W / 2**k) (sizes rounded down)
+        for every requested output."""
 
-        Returns:
-            dict[str->Tensor]: "vgg{k}" -> (N, stage_channels[k], H / 2**k, W / 2**k)
-            (sizes rounded down) for every requested output.
-        """
-        return self.forward_up_to(x, self._out_features[-1])
+        def pooled(convs):
+            return lambda x: convs(F.max_pool2d(x, kernel_size=2, stride=2))
 
-    def forward_up_to(self, x, last_feature: str):
-        """
-        Like :meth:`forward`, but stops after the stage that computes ``last_feature`` (one of
-        the requested outputs): deeper stages are not run.
-
-        Returns:
-            dict[str->Tensor]: the requested outputs up to and including ``last_feature``.
-        """
-        if last_feature not in self._out_features:
-            raise ValueError(f"{last_feature!r} is not an output of this VGG: {self._out_features}")
-        outputs = {}
-        for k, name in enumerate(self._stage_names):
-            if k > 0:
-                x = F.max_pool2d(x, kernel_size=2, stride=2)
-            x = getattr(self, name)(x)
-            if name in self._out_features:
-                outputs[name] = x
-            if name == last_feature:
-                break
-        return outputs
+        return [
+            (name, getattr(self, name) if k == 0 else pooled(getattr(self, name)))
+            for k, name in enumerate(self._stage_names)
+        ]
 
 
 @BACKBONE_REGISTRY.register()

@@ -1,5 +1,5 @@
 """
-Semantic UNet++ (DESIGN.md section 4) as a Detectron2 meta-architecture: any registered
+Semantic UNet++ (docs/design.md section 6) as a Detectron2 meta-architecture: any registered
 encoder, a U-Net / UNet+ / UNet++ decoder, deep supervision with the hybrid loss, and
 inference from the ensemble of heads or from a pruned sub-network.
 """
@@ -250,14 +250,9 @@ class SemanticUNetPlusPlus(nn.Module):
         if hasattr(self.encoder, "forward_up_to"):
             features = self.encoder.forward_up_to(images, names[-1])
         elif isinstance(self.encoder, ResNet):
-            features, x = {}, self.encoder.stem(images)
-            if "stem" in names:
-                features["stem"] = x
-            for name, stage in zip(self.encoder.stage_names, self.encoder.stages):
-                if names[-1] in features:
-                    break
-                x = stage(x)
-                features[name] = x
+            from ..backbone.staged_encoder import resnet_stages, run_stages_up_to
+
+            features = run_stages_up_to(images, resnet_stages(self.encoder), names, names[-1])
         else:
             if depth < len(self.in_features) - 1 and not getattr(self, "_warned_full_encoder", False):
                 logger.warning(
