@@ -51,12 +51,6 @@ def add_maskrcnnpp_config(cfg):
     _C.TEST.PREDICT.MAX_UNTILED_SIZE = 1024
     # Side of the square tiles, in pixels of the original image.
     _C.TEST.PREDICT.TILE_SIZE = 512
-    # Pixel scale of prediction (instance models): every image and tile, whatever its size, is
-    # resized by the one factor INPUT.MIN_SIZE_TEST / REFERENCE_SIZE, the factor the test
-    # resize gives a typical training image (shortest side REFERENCE_SIZE: 256 for most of
-    # DSB2018 and the synthetic nuclei), so nuclei keep the size in pixels the model was
-    # trained on. INPUT.MIN_SIZE_TEST 0: no resize. Semantic models see images as they are.
-    _C.TEST.PREDICT.REFERENCE_SIZE = 256
     # Minimum overlap of neighbouring tiles, in pixels; must be at least the diameter of the
     # largest nucleus, so that every nucleus lies whole inside the tile that keeps it.
     _C.TEST.PREDICT.TILE_OVERLAP = 128
@@ -65,6 +59,23 @@ def add_maskrcnnpp_config(cfg):
     _C.TEST.PREDICT.TILE_MERGE_IOU = 0.5
     # Nuclei with score >= this value are written (label image, CSV, COCO results).
     _C.TEST.PREDICT.SCORE_THRESH = 0.5
+
+    # ---------------------------------------------------------------------------------------
+    # Pixel scale of instance models (maskrcnnpp/data/pixel_scale.py): images are resized by a
+    # factor, never to a size, so that nuclei keep one size in pixels whatever the image size.
+    # Used by training, evaluation, tools/predict.py (every image and tile) and export; replaces
+    # Detectron2's INPUT.MIN_SIZE_* / MAX_SIZE_* (ResizeShortestEdge), which are not read for
+    # instance models. Semantic models see images as they are: both must stay 1 for them.
+    # ---------------------------------------------------------------------------------------
+    # Every test-time image and tile is resized by this one factor (1: as it is).
+    _C.INPUT.SCALE_FACTOR_TEST = 1.0
+    # Training: each image is resized by a factor drawn log-uniformly from (min, max), then
+    # cropped (INPUT.CROP) and flipped; (1.0, 1.0): as it is.
+    _C.INPUT.SCALE_FACTOR_TRAIN = (1.0, 1.0)
+    # Replaced by INPUT.SCALE_FACTOR_TEST; in a config (e.g. an older run's config.yaml) it is
+    # ignored with a warning.
+    if not _C.key_is_deprecated("TEST.PREDICT.REFERENCE_SIZE"):
+        _C.register_deprecated_key("TEST.PREDICT.REFERENCE_SIZE")
 
     # ---------------------------------------------------------------------------------------
     # VGG-style encoder of the UNet++ paper (maskrcnnpp/modeling/backbone/vgg.py), registered

@@ -19,7 +19,7 @@ NESTED = REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml"
 UNETPP = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
 # a few seconds a run: 2 iterations of one small image, 128-px inputs, no pictures
 TINY = ["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "1", "SOLVER.CHECKPOINT_PERIOD", "1",
-        "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MIN_SIZE_TEST", "128", "TEST.DETECTIONS_PER_IMAGE", "20",
+        "INPUT.SCALE_FACTOR_TRAIN", "(0.5, 0.5)", "INPUT.SCALE_FACTOR_TEST", "0.5", "TEST.DETECTIONS_PER_IMAGE", "20",
         "TEST.NUCLEI.SCORE_THRESH", "0.0", "TEST.NUCLEI.NUM_VIS", "0", "DATALOADER.NUM_WORKERS", "0"]
 METRICS = [("segm", "AP"), ("segm", "AP50"), ("segm", "AP75"), ("nuclei", "iou"), ("nuclei", "dice"),
            ("nuclei", "dsb_score"), ("nuclei", "aji"), ("nuclei", "pq")]

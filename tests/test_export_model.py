@@ -28,10 +28,10 @@ from maskrcnnpp.export.traceable_model import build_traceable_model, flattened_o
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASK_RCNNPP = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
-# Small inputs (shortest edge 96, longest at most 128), a narrow neck and heads and fewer
-# proposals keep the runs to seconds.
+# Small inputs (120 x 120 and 120 x 160 images at the test factor 0.8: 96 x 96, 96 x 128), a
+# narrow neck and heads and fewer proposals keep the runs to seconds.
 SMALL_RCNN = [
-    "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128",
+    "INPUT.SCALE_FACTOR_TEST", "0.8",
     "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.CONV_DIM", "32",
     "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
     "MODEL.RPN.PRE_NMS_TOPK_TEST", "200", "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
@@ -100,13 +100,13 @@ def _third_image(cfg, size):
 @pytest.fixture(scope="module")
 def mask_rcnnpp():
     # The traced image is square; the second sample has another aspect ratio.
-    return _model_and_samples(MASK_RCNNPP, SMALL_RCNN, [(96, 96), (96, 128)])
+    return _model_and_samples(MASK_RCNNPP, SMALL_RCNN, [(120, 120), (120, 160)])
 
 
 def test_mask_rcnnpp_torchscript_from_the_command_line(mask_rcnnpp, tmp_path, run_script):
     cfg, model, _ = mask_rcnnpp
     image = tmp_path / "nuclei.png"
-    cv2.imwrite(str(image), generate_synthetic_nuclei_image(3, image_size=(90, 120))[0][:, :, ::-1])
+    cv2.imwrite(str(image), generate_synthetic_nuclei_image(3, image_size=(120, 160))[0][:, :, ::-1])
     weights = tmp_path / "random_init.pth"
     torch.save({"model": model.state_dict()}, weights)
     out = tmp_path / "export"
@@ -120,7 +120,7 @@ def test_mask_rcnnpp_torchscript_from_the_command_line(mask_rcnnpp, tmp_path, ru
     info = json.loads((out / EXPORT_INFO_FILE).read_text())
     assert info["outputs"] == RCNN_NAMES
     assert set(info["check"]["max_abs_diff"]) == set(RCNN_NAMES)
-    assert info["samples"][0] == {"source": str(image), "input_size": [96, 128], "original_size": [90, 120]}
+    assert info["samples"][0] == {"source": str(image), "input_size": [96, 128], "original_size": [120, 160]}
     assert (out / "model_ts_IR.txt").stat().st_size > 0  # Detectron2's IR dump
     assert not [p for p in os.listdir(out) if p.startswith(".")], "no temporary files left"
 

@@ -455,8 +455,9 @@ def test_predict_tool_on_mixed_folder(tmp_path, run_script):
             "--config-file", QUICK_CONFIG,
             "--input", str(tmp_path / "in"),
             "--output", str(out),
-            # small model inputs and few tiles: the point is the files, not the nuclei
-            "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
+            # small model inputs (every image and tile shrunk 10x) and few tiles: the point is
+            # the files, not the nuclei
+            "INPUT.SCALE_FACTOR_TEST", "0.1",
             "TEST.DETECTIONS_PER_IMAGE", "8",
             # random weights: keep every detection, so that there are nuclei to check
             "TEST.PREDICT.SCORE_THRESH", "0.0",

@@ -26,8 +26,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 RCNN_CONFIG = str(REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml")
 UNETPP_CONFIG = str(REPO / "configs" / "quick" / "unetpp_vgg.yaml")
 CPU = ["MODEL.DEVICE", "cpu"]
-# Small test-time inputs keep the Mask R-CNN++ runs to a fraction of a second per image.
-SMALL_RCNN = ["INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128", "TEST.DETECTIONS_PER_IMAGE", "20"]
+# Small test-time inputs (96 px images, INPUT.SCALE_FACTOR_TEST 1 of the quick config) keep the
+# Mask R-CNN++ runs to a fraction of a second per image.
+SMALL_RCNN = ["TEST.DETECTIONS_PER_IMAGE", "20"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
@@ -405,9 +406,9 @@ def disc_grid_image(side=256, spacing=32):
 @pytest.mark.parametrize(
     "config,overrides",
     [
-        (RCNN_CONFIG, []),  # quick config: MIN_SIZE_TEST 256, the 768 mosaic predicted whole
+        (RCNN_CONFIG, []),  # quick config: SCALE_FACTOR_TEST 1, the 768 mosaic predicted whole
         (RCNN_CONFIG, ["TEST.PREDICT.MAX_UNTILED_SIZE", "600"]),  # ... in 512 tiles
-        (RCNN_CONFIG, ["INPUT.MIN_SIZE_TEST", "512", "INPUT.MAX_SIZE_TEST", "1024"]),  # upscaled 2x
+        (RCNN_CONFIG, ["INPUT.SCALE_FACTOR_TEST", "2.0"]),  # upscaled 2x
         (UNETPP_CONFIG, ["TEST.PREDICT.MAX_UNTILED_SIZE", "600"]),
     ],
 )
@@ -419,7 +420,7 @@ def test_mosaic_of_an_image_has_k_squared_times_its_nuclei(config, overrides):
 
     cfg = setup_cfg(config, CPU + overrides)
     semantic = config == UNETPP_CONFIG
-    trained_scale = 1.0 if semantic else cfg.INPUT.MIN_SIZE_TEST / 256  # a 256 training image
+    trained_scale = 1.0 if semantic else cfg.INPUT.SCALE_FACTOR_TEST
     predictor = NucleiPredictor(cfg, model=ScaleSensitiveModel(trained_scale, semantic))
     single = disc_grid_image()
     mosaic = np.tile(single, (3, 3, 1))

@@ -2,7 +2,8 @@
 Dataset mapper of instance models (Mask R-CNN, Mask R-CNN++): Detectron2's ``DatasetMapper``
 with images read by :func:`maskrcnnpp.data.image_io.read_image_rgb`, so that training reads
 the same files (TIFF, 16-bit, RGBA, grayscale) as the rest of the project, and an unreadable
-training image is reported and skipped instead of stopping the run.
+training image is reported and skipped instead of stopping the run; images are resized by
+the project's pixel-scale factors (:mod:`maskrcnnpp.data.pixel_scale`), not to a shortest edge.
 """
 
 import copy
@@ -18,6 +19,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .image_io import ImageReadError, read_image_rgb
+from .pixel_scale import build_instance_augmentations
 
 __all__ = ["InstanceDatasetMapper"]
 
@@ -26,9 +28,13 @@ logger = logging.getLogger(__name__)
 
 class InstanceDatasetMapper(DatasetMapper):
     """
-    Detectron2's :class:`DatasetMapper` (same config, augmentations and outputs: ``"image"``
-    (C, H, W) uint8 in ``INPUT.FORMAT``, and in training ``"instances"``), with one change:
-    the image is read by :func:`read_image_rgb`.
+    Detectron2's :class:`DatasetMapper` (same config and outputs: ``"image"`` (C, H, W) uint8
+    in ``INPUT.FORMAT``, and in training ``"instances"``), with two changes: the image is read
+    by :func:`read_image_rgb`, and the augmentations are
+    :func:`~maskrcnnpp.data.pixel_scale.build_instance_augmentations` (resize by
+    ``INPUT.SCALE_FACTOR_TEST``, or in training by a factor drawn from
+    ``INPUT.SCALE_FACTOR_TRAIN`` followed by the crop and flip) instead of Detectron2's crop,
+    ``ResizeShortestEdge`` and flip.
 
     Training: an image that is missing, empty (0 bytes), truncated, undecodable or has no
     pixels is logged once per file with the file and the reason, and the mapper returns
@@ -41,6 +47,12 @@ class InstanceDatasetMapper(DatasetMapper):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._reported = set()  # unreadable files already logged by this mapper
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        ret["augmentations"] = build_instance_augmentations(cfg, is_train)
+        return ret
 
     def _read_image(self, file_name: str) -> np.ndarray:
         """(H, W, C) uint8 in ``self.image_format`` (Detectron2's conversion from RGB)."""

@@ -17,6 +17,8 @@ from detectron2.modeling.roi_heads import (
     ROI_MASK_HEAD_REGISTRY,
 )
 
+from ..data.pixel_scale import pixel_scale_problem
+
 # (config key, registry its value names). Keys absent from a config are skipped, and so are
 # empty values (Detectron2's default MODEL.ROI_BOX_HEAD.NAME is "": unused by Res5ROIHeads).
 _REGISTRY_KEYS = (
@@ -146,7 +148,7 @@ _VALUE_RULES = (
 def check_config_values(cfg, *, source=None, overridden=()):
     """
     Check the numbers Detectron2 would fail on much later (a batch of 0 images, a negative
-    learning rate, ...).
+    learning rate, ...) and the pixel-scale factors (``INPUT.SCALE_FACTOR_TEST / _TRAIN``).
 
     Args:
         source (str or None): the YAML file the config came from.
@@ -156,16 +158,20 @@ def check_config_values(cfg, *, source=None, overridden=()):
         ValueError: naming the key, its value, where it was set and what it must be.
     """
     overridden = set(overridden)
+
+    def where(key):
+        if key in overridden:
+            return "set on the command line"
+        return f"set in {source} or its _BASE_" if source else "Detectron2's default"
+
     for key, test, expected in _VALUE_RULES:
         value = _lookup(cfg, key)
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if value == value and abs(value) != float("inf") and test(value):  # NaN fails here
             continue
-        if key in overridden:
-            where = "set on the command line"
-        elif source:
-            where = f"set in {source} or its _BASE_"
-        else:
-            where = "Detectron2's default"
-        raise ValueError(f"{key} = {value!r} ({where}) must be {expected}")
+        raise ValueError(f"{key} = {value!r} ({where(key)}) must be {expected}")
+    problem = pixel_scale_problem(cfg) if "SCALE_FACTOR_TEST" in cfg.INPUT else None
+    if problem:
+        key, value, expected = problem
+        raise ValueError(f"{key} = {value!r} ({where(key)}) must be {expected}")

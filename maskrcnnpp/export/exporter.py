@@ -16,6 +16,8 @@ from torch import nn
 from ..utils.atomic_io import atomic_open
 from .onnx_export import DEFAULT_ONNX_OPSET, check_onnx_opset, export_onnx_bytes, load_onnx
 from .output_check import ExportMismatchError, OutputTolerance, check_exported_outputs
+from ..data.build import SEMANTIC_META_ARCHITECTURES
+from ..data.pixel_scale import scale_factor_at_test
 from .sample_inputs import SampleInput, resizes_at_test
 from .torchscript_export import load_torchscript, torchscript_bytes, trace_torchscript
 from .traceable_model import build_traceable_model, flattened_output_names, run_eager
@@ -70,7 +72,7 @@ def _traced_path_hint(cfg, samples: Sequence[SampleInput]) -> str:
         f"model get other results."
     )
     window = cfg.MODEL.UNETPP.SLIDING_WINDOW_SIZE if "UNETPP" in cfg.MODEL else 0
-    if window and not resizes_at_test(cfg):
+    if window and cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES:
         sides = [max(s.image.shape[-2:]) for s in samples]
         if any(side > window for side in sides) and any(side <= window for side in sides):
             hint += (
@@ -172,8 +174,10 @@ def export_model(
             "dtype": "float32",
             "channels": cfg.INPUT.FORMAT,
             "values": "0..255; the model subtracts MODEL.PIXEL_MEAN and divides by MODEL.PIXEL_STD",
+            # As evaluation and tools/predict.py: every image (or tile) resized by this factor,
+            # whatever its size (maskrcnnpp.data.pixel_scale); None: fed as it is.
             "resize_before": (
-                {"shortest_edge": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST}
+                {"scale_factor": scale_factor_at_test(cfg), "interpolation": "bilinear"}
                 if resizes_at_test(cfg)
                 else None
             ),

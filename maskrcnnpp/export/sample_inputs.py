@@ -11,6 +11,7 @@ from detectron2.data import transforms as T
 
 from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.image_io import read_image_rgb
+from ..data.pixel_scale import build_instance_augmentations, scale_factor_at_test
 from ..data.synthetic_nuclei import generate_synthetic_nuclei_image
 from ..inference.input_files import collect_image_files
 
@@ -30,8 +31,9 @@ class SampleInput:
 
     Attributes:
         image: (C, H, W) float32 tensor on the model's device, pixel values 0..255 in the
-            channel order of ``cfg.INPUT.FORMAT``; for instance models resized by the
-            test-time ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``, for
+            channel order of ``cfg.INPUT.FORMAT``; for instance models resized as in
+            evaluation and prediction, by the factor ``INPUT.SCALE_FACTOR_TEST``
+            (:func:`~maskrcnnpp.data.pixel_scale.build_instance_augmentations`), for
             semantic models (``SEMANTIC_META_ARCHITECTURES``) at the original size.
         height, width: size of the original image, before the resize.
         source: where it came from (a file, ``<dataset>:<file>`` or ``synthetic:<seed>``).
@@ -44,16 +46,19 @@ class SampleInput:
 
 
 def resizes_at_test(cfg) -> bool:
-    """Whether the model's test-time mapper resizes images (instance models) or feeds them
-    whole (semantic models, which predict large images window by window)."""
-    return cfg.MODEL.META_ARCHITECTURE not in SEMANTIC_META_ARCHITECTURES
+    """Whether the model's test-time mapper resizes images (instance models with
+    ``INPUT.SCALE_FACTOR_TEST`` != 1) or feeds them as they are (semantic models, which
+    predict large images window by window, and a factor of 1)."""
+    if cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES:
+        return False
+    return scale_factor_at_test(cfg) != 1
 
 
 def image_to_model_input(rgb: np.ndarray, cfg, device, source: str) -> SampleInput:
     """
     Args:
         rgb: (H, W, 3) uint8 RGB image.
-        cfg: the model's config (``INPUT.FORMAT``, ``INPUT.MIN_SIZE_TEST``, ``INPUT.MAX_SIZE_TEST``).
+        cfg: the model's config (``INPUT.FORMAT``, ``INPUT.SCALE_FACTOR_TEST``).
         device: where the tensor goes.
     """
     if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
@@ -61,10 +66,9 @@ def image_to_model_input(rgb: np.ndarray, cfg, device, source: str) -> SampleInp
     height, width = rgb.shape[:2]
     image = rgb
     if resizes_at_test(cfg):
-        resize = T.ResizeShortestEdge(
-            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
-        image = resize.get_transform(rgb).apply_image(rgb)
+        aug_input = T.AugInput(np.ascontiguousarray(rgb))
+        T.AugmentationList(build_instance_augmentations(cfg, is_train=False))(aug_input)
+        image = aug_input.image
     if cfg.INPUT.FORMAT == "BGR":
         image = image[:, :, ::-1]
     tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=torch.float32)

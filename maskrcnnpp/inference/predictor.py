@@ -13,6 +13,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..data.build import SEMANTIC_META_ARCHITECTURES
+from ..data.pixel_scale import build_instance_augmentations
 from ..engine.weights import load_model_weights
 from ..evaluation.nuclei_metrics import semantic_to_label_image
 from .instance_painting import crop_masks, paint_instances
@@ -59,14 +60,14 @@ class NucleiPredictor:
     Images with a side longer than ``max_untiled_size`` are cut into overlapping tiles of
     ``tile_size`` (see :mod:`maskrcnnpp.inference.tiling` for the rule that keeps every nucleus
     once and whole, and :mod:`maskrcnnpp.inference.tile_duplicates` for the pairs a real model
-    still predicts twice). Each tile, or the whole image, is resized by one fixed factor
-    ``scale`` before the model, whatever its size, so that nuclei reach the model at the pixel
-    scale it was trained on: a tile of a large image and a small image alone give the same
-    nuclei (Detectron2's per-image test resize, ``ResizeShortestEdge``, would shrink a 512
-    tile twice as much as a 256 image). From a config: ``INPUT.MIN_SIZE_TEST /
-    TEST.PREDICT.REFERENCE_SIZE`` for instance models (the factor the test resize gives a
-    typical training image; 1 when ``INPUT.MIN_SIZE_TEST`` is 0), 1 for semantic models (as
-    in their evaluation).
+    still predicts twice). Each tile, or the whole image, goes through ``augmentations``
+    before the model. From a config these are those of evaluation
+    (:func:`maskrcnnpp.data.pixel_scale.build_instance_augmentations`): for instance models a
+    resize by the one fixed factor ``INPUT.SCALE_FACTOR_TEST``, whatever the image's or tile's
+    size, so that nuclei reach the model at the pixel scale it was trained and evaluated on
+    (a 512 tile of a large image and a 256 image alone give the same nuclei; Detectron2's
+    per-image ``ResizeShortestEdge`` would shrink the tile twice as much); none for semantic
+    models (as in their evaluation).
 
     * Instance models: detections with score >= ``score_thresh`` and a non-empty mask; where
       masks overlap the higher score keeps the pixel.
@@ -89,7 +90,6 @@ class NucleiPredictor:
         tile_overlap: int,
         tile_merge_iou: float = 0.5,
         score_thresh: float,
-        scale: float = 1.0,
     ):
         """
         Args:
@@ -97,15 +97,14 @@ class NucleiPredictor:
                 and returning, per image, ``{"instances": Instances}`` with ``pred_masks``
                 (N, height, width) bool and ``scores`` (N,), or ``{"sem_seg": (C, height,
                 width)}``. Put in eval mode.
-            augmentations (list[Augmentation]): test-time transforms applied to each tile.
+            augmentations (list[Augmentation]): test-time transforms applied to each tile
+                (or untiled image); the outputs come back at the tile's size.
             input_format (str): "RGB" or "BGR", the channel order the model expects.
             max_untiled_size (int): images with height or width above it are tiled.
             tile_size, tile_overlap (int): tile side and minimum overlap, in pixels.
             tile_merge_iou (float): instance detections kept from different tiles with mask
                 IoU >= this are one nucleus (see :mod:`maskrcnnpp.inference.tile_duplicates`).
             score_thresh (float): nuclei with a lower score are dropped.
-            scale (float): every image or tile is resized by this factor (before
-                ``augmentations``); the outputs come back at the input size.
         """
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for prediction; got {input_format!r}")
@@ -118,9 +117,6 @@ class NucleiPredictor:
                 f"TEST.PREDICT.TILE_OVERLAP must be in [0, TEST.PREDICT.TILE_SIZE = {tile_size}); "
                 f"got {tile_overlap}"
             )
-        if not scale > 0:
-            raise ValueError(f"prediction scale must be > 0; got {scale}")
-        self.scale = float(scale)
         self.model = model.eval()
         self.augmentations = T.AugmentationList(list(augmentations))
         self.input_format = input_format
@@ -140,17 +136,12 @@ class NucleiPredictor:
             model = build_model(cfg)
             load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=True)
         semantic = cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES
-        if cfg.TEST.PREDICT.REFERENCE_SIZE <= 0:
-            raise ValueError(
-                f"TEST.PREDICT.REFERENCE_SIZE must be > 0 pixels; got {cfg.TEST.PREDICT.REFERENCE_SIZE}"
-            )
-        min_size = cfg.INPUT.MIN_SIZE_TEST
         return {
             "model": model,
-            # One factor for every image and tile (see the class docstring), not the per-image
-            # ResizeShortestEdge of evaluation, which depends on the image's size.
-            "augmentations": [],
-            "scale": 1.0 if semantic or not min_size else min_size / cfg.TEST.PREDICT.REFERENCE_SIZE,
+            # As in evaluation (maskrcnnpp.data.build_nuclei_mapper): instance models get the
+            # one test factor INPUT.SCALE_FACTOR_TEST for every image and tile, semantic ones
+            # the image as it is.
+            "augmentations": [] if semantic else build_instance_augmentations(cfg, is_train=False),
             "input_format": cfg.INPUT.FORMAT,
             "max_untiled_size": cfg.TEST.PREDICT.MAX_UNTILED_SIZE,
             "tile_size": cfg.TEST.PREDICT.TILE_SIZE,
@@ -180,12 +171,6 @@ class NucleiPredictor:
         height, width = image.shape[:2]
         if self.input_format == "BGR":
             image = image[:, :, ::-1]
-        if self.scale != 1.0:
-            new_height = max(1, int(round(height * self.scale)))
-            new_width = max(1, int(round(width * self.scale)))
-            image = T.ResizeTransform(height, width, new_height, new_width).apply_image(
-                np.ascontiguousarray(image)
-            )
         aug_input = T.AugInput(np.ascontiguousarray(image))
         self.augmentations(aug_input)
         tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
