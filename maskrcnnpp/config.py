@@ -13,8 +13,9 @@ def add_maskrcnnpp_config(cfg):
     # Every MODEL.FPN.* key keeps its meaning; only the new knobs live here.
     # ---------------------------------------------------------------------------------------
     _C.MODEL.NESTED_FPN = CN()
-    # Skip design (maskrcnnpp/modeling/backbone/nested_graph.py): "fpn" (FPN's top-down chain,
-    # X(i,L-1-i) = H(X(i,0), U(X(i+1,L-2-i))), no intermediate nodes; the ablation point),
+    # Skip design (maskrcnnpp/modeling/backbone/nested_graph.py): "top_down" (the top-down chain,
+    # X(i,L-1-i) = H(X(i,0), U(X(i+1,L-2-i))), no intermediate nodes; the ablation point; unlike
+    # FPN a conv block at every merge; its old name "fpn" is accepted with a warning),
     # "unet+" (every X(i,j), each fed by its left neighbour X(i,j-1)) or "unet++" (every X(i,j),
     # each fed by all of X(i,0..j-1)); every node X(i,j) also gets the up-sampled X(i+1,j-1).
     _C.MODEL.NESTED_FPN.SKIP = "unet++"
@@ -133,8 +134,10 @@ def add_maskrcnnpp_config(cfg):
     # the sub-network feeding X(0,k) (pruned UNet++ L_k: encoder levels > k are not computed).
     _C.MODEL.UNETPP.TEST_LEVEL = 0
     # Inference on images with a side above this many pixels runs on overlapping windows of
-    # this size, averaged where they overlap (0: whole images always).
-    _C.MODEL.UNETPP.SLIDING_WINDOW_SIZE = 512
+    # this size, averaged where they overlap (0: whole images always). Smaller images run
+    # whole: the network is fully convolutional, and windows repeat work where they overlap
+    # (512 windows with overlap 0.25 cover a 1024x1024 image with 2.25x its pixels).
+    _C.MODEL.UNETPP.SLIDING_WINDOW_SIZE = 2048
     # Fraction of a window shared with its neighbour, in [0, 1).
     _C.MODEL.UNETPP.SLIDING_WINDOW_OVERLAP = 0.25
 
