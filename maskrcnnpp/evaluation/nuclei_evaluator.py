@@ -36,7 +36,7 @@ __all__ = ["NucleiEvaluator"]
 
 class NucleiEvaluator(DatasetEvaluator):
     """
-    Scores instance or semantic predictions on nuclei datasets (DESIGN.md section 6).
+    Scores instance or semantic predictions on nuclei datasets (docs/design.md section 11).
 
     Ground truth is the dataset's own dicts (``DatasetCatalog.get(dataset_name)``) or, when the
     dataset's metadata has ``instance_dataset_name`` (a semantic dataset's instance twin: same

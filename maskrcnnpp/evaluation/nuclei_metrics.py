@@ -1,5 +1,5 @@
 """
-Nuclei segmentation metrics (DESIGN.md section 6), pure numpy / OpenCV / pycocotools.
+Nuclei segmentation metrics (docs/design.md section 11), pure numpy / OpenCV / pycocotools.
 
 Every metric is computed from two *label images* of the same size, ``(H, W)`` integer arrays
 where 0 is background and each positive value marks one nucleus:
