@@ -24,12 +24,18 @@ setup(
         "tqdm",
         "fvcore",
         "tifffile",
+        # inference measurements, RLE of label images, the classical baseline's watershed
+        "scipy",
+        # the results tables the tools print
+        "tabulate",
+        # Detectron2's transforms resize masks and images through PIL
+        "Pillow",
     ],
     # "export": tools/export_model.py --format onnx writes with onnx and checks with onnxruntime.
     extras_require={
         "export": ["onnx", "onnxruntime"],
         # tools/benchmark.py: our UNet++ against segmentation_models_pytorch's UnetPlusPlus
         "bench": ["segmentation-models-pytorch>=0.4"],
-        "test": ["pytest", "pytest-timeout", "scipy", "onnx", "onnxruntime"],
+        "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime"],
     },
 )

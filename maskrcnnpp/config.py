@@ -1,12 +1,18 @@
 """Config keys added by maskrcnnpp. Every key has a one-line comment."""
+import copy
+
 from detectron2.config import CfgNode as CN
 
 
 def add_maskrcnnpp_config(cfg):
     """
-    Add every config key maskrcnnpp defines to ``cfg`` (in place). Safe to call twice.
+    Add every config key maskrcnnpp defines to ``cfg`` (in place), with its default value. Keys
+    ``cfg`` already has keep their values, so calling it twice, or on a config that already
+    holds merged values, changes nothing.
     """
-    _C = cfg
+    _C = CN()
+    for node in ("MODEL", "TEST", "INPUT", "SOLVER"):
+        _C[node] = CN()
 
     # ---------------------------------------------------------------------------------------
     # Mask R-CNN++: nested-dense FPN (maskrcnnpp/modeling/backbone/nested_fpn.py).
@@ -75,8 +81,8 @@ def add_maskrcnnpp_config(cfg):
     _C.INPUT.SCALE_FACTOR_TRAIN = (1.0, 1.0)
     # Replaced by INPUT.SCALE_FACTOR_TEST; in a config (e.g. an older run's config.yaml) it is
     # ignored with a warning.
-    if not _C.key_is_deprecated("TEST.PREDICT.REFERENCE_SIZE"):
-        _C.register_deprecated_key("TEST.PREDICT.REFERENCE_SIZE")
+    if not cfg.key_is_deprecated("TEST.PREDICT.REFERENCE_SIZE"):
+        cfg.register_deprecated_key("TEST.PREDICT.REFERENCE_SIZE")
 
     # ---------------------------------------------------------------------------------------
     # VGG-style encoder of the UNet++ paper (maskrcnnpp/modeling/backbone/vgg.py), registered
@@ -162,4 +168,14 @@ def add_maskrcnnpp_config(cfg):
     _C.SOLVER.OPTIMIZER = "SGD"
     # AdamW's (beta1, beta2): decay rates of its running means of the gradient and its square.
     _C.SOLVER.ADAMW_BETAS = (0.9, 0.999)
+    _add_missing(cfg, _C)
     return cfg
+
+
+def _add_missing(cfg, defaults):
+    """Copy into ``cfg`` every key of ``defaults`` that ``cfg`` lacks, node by node."""
+    for key, value in defaults.items():
+        if key not in cfg:
+            cfg[key] = copy.deepcopy(value)
+        elif isinstance(value, CN) and isinstance(cfg[key], CN):
+            _add_missing(cfg[key], value)

@@ -71,3 +71,23 @@ def test_missing_base_is_named(tmp_path):
     child.write_text('_BASE_: "no_such_base.yaml"\n')
     with pytest.raises(FileNotFoundError, match=r"no_such_base\.yaml.*a _BASE_ of .*child\.yaml"):
         setup_cfg(str(child))
+
+
+def test_add_maskrcnnpp_config_twice_keeps_merged_values():
+    from detectron2.config import get_cfg
+
+    from maskrcnnpp import add_maskrcnnpp_config
+
+    cfg = get_cfg()
+    add_maskrcnnpp_config(cfg)
+    cfg.merge_from_list(["MODEL.NESTED_FPN.SKIP", "unet+", "MODEL.UNETPP.TEST_LEVEL", "3",
+                         "SOLVER.OPTIMIZER", "AdamW", "INPUT.SCALE_FACTOR_TEST", "2.0"])
+    cfg.MODEL.RESNETS.DEPTH = 18  # a Detectron2 key is left alone too
+    add_maskrcnnpp_config(cfg)
+    assert cfg.MODEL.NESTED_FPN.SKIP == "unet+" and cfg.MODEL.UNETPP.TEST_LEVEL == 3
+    assert cfg.SOLVER.OPTIMIZER == "AdamW" and cfg.INPUT.SCALE_FACTOR_TEST == 2.0
+    assert cfg.MODEL.RESNETS.DEPTH == 18
+    fresh = get_cfg()
+    add_maskrcnnpp_config(fresh)
+    assert fresh.MODEL.NESTED_FPN.SKIP == "unet++" and fresh.SOLVER.OPTIMIZER == "SGD"
+    assert fresh.key_is_deprecated("TEST.PREDICT.REFERENCE_SIZE")

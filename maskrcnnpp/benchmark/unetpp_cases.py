@@ -93,7 +93,13 @@ def _ours_workload(model, test_level: int, batch: int, size: int, device: str) -
 
 
 def _smp_workload(batch: int, size: int, device: str) -> Workload:
-    import segmentation_models_pytorch as smp
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError as e:
+        raise ImportError(
+            "suite unetpp_vs_smp needs segmentation_models_pytorch: install the 'bench' extra: "
+            ".venv/bin/pip install -e '.[bench]'"
+        ) from e
 
     torch.manual_seed(0)
     model = smp.UnetPlusPlus(
