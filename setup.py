@@ -36,6 +36,7 @@ setup(
         "export": ["onnx", "onnxruntime"],
         # tools/benchmark.py: our UNet++ against segmentation_models_pytorch's UnetPlusPlus
         "bench": ["segmentation-models-pytorch>=0.4"],
-        "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime"],
+        # ruff: the linter .ci/run calls (configured in ruff.toml)
+        "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime", "ruff"],
     },
 )

@@ -10,9 +10,11 @@ from .utils.known_warnings import filter_known_warnings as _filter_known_warning
 # Detectron2's import emits torch.jit deprecations: hidden during the import only.
 with _warnings.catch_warnings():
     _filter_known_warnings(logs=False)
+    from . import (
+        data,  # noqa: F401  registers datasets
+        evaluation,  # noqa: F401
+        modeling,  # noqa: F401  registers backbones and meta-architectures
+    )
     from .config import add_maskrcnnpp_config
-    from . import data  # noqa: F401  registers datasets
-    from . import modeling  # noqa: F401  registers backbones and meta-architectures
-    from . import evaluation  # noqa: F401
 
 __all__ = ["add_maskrcnnpp_config"]

@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from detectron2.data import DatasetCatalog
 
 from maskrcnnpp.data.image_io import read_image_rgb

@@ -10,7 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from maskrcnnpp.engine.comparison import format_comparison_markdown, paired_bootstrap, run_comparison
+from maskrcnnpp.engine.comparison import (
+    format_comparison_markdown,
+    paired_bootstrap,
+    run_comparison,
+)
 from maskrcnnpp.engine.comparison_runs import ModelSpec, parse_model_spec, plan_runs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

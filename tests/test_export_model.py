@@ -22,9 +22,13 @@ from maskrcnnpp.export import (
     check_exported_outputs,
     export_model,
 )
-from maskrcnnpp.export.sample_inputs import image_to_model_input
 from maskrcnnpp.export.onnx_export import OnnxExportError, export_onnx_bytes
-from maskrcnnpp.export.traceable_model import build_traceable_model, flattened_output_names, run_eager
+from maskrcnnpp.export.sample_inputs import image_to_model_input
+from maskrcnnpp.export.traceable_model import (
+    build_traceable_model,
+    flattened_output_names,
+    run_eager,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASK_RCNNPP = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")

@@ -13,7 +13,6 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec

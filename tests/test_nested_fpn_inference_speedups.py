@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling import build_backbone
 from torch import nn

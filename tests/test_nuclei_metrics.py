@@ -14,7 +14,6 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Instances
 

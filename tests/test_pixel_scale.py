@@ -11,6 +11,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.structures import BoxMode
+from test_reliability import DISC_RADIUS, ScaleSensitiveModel, disc_grid_image
 
 from maskrcnnpp.data.build import build_nuclei_mapper
 from maskrcnnpp.data.pixel_scale import (
@@ -22,7 +23,6 @@ from maskrcnnpp.data.pixel_scale import (
 from maskrcnnpp.engine.setup import setup_cfg
 from maskrcnnpp.export.sample_inputs import image_to_model_input
 from maskrcnnpp.inference import NucleiPredictor
-from test_reliability import DISC_RADIUS, ScaleSensitiveModel, disc_grid_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")

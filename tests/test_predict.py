@@ -16,9 +16,9 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import tifffile
-from pycocotools.coco import COCO
 import torch
 from detectron2.structures import Boxes, Instances
+from pycocotools.coco import COCO
 
 from maskrcnnpp.evaluation.nuclei_metrics import masks_to_label_image
 from maskrcnnpp.inference import (

@@ -24,7 +24,6 @@ from maskrcnnpp.data.semantic_patch_mapper import SemanticPatchDatasetMapper
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
 from maskrcnnpp.engine import NucleiTrainer, build_optimizer, setup_cfg
 
-
 # --------------------------------------------------------------------------------------------
 # A small dataset whose imaging type follows the aspect ratio, as in DSB2018 (colour
 # histology landscape, fluorescence square): bright-field looks are 64x112, fluorescence 112x64.

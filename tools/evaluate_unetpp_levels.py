@@ -29,11 +29,10 @@ from maskrcnnpp.utils.known_warnings import filter_known_warnings
 filter_known_warnings()  # before Detectron2's imports, which emit some of them
 
 import torch
-from tabulate import tabulate
-
 from detectron2.data import build_detection_test_loader
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
+from tabulate import tabulate
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
 from maskrcnnpp.benchmark.flops import count_active_parameters

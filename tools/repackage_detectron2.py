@@ -21,7 +21,6 @@ import argparse
 import base64
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile

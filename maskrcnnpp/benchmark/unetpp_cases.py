@@ -23,8 +23,8 @@ import os
 from typing import List, Sequence
 
 import torch
-from torch import nn
 from detectron2.modeling import build_model
+from torch import nn
 
 from ..engine.setup import setup_cfg
 from ..modeling.unetpp.hybrid_loss import hybrid_loss, segmentation_probabilities

@@ -1,3 +1,5 @@
 """Datasets (DSB2018, synthetic nuclei), image reading and dataset mappers."""
-from . import dsb2018  # noqa: F401  registers dsb2018_<split> / dsb2018_sem_seg_<split>
-from . import synthetic_nuclei  # noqa: F401  registers nuclei_synth_train / nuclei_synth_val
+from . import (
+    dsb2018,  # noqa: F401  registers dsb2018_<split> / dsb2018_sem_seg_<split>
+    synthetic_nuclei,  # noqa: F401  registers nuclei_synth_train / nuclei_synth_val
+)

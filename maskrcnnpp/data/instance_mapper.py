@@ -12,11 +12,8 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
+from detectron2.data import DatasetMapper, detection_utils as utils, transforms as T
 from PIL import Image
-
-from detectron2.data import DatasetMapper
-from detectron2.data import detection_utils as utils
-from detectron2.data import transforms as T
 
 from .image_io import ImageReadError, read_image_rgb
 from .pixel_scale import build_instance_augmentations

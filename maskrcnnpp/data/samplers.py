@@ -3,9 +3,8 @@ import itertools
 from typing import Iterator, Sequence
 
 import torch
-from torch.utils.data.sampler import Sampler
-
 from detectron2.utils import comm
+from torch.utils.data.sampler import Sampler
 
 __all__ = ["PixelAreaTrainingSampler"]
 

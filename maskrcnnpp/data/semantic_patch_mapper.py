@@ -9,7 +9,6 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 

@@ -23,12 +23,11 @@ import os
 from collections import OrderedDict
 
 import numpy as np
-
 from detectron2.data import MetadataCatalog
 
 from ..evaluation.classical_baseline import CLASSICAL_BASELINE_NAME, evaluate_classical_baseline
 from ..utils.atomic_io import atomic_open
-from .comparison_runs import RUN_RECORD_NAME, plan_runs, read_run_record, train_runs, train_seconds
+from .comparison_runs import plan_runs, read_run_record, train_runs, train_seconds
 
 __all__ = [
     "COMPARISON_METRICS",

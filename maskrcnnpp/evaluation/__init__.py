@@ -1,5 +1,6 @@
 """Nuclei metrics (foreground IoU / Dice, DSB score, AJI, PQ) and their Detectron2 evaluator."""
 
+from .nuclei_evaluator import NucleiEvaluator
 from .nuclei_metrics import (
     DSB_IOU_THRESHOLDS,
     NUCLEI_METRIC_NAMES,
@@ -11,7 +12,6 @@ from .nuclei_metrics import (
     semantic_to_label_image,
     summarize_nuclei_stats,
 )
-from .nuclei_evaluator import NucleiEvaluator
 
 __all__ = [
     "DSB_IOU_THRESHOLDS",

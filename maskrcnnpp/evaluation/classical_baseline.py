@@ -17,17 +17,16 @@ The recipe (:func:`otsu_watershed_labels`), fixed so that every table shows the 
    (:func:`scipy.ndimage.watershed_ift` is not used: given the negated distance with the seeds,
    it lets one basin flood past another seed's whole disc.)
 """
-import logging
 import json
+import logging
 import os
 
 import cv2
 import numpy as np
 import torch
-from scipy import ndimage
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Instances
+from scipy import ndimage
 
 from ..data.image_io import read_image_rgb
 from ..utils.atomic_io import atomic_open

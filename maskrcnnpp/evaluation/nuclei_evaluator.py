@@ -14,7 +14,6 @@ from collections import OrderedDict
 import cv2
 import numpy as np
 import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
@@ -22,7 +21,6 @@ from detectron2.utils.logger import create_small_table
 
 from ..data.image_io import read_image_rgb
 from ..utils.atomic_io import atomic_open
-
 from .nuclei_metrics import (
     coco_segmentations_to_label_image,
     image_nuclei_stats,

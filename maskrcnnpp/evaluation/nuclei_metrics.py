@@ -38,8 +38,8 @@ Pooled numbers (over a split) sum intersections and unions over images before di
 with G, P the foregrounds.
 """
 
-import numpy as np
 import cv2
+import numpy as np
 import pycocotools.mask as mask_util
 
 __all__ = [

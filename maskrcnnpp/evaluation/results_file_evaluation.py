@@ -33,11 +33,10 @@ import sys
 from collections import OrderedDict, defaultdict
 
 import pycocotools.mask as mask_util
+from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
-
-from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 
 from ..utils.atomic_io import atomic_open
 from .nuclei_metrics import (

@@ -13,11 +13,11 @@ from detectron2.export import dump_torchscript_IR
 from detectron2.modeling import GeneralizedRCNN
 from torch import nn
 
+from ..data.build import SEMANTIC_META_ARCHITECTURES
+from ..data.pixel_scale import scale_factor_at_test
 from ..utils.atomic_io import atomic_open
 from .onnx_export import DEFAULT_ONNX_OPSET, check_onnx_opset, export_onnx_bytes, load_onnx
 from .output_check import ExportMismatchError, OutputTolerance, check_exported_outputs
-from ..data.build import SEMANTIC_META_ARCHITECTURES
-from ..data.pixel_scale import scale_factor_at_test
 from .sample_inputs import SampleInput, resizes_at_test
 from .torchscript_export import load_torchscript, torchscript_bytes, trace_torchscript
 from .traceable_model import build_traceable_model, flattened_output_names, run_eager

@@ -6,8 +6,7 @@ from typing import List, Sequence
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog
-from detectron2.data import transforms as T
+from detectron2.data import DatasetCatalog, transforms as T
 
 from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.image_io import read_image_rgb

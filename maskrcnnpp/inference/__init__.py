@@ -4,7 +4,12 @@ from .coco_results import coco_instance_results, label_image_to_rles
 from .input_files import collect_image_files, unique_output_names
 from .instance_painting import CroppedMask, crop_masks, paint_instances
 from .measurements import MEASUREMENT_COLUMNS, measure_nuclei
-from .prediction_writer import OutputFolderError, PredictionWriter, check_output_dir, prepare_output_dir
+from .prediction_writer import (
+    OutputFolderError,
+    PredictionWriter,
+    check_output_dir,
+    prepare_output_dir,
+)
 from .predictor import NucleiPrediction, NucleiPredictor
 from .tile_duplicates import mask_iou, suppress_cross_tile_duplicates
 from .tiling import Tile, tile_axis, tile_image

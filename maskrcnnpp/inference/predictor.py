@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model

@@ -2,7 +2,6 @@
 
 import fvcore.nn.weight_init as weight_init
 import torch.nn.functional as F
-
 from detectron2.layers import Conv2d, get_norm
 
 __all__ = ["conv3x3_norm_relu"]

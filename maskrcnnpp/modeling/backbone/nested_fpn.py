@@ -7,7 +7,6 @@ import math
 
 import fvcore.nn.weight_init as weight_init
 import torch
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone

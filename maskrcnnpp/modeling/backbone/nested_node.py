@@ -6,9 +6,8 @@ from typing import List
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.layers import DepthwiseSeparableConv2d
+from torch import nn
 
 from .layers import conv3x3_norm_relu
 

@@ -10,9 +10,8 @@ which removes one pass over every such conv's output. GroupNorm / LayerNorm depe
 input and are left alone.
 """
 import torch
-from torch import nn
-
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
+from torch import nn
 
 __all__ = ["fold_conv_norms", "foldable_norm"]
 

@@ -4,7 +4,6 @@ stem's conv output at stride 2 ("res1"), so that a decoder can come back to stri
 """
 
 import torch.nn.functional as F
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, ResNet, build_resnet_backbone
 

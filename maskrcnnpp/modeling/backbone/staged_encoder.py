@@ -6,9 +6,8 @@ encoder, the ResNet U-Net encoder and a pruned semantic UNet++ on Detectron2's R
 
 from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
-from torch import Tensor
-
 from detectron2.modeling.backbone import Backbone, ResNet
+from torch import Tensor
 
 __all__ = ["StagedEncoder", "run_stages_up_to", "resnet_stages"]
 

@@ -6,11 +6,10 @@ a nested FPN or the encoder of a semantic UNet++.
 from collections import OrderedDict
 
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY
+from torch import nn
 
 from .layers import conv3x3_norm_relu
 from .staged_encoder import StagedEncoder

@@ -9,17 +9,15 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, Backbone
 from detectron2.modeling.backbone import ResNet
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
+from torch import nn
 
 from ...data.interior_boundary import BACKGROUND, nuclei_from_interior_boundary
-
 from ..unetpp.hybrid_loss import hybrid_loss, segmentation_probabilities
 from ..unetpp.nested_decoder import NestedDecoder
 from ..unetpp.sliding_window import sliding_window_predict
