@@ -112,7 +112,7 @@ def test_pinned_detectors_keep_the_same_boxes_whatever_the_backbone():
 
     cases = rcnn_cases(
         str(REPO_ROOT / "configs" / "Base-RCNN-FPN-Nuclei.yaml"),
-        sizes=[96], devices=["cpu"], depth=18, designs=["unet++/sum/separable", "fpn/concat/plain"],
+        sizes=[96], devices=["cpu"], depth=18, designs=["unet++/sum/separable", "top_down/concat/plain"],
         suites=["rcnn_model"], proposals=30, detections=7,
     )  # fmt: skip
     boxes = []

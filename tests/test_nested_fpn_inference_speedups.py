@@ -52,7 +52,7 @@ def _max_relative_difference(a, b):
         ("unet++", "sum", "separable", "BN"),
         ("unet++", "concat", "plain", "BN"),
         ("unet+", "sum", "plain", "FrozenBN"),
-        ("fpn", "sum", "separable", ""),
+        ("top_down", "sum", "separable", ""),
     ],
 )
 def test_folding_norms_keeps_the_outputs(skip, fusion, node_conv, norm):
