@@ -19,7 +19,7 @@ def add_maskrcnnpp_config(cfg):
     # Every MODEL.FPN.* key keeps its meaning; only the new knobs live here.
     # ---------------------------------------------------------------------------------------
     _C.MODEL.NESTED_FPN = CN()
-    # Skip design (maskrcnnpp/modeling/backbone/nested_graph.py): "top_down" (the top-down chain,
+    # Skip design (maskrcnnpp/modeling/nested_graph.py): "top_down" (the top-down chain,
     # X(i,L-1-i) = H(X(i,0), U(X(i+1,L-2-i))), no intermediate nodes; the ablation point; unlike
     # FPN a conv block at every merge; its old name "fpn" is accepted with a warning),
     # "unet+" (every X(i,j), each fed by its left neighbour X(i,j-1)) or "unet++" (every X(i,j),

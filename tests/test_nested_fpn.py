@@ -24,9 +24,9 @@ from detectron2.utils.events import EventStorage
 
 from maskrcnnpp import add_maskrcnnpp_config
 from maskrcnnpp.modeling.backbone import VGG, NestedFPN
-from maskrcnnpp.modeling.backbone.nested_graph import NodeInputs, nested_node_inputs
 from maskrcnnpp.modeling.backbone.nested_node import NestedNode
 from maskrcnnpp.modeling.backbone.vgg import build_vgg_backbone
+from maskrcnnpp.modeling.nested_graph import NodeInputs, nested_node_inputs
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DESIGNS = list(

@@ -38,7 +38,7 @@ from detectron2.utils.events import EventStorage
 
 from ..engine.setup import setup_cfg
 from ..modeling.backbone.nested_fpn import FUSIONS
-from ..modeling.backbone.nested_graph import SKIP_DESIGNS
+from ..modeling.nested_graph import SKIP_DESIGNS
 from .case import BenchmarkCase, Workload
 from .tensor_workload import TensorWorkload
 

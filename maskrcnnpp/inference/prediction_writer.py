@@ -25,8 +25,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..evaluation.nuclei_evaluator import draw_labels
 from ..utils.atomic_io import atomic_open, atomic_write_png
+from ..utils.visualization import draw_labels
 from .coco_results import NUCLEUS_CATEGORY_ID, coco_instance_results
 from .measurements import MEASUREMENT_COLUMNS, measure_nuclei
 

@@ -13,7 +13,7 @@ from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-from .nested_graph import SKIP_DESIGNS, canonical_skip_design, nested_node_inputs, output_node
+from ..nested_graph import SKIP_DESIGNS, canonical_skip_design, nested_node_inputs, output_node
 from .nested_node import NODE_CONVS, NestedNode
 
 __all__ = ["NestedFPN", "build_resnet_nested_fpn_backbone", "build_nested_fpn_backbone"]

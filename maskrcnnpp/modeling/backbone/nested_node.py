@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from detectron2.layers import DepthwiseSeparableConv2d
 from torch import nn
 
-from .layers import conv3x3_norm_relu
+from ..conv_blocks import conv3x3_norm_relu
 
 __all__ = ["NODE_FUSIONS", "NODE_CONVS", "NestedNode"]
 

@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY
 from torch import nn
 
-from .layers import conv3x3_norm_relu
+from ..conv_blocks import conv3x3_norm_relu
 from .staged_encoder import StagedEncoder
 
 __all__ = ["VGG", "build_vgg_backbone"]

@@ -11,8 +11,8 @@ from typing import Dict, List, Sequence
 import torch
 from torch import nn
 
-from ..backbone.layers import conv3x3_norm_relu
-from ..backbone.nested_graph import SKIP_DESIGNS, nested_node_inputs, output_node
+from ..conv_blocks import conv3x3_norm_relu
+from ..nested_graph import SKIP_DESIGNS, nested_node_inputs, output_node
 from .conv_transpose_2x2 import ConvTranspose2x2
 
 __all__ = ["UNET_SKIP_DESIGNS", "NestedDecoder", "NestedDecoderNode"]
