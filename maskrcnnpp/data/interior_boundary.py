@@ -6,8 +6,8 @@ A semantic network that predicts only nucleus / background cannot separate two n
 touch: their masks form one connected blob. Here every nucleus pixel that has a pixel of
 another label (background or another nucleus) among its 8 neighbours is a *boundary* pixel,
 the rest of the nucleus its *interior*. Interiors of touching nuclei are then apart, so after
-prediction each interior component seeds one nucleus, which then takes back the foreground
-pixels nearest to it (:func:`nuclei_from_interior_boundary`).
+prediction each interior component seeds one nucleus, which then grows back through the
+predicted foreground around it, never across background (:func:`nuclei_from_interior_boundary`).
 """
 
 from typing import Tuple
