@@ -7,32 +7,10 @@ Input (``--root DIR``), exactly the Kaggle download::
     DIR/stage1_train/<id>/masks/*.png         one binary PNG per nucleus, same size
     DIR/<split>.txt                           optional: one image id a line, per split
 
-Output (``--out OUT``, default ``DIR``)::
-
-    OUT/annotations/instances_<split>.json    COCO instances, one category "nucleus" (id 1),
-                                              compressed RLE masks, exact area, tight bbox
-    OUT/semantic/<split>/<id>.png             uint8, 0 background, 1 nucleus (union of masks)
-    OUT/<split>.txt                           only when DIR has no split lists (see below)
-
-Every ``DIR/<split>.txt`` is a split. With none, a deterministic split is drawn, stratified
-by imaging modality (dark-background fluorescence, light-background grayscale brightfield,
-light-background colour histology, told apart by median brightness and colour spread), about
-50/20/30 % train/val/test as in the UNet++ paper (335/134/201 of 670), and the lists are
-saved to ``OUT/<split>.txt``.
-
-Image ``file_name`` in the JSON is relative to OUT when the image lies inside OUT (the usual
-case, OUT = DIR: the folder can then be moved as a whole), and absolute otherwise (e.g. a
-read-only DIR converted into another OUT). Both resolve with ``image_root = OUT``.
-
-A mask that is unreadable or empty is reported on stderr with its path and left out; an image
-that cannot be read, or with a mask of another size than the image (its nuclei would be
-taken as background), is reported and left out as a whole. With ``--strict`` the first
-such problem stops the conversion with exit status 1 and an error naming the file. Images
-without any nucleus are kept as negatives. All outputs are written atomically (temporary file
-in the same folder, fsync, rename), so an interrupted run never leaves a half-written file;
-the temporary files of a killed run are removed by the next one. An
-``annotations/instances_<split>.json`` whose split has no list any more is reported (it stays
-registered) and left as it is.
+Output (``--out OUT``, default ``DIR``): ``OUT/annotations/instances_<split>.json`` (COCO, RLE)
+and ``OUT/semantic/<split>/<id>.png``, written atomically; images with bad or wrong-size masks
+are reported and left out (``--strict``: stop). The layout, the split rule and every check are
+described in :mod:`maskrcnnpp.data.dsb2018_conversion`, which does the work.
 
 Usage::
 
