@@ -1,8 +1,10 @@
-"""The evaluators a maskrcnnpp model is scored with: COCO AP and the nuclei metrics together."""
+"""The evaluators a maskrcnnpp model is scored with (COCO AP and the nuclei metrics together), and
+the one table the tools print their results in."""
 import os
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, SemSegEvaluator
+from tabulate import tabulate
 
 from ..data.image_io import read_label_image
 from ..evaluation import NucleiEvaluator
@@ -75,3 +77,30 @@ def build_nuclei_evaluators(cfg, dataset_name, output_folder=None):
         )
     )
     return DatasetEvaluators(evaluators)
+
+
+# the columns of format_results_table: (task, metric)
+_COLUMNS = (
+    ("segm", "AP"), ("segm", "AP50"), ("segm", "AP75"), ("bbox", "AP"),
+    ("nuclei", "iou"), ("nuclei", "dice"), ("nuclei", "dsb_score"), ("nuclei", "aji"), ("nuclei", "pq"),
+)
+
+
+def format_results_table(results_by_name):
+    """
+    Args:
+        results_by_name (dict[str, dict]): row label (a model or dataset) -> Detectron2 results
+            ``{"segm": {"AP": ...}, "nuclei": {"iou": ...}, ...}``.
+
+    Returns:
+        str: a pipe table with one row per entry; missing numbers show as "-".
+    """
+    headers = ["model"] + [f"{task} {name}" for task, name in _COLUMNS]
+    rows = []
+    for label, results in results_by_name.items():
+        row = [label]
+        for task, name in _COLUMNS:
+            value = results.get(task, {}).get(name)
+            row.append("-" if value is None else (f"{value:.2f}" if task != "nuclei" else f"{value:.4f}"))
+        rows.append(row)
+    return tabulate(rows, headers=headers, tablefmt="pipe")

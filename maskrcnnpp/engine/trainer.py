@@ -7,18 +7,30 @@ import weakref
 
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_nuclei_mapper, build_nuclei_train_loader
 from .checkpointer import AtomicDetectionCheckpointer
-from .ddp import create_ddp_model_any_device
 from .evaluators import build_nuclei_evaluators
 from .metrics_json import drop_partial_last_line
 from .optimizer import build_optimizer
 from .training_curves import TrainingCurvesHook
 
-__all__ = ["NucleiTrainer"]
+__all__ = ["NucleiTrainer", "create_ddp_model_any_device"]
+
+
+def create_ddp_model_any_device(model, **kwargs):
+    """
+    Like Detectron2's ``create_ddp_model``, but passes ``device_ids`` only for CUDA modules:
+    DDP rejects ``device_ids`` for CPU modules, which breaks ``--num-gpus N`` on a CPU machine.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    kwargs.setdefault("device_ids", [comm.get_local_rank()] if on_cuda else None)
+    return create_ddp_model(model, **kwargs)
 
 
 class NucleiTrainer(DefaultTrainer):

@@ -13,7 +13,7 @@ from detectron2.modeling import build_model
 
 from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.pixel_scale import build_instance_augmentations
-from ..engine.weights import load_model_weights
+from ..engine.checkpointer import load_model_weights
 from ..evaluation.nuclei_metrics import semantic_to_label_image
 from .instance_painting import crop_masks, paint_instances
 from .tile_duplicates import suppress_cross_tile_duplicates
