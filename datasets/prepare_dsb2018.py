@@ -20,7 +20,6 @@ The conversion is :mod:`maskrcnnpp.data.dsb2018_conversion`.
 """
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -30,6 +29,7 @@ filter_known_warnings()  # before Detectron2's imports, which emit some of them
 
 from maskrcnnpp.data.dsb2018 import KAGGLE_IMAGES_DIRNAME  # noqa: E402
 from maskrcnnpp.data.dsb2018_conversion import prepare_and_report  # noqa: E402
+from maskrcnnpp.utils.cli import add_workers_option  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -41,12 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--out", help="output folder (default: --root)")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad image or mask")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=min(8, os.cpu_count() or 1),
-        help="processes (default: %(default)s)",
-    )
+    add_workers_option(parser)
     args = parser.parse_args(argv)
     return prepare_and_report(args.root, args.out, strict=args.strict, workers=args.workers)
 

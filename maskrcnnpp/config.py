@@ -11,8 +11,16 @@ def add_maskrcnnpp_config(cfg):
     holds merged values, changes nothing.
     """
     _C = CN()
-    for node in ("MODEL", "TEST", "INPUT", "SOLVER"):
+    for node in ("MODEL", "TEST", "INPUT", "SOLVER", "DATASETS"):
         _C[node] = CN()
+
+    # ---------------------------------------------------------------------------------------
+    # Datasets (maskrcnnpp/data/label_folder.py).
+    # ---------------------------------------------------------------------------------------
+    # Folders prepared by datasets/prepare_label_folder.py, each "NAME=FOLDER": setup_cfg
+    # registers NAME_<split> and NAME_sem_seg_<split> for every split of FOLDER, for
+    # DATASETS.TRAIN / TEST to name (docs/own_nuclei.md).
+    _C.DATASETS.LABEL_FOLDERS = []
 
     # ---------------------------------------------------------------------------------------
     # Mask R-CNN++: nested-dense FPN (maskrcnnpp/modeling/backbone/nested_fpn.py).

@@ -12,6 +12,10 @@ For every such split this module registers
 * ``dsb2018_sem_seg_<split>``: ``file_name`` + ``sem_seg_file_name`` for semantic models;
   evaluator_type "sem_seg", ignore_label 255.
 
+The layout is not DSB2018's own: ``datasets/prepare_label_folder.py``
+(:mod:`maskrcnnpp.data.label_folder`) writes it for a folder of images + label images, and
+:func:`register_prepared_splits` registers any such folder the same way.
+
 Importing it registers the default root ``$DETECTRON2_DATASETS/dsb2018`` (DETECTRON2_DATASETS
 defaults to ``./datasets``). The standard splits train / val / test are registered even when
 they are not prepared, so configs can name them; loading one that is missing raises a
@@ -24,12 +28,17 @@ import functools
 import glob
 import json
 import os
-from typing import Dict, List
+from typing import Callable, Dict, List, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-__all__ = ["register_dsb2018", "DSB2018_STANDARD_SPLITS", "DSB2018_THING_CLASSES"]
+__all__ = [
+    "register_dsb2018",
+    "register_prepared_splits",
+    "DSB2018_STANDARD_SPLITS",
+    "DSB2018_THING_CLASSES",
+]
 
 DSB2018_STANDARD_SPLITS = ("train", "val", "test")
 DSB2018_THING_CLASSES = ["nucleus"]
@@ -38,8 +47,8 @@ SEM_SEG_IGNORE_LABEL = 255
 _PREPARE_SCRIPT = "datasets/prepare_dsb2018.py"
 
 
-# The layout, here only: the conversion (maskrcnnpp.data.dsb2018_conversion) writes it, the
-# loaders below read it.
+# The layout, here only: the conversions (maskrcnnpp.data.dsb2018_conversion, .label_folder)
+# write it, the loaders below read it.
 KAGGLE_IMAGES_DIRNAME = "stage1_train"  # of the Kaggle download: <id>/images/<id>.png, <id>/masks/
 
 
@@ -90,13 +99,22 @@ def _not_prepared_error(
     )
 
 
-def _split_names(root: str) -> List[str]:
+# (dataset name, missing file, root, split) -> the error that says how to prepare it.
+NotPreparedError = Callable[[str, str, str, str], Exception]
+
+
+def split_names_to_register(root: str) -> List[str]:
+    """The standard splits (registered even when not prepared, so that configs can name
+    them), then every other split prepared under ``root``."""
     found = prepared_split_names(root)
     return list(DSB2018_STANDARD_SPLITS) + [s for s in found if s not in DSB2018_STANDARD_SPLITS]
 
 
-def load_dsb2018_instances(root: str, split: str, dataset_name: str) -> List[Dict]:
-    """Instance dicts of one split, in Detectron2's standard format.
+def load_dsb2018_instances(
+    root: str, split: str, dataset_name: str, not_prepared: NotPreparedError = _not_prepared_error
+) -> List[Dict]:
+    """Instance dicts of one split of a folder in the prepared layout, in Detectron2's standard
+    format; ``not_prepared`` makes the error raised when a file is missing.
 
     Returns:
         list[dict]: one per image (images without nuclei included) with ``file_name``,
@@ -106,12 +124,14 @@ def load_dsb2018_instances(root: str, split: str, dataset_name: str) -> List[Dic
     """
     json_file = instances_json_path(root, split)
     if not os.path.isfile(json_file):
-        raise _not_prepared_error(dataset_name, json_file, root, split)
+        raise not_prepared(dataset_name, json_file, root, split)
     return load_coco_json(json_file, root, dataset_name=dataset_name)
 
 
-def load_dsb2018_sem_seg(root: str, split: str, dataset_name: str) -> List[Dict]:
-    """Semantic dicts of one split.
+def load_dsb2018_sem_seg(
+    root: str, split: str, dataset_name: str, not_prepared: NotPreparedError = _not_prepared_error
+) -> List[Dict]:
+    """Semantic dicts of one split of a folder in the prepared layout.
 
     Returns:
         list[dict]: one per image with ``file_name``, ``sem_seg_file_name`` (uint8 PNG,
@@ -119,7 +139,7 @@ def load_dsb2018_sem_seg(root: str, split: str, dataset_name: str) -> List[Dict]
     """
     json_file = instances_json_path(root, split)
     if not os.path.isfile(json_file):
-        raise _not_prepared_error(dataset_name, json_file, root, split)
+        raise not_prepared(dataset_name, json_file, root, split)
     with open(json_file, encoding="utf-8") as f:
         images = json.load(f)["images"]
     dataset_dicts = []
@@ -127,7 +147,7 @@ def load_dsb2018_sem_seg(root: str, split: str, dataset_name: str) -> List[Dict]
         image_stem = os.path.splitext(os.path.basename(image["file_name"]))[0]
         sem_seg_file = semantic_mask_path(root, split, image_stem)
         if not os.path.isfile(sem_seg_file):
-            raise _not_prepared_error(dataset_name, sem_seg_file, root, split)
+            raise not_prepared(dataset_name, sem_seg_file, root, split)
         dataset_dicts.append(
             {
                 "file_name": os.path.join(root, image["file_name"]),
@@ -156,8 +176,30 @@ def register_dsb2018(root: str, *, name: str = "dsb2018") -> List[str]:
         the registered dataset names.
     """
     root = os.path.expanduser(os.fspath(root))
+    return register_prepared_splits(root, split_names_to_register(root), name=name)
+
+
+def register_prepared_splits(
+    root: str,
+    splits: Sequence[str],
+    *,
+    name: str,
+    not_prepared: NotPreparedError = _not_prepared_error,
+) -> List[str]:
+    """Register ``<name>_<split>`` (instances) and ``<name>_sem_seg_<split>`` (semantic) for
+    each of ``splits`` of ``root``, a folder in the prepared layout (``annotations/`` and
+    ``semantic/``, as written by ``datasets/prepare_dsb2018.py`` or
+    ``datasets/prepare_label_folder.py``). Data is read only when a dataset is loaded.
+
+    Args:
+        not_prepared: makes the error raised when a dataset is loaded and one of its files
+            is missing (its message says which command prepares it).
+
+    Returns:
+        the registered dataset names.
+    """
     registered = []
-    for split in _split_names(root):
+    for split in splits:
         loaders_and_metadata = {
             f"{name}_{split}": (
                 load_dsb2018_instances,
@@ -184,7 +226,7 @@ def register_dsb2018(root: str, *, name: str = "dsb2018") -> List[str]:
         }
         for dataset_name, (loader, metadata) in loaders_and_metadata.items():
             DatasetCatalog.register(
-                dataset_name, functools.partial(loader, root, split, dataset_name)
+                dataset_name, functools.partial(loader, root, split, dataset_name, not_prepared)
             )
             MetadataCatalog.get(dataset_name).set(**metadata)
             registered.append(dataset_name)

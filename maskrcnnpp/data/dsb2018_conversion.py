@@ -33,6 +33,7 @@ whose split has no list any more is reported and left as it is.
 """
 
 import contextlib
+import functools
 import glob
 import hashlib
 import json
@@ -40,7 +41,7 @@ import os
 import sys
 import time
 from multiprocessing import Pool
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -187,9 +188,9 @@ def imaging_modality(image: np.ndarray) -> str:
     return "histology" if colour_spread >= COLOUR_SPREAD_MIN else "brightfield"
 
 
-def _stable_order_key(image_id: str) -> str:
-    # A hash, not a seeded RNG: the order of an id never depends on the other ids or on
-    # the numpy / Python version.
+def stable_order_key(image_id: str) -> str:
+    """Sort key of a deterministic shuffle. A hash, not a seeded RNG: the order of an id
+    never depends on the other ids or on the numpy / Python version."""
     return hashlib.sha256(image_id.encode("utf-8")).hexdigest()
 
 
@@ -204,7 +205,7 @@ def stratified_split(modality_by_id: Dict[str, str]) -> Dict[str, List[str]]:
     """
     splits: Dict[str, List[str]] = {name: [] for name, _ in DEFAULT_SPLIT_FRACTIONS}
     for modality in sorted(set(modality_by_id.values())):
-        ids = sorted((i for i, m in modality_by_id.items() if m == modality), key=_stable_order_key)
+        ids = sorted((i for i, m in modality_by_id.items() if m == modality), key=stable_order_key)
         start = 0
         for k, (name, fraction) in enumerate(DEFAULT_SPLIT_FRACTIONS):
             if k == len(DEFAULT_SPLIT_FRACTIONS) - 1:
@@ -297,7 +298,9 @@ def convert_image(job: ConvertJob) -> ConvertedImage:
 # driver
 
 
-def _json_file_name(image_file: str, out: str) -> str:
+def json_file_name(image_file: str, out: str) -> str:
+    """The ``file_name`` of an image in the JSON: relative to ``out`` when the image lies
+    inside it, absolute otherwise."""
     image_file = os.path.abspath(image_file)
     try:
         relative = os.path.relpath(image_file, os.path.abspath(out))
@@ -309,9 +312,22 @@ def _json_file_name(image_file: str, out: str) -> str:
 
 
 def coco_instances(
-    split: str, image_ids: Sequence[str], converted: Dict[str, ConvertedImage], root: str, out: str
+    image_ids: Sequence[str],
+    converted: Dict[str, ConvertedImage],
+    image_path: Callable[[str], str],
+    out: str,
+    description: str,
 ) -> dict:
-    """COCO instances dict of one split (images that could not be read are left out)."""
+    """COCO instances dict of one split (images that could not be read are left out).
+
+    Args:
+        image_ids: the split's images, in order (COCO ids 1, 2, ...).
+        converted: image id -> its conversion (anything with ``height``, 0 for an image left
+            out, ``width`` and ``instances``).
+        image_path: image id -> the image file.
+        out: the output folder (image file names are relative to it when inside it).
+        description: the JSON's ``info.description``.
+    """
     images, annotations = [], []
     for image_id in image_ids:
         result = converted[image_id]
@@ -321,7 +337,7 @@ def coco_instances(
         images.append(
             {
                 "id": coco_image_id,
-                "file_name": _json_file_name(kaggle_image_path(root, image_id), out),
+                "file_name": json_file_name(image_path(image_id), out),
                 "height": result.height,
                 "width": result.width,
             }
@@ -339,7 +355,7 @@ def coco_instances(
                 }
             )
     return {
-        "info": {"description": f"DSB2018 {KAGGLE_IMAGES_DIRNAME}, split '{split}' (prepare_dsb2018.py)"},
+        "info": {"description": description},
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -353,7 +369,7 @@ def _report(problem: Problem, strict: bool) -> None:
     tqdm.write(f"warning: left out {problem.path}: {problem.reason}", file=sys.stderr)
 
 
-def _parallel_map(function, jobs, workers: int, description: str):
+def parallel_map(function, jobs, workers: int, description: str):
     """Yield ``function(job)`` in job order with a progress bar, over ``workers`` processes."""
     progress = dict(total=len(jobs), desc=description, unit="img", file=sys.stderr)
     if workers <= 1:
@@ -381,18 +397,35 @@ def _remove_stale_temporaries(out: str) -> None:
         )
 
 
-def _warn_unlisted_annotations(out: str, splits, root: str) -> None:
-    """Warn about ``instances_<split>.json`` of a split that has no list any more: it stays
-    registered (as ``dsb2018_<split>``) with the content of an earlier conversion."""
+def warn_unlisted_annotations(out: str, splits, gone: Callable[[str], str]) -> None:
+    """Warn about each ``instances_<split>.json`` under ``out`` of a split not in ``splits``:
+    it stays registered with the content of an earlier conversion. ``gone(split)`` says why
+    the split is not listed any more."""
     for split in prepared_split_names(out):
         path = instances_json_path(out, split)
         if split not in splits:
             tqdm.write(
                 f"warning: {path} is of split '{split}', which is no longer listed "
-                f"({os.path.join(root, split + '.txt')} is gone): left as it was, and still "
-                f"registered as dsb2018_{split}; delete it if the split is retired",
+                f"({gone(split)}): left as it was, and still registered; delete it if the "
+                "split is retired",
                 file=sys.stderr,
             )
+
+
+def prepare_output_folder(out: str) -> None:
+    """Create ``out`` if needed, refuse it when read-only (also by its permission bits alone:
+    root ignores them otherwise) and remove the temporary files a killed run left in it.
+
+    Raises:
+        DatasetFormatError: ``out`` cannot be created or is read-only.
+    """
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise DatasetFormatError(out, f"cannot create the output folder ({e.strerror})") from e
+    if not os.access(out, os.W_OK) or not os.stat(out).st_mode & 0o222:
+        raise DatasetFormatError(out, "output folder is read-only; pass --out to write elsewhere")
+    _remove_stale_temporaries(out)
 
 
 def prepare_dsb2018(
@@ -415,19 +448,12 @@ def prepare_dsb2018(
     """
     out = root if out is None else out
     image_ids = find_image_ids(root)
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise DatasetFormatError(out, f"cannot create the output folder ({e.strerror})") from e
-    # Also refuse a folder whose permission bits say read-only: root ignores them otherwise.
-    if not os.access(out, os.W_OK) or not os.stat(out).st_mode & 0o222:
-        raise DatasetFormatError(out, "output folder is read-only; pass --out to write elsewhere")
-    _remove_stale_temporaries(out)
+    prepare_output_folder(out)
     splits = read_split_lists(root, image_ids)
     if not splits:
         jobs = [(i, kaggle_image_path(root, i)) for i in image_ids]
         modality_by_id = {}
-        for image_id, modality, problem in _parallel_map(_modality_of, jobs, workers, "modality"):
+        for image_id, modality, problem in parallel_map(_modality_of, jobs, workers, "modality"):
             if problem is not None:
                 _report(problem, strict)
             else:
@@ -465,15 +491,21 @@ def prepare_dsb2018(
     for split in splits:
         os.makedirs(semantic_dir(out, split), exist_ok=True)
     converted: Dict[str, ConvertedImage] = {}
-    for result in _parallel_map(convert_image, jobs, workers, "convert"):
+    for result in parallel_map(convert_image, jobs, workers, "convert"):
         for problem in result.problems:
             _report(problem, strict)
         converted[result.image_id] = result
 
-    _warn_unlisted_annotations(out, splits, root)
+    warn_unlisted_annotations(out, splits, lambda s: f"{os.path.join(root, s + '.txt')} is gone")
     summary = {}
     for split, ids in splits.items():
-        coco = coco_instances(split, ids, converted, root, out)
+        coco = coco_instances(
+            ids,
+            converted,
+            functools.partial(kaggle_image_path, root),
+            out,
+            f"DSB2018 {KAGGLE_IMAGES_DIRNAME}, split '{split}' (prepare_dsb2018.py)",
+        )
         json_file = instances_json_path(out, split)
         atomic_write_text(json_file, json.dumps(coco, separators=(",", ":")))
         summary[split] = {

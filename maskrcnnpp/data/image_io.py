@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import tifffile
 
-__all__ = ["ImageReadError", "read_image_rgb", "read_label_image", "read_mask"]
+__all__ = ["ImageReadError", "read_image_rgb", "read_image_unchanged", "read_label_image", "read_mask"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -188,6 +188,19 @@ def read_mask(path: PathLike) -> np.ndarray:
     if image.shape[2] == 2:  # gray + alpha
         return image[:, :, 0] != 0
     return np.any(image[:, :, :3] != 0, axis=2)
+
+
+def read_image_unchanged(path: PathLike) -> np.ndarray:
+    """Read an image file with its stored pixels unchanged (no stretch, no channel change).
+
+    Returns:
+        np.ndarray: (H, W) or (H, W, C) with C in 2..4 (colour in RGB(A) order), of the
+        file's own dtype (``uint16``, ``int32``, ``float32``, ...).
+
+    Raises:
+        ImageReadError: as :func:`read_image_rgb`.
+    """
+    return _decode(path)[1]
 
 
 def read_label_image(path: PathLike) -> np.ndarray:

@@ -101,7 +101,10 @@ def _how_to_add_dataset(name):
         )
     return (
         "Prepare DSB2018 with `python datasets/prepare_dsb2018.py --root <download>` "
-        "(registers dsb2018_<split>; see datasets/README.md), or register your own COCO-format "
+        "(registers dsb2018_<split>; see datasets/README.md); a folder of images + label images "
+        "with `python datasets/prepare_label_folder.py --images <folder> --labels <folder> "
+        "--out OUT` and the config key DATASETS.LABEL_FOLDERS \"['NAME=OUT']\" (registers "
+        "NAME_<split>; see docs/own_nuclei.md); or register your own COCO-format "
         "data before training, e.g. detectron2.data.datasets.register_coco_instances("
         f"'{name}', {{}}, 'instances.json', 'image_folder')."
     )

@@ -5,6 +5,7 @@ import torch
 from detectron2.config import get_cfg
 
 from ..config import add_maskrcnnpp_config
+from ..data.label_folder import register_label_folders_of_config
 from .config_checks import check_config_values, check_registered_names
 
 logger = logging.getLogger(__name__)
@@ -30,14 +31,16 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
         opts (list[str]): trailing ``KEY VALUE`` overrides.
 
     Returns:
-        CfgNode with maskrcnnpp's keys, the file and overrides merged, a usable device.
+        CfgNode with maskrcnnpp's keys, the file and overrides merged, a usable device; the
+        folders of ``DATASETS.LABEL_FOLDERS`` are registered.
 
     Raises:
         KeyError / ValueError naming the unknown key and the file (or the command line);
         ValueError naming a key whose value is not a registered name (backbone,
         meta-architecture, ...) and the registered names; ValueError naming a key whose
         number is out of range (SOLVER.IMS_PER_BATCH 0, a negative SOLVER.BASE_LR, ...), its
-        value and where it was set.
+        value and where it was set; ValueError / FileNotFoundError naming a
+        ``DATASETS.LABEL_FOLDERS`` entry that is not NAME=FOLDER or not prepared.
     """
     cfg = get_cfg()
     add_maskrcnnpp_config(cfg)
@@ -63,6 +66,7 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
             raise KeyError(f"command-line override: {e.args[0] if e.args else e}") from e
         except ValueError as e:  # type mismatch
             raise ValueError(f"command-line override: {e.args[0] if e.args else e}") from e
+    register_label_folders_of_config(cfg)
     check_registered_names(cfg, source=config_file or None)
     check_config_values(cfg, source=config_file or None, overridden=list(opts)[::2])
     resolve_device(cfg)

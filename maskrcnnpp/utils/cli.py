@@ -1,12 +1,12 @@
 """One-line errors for the command-line tools: the message names the file, key or value at
 fault; the traceback is printed only when the environment variable ``MASKRCNNPP_TRACEBACK``
-is set to a non-empty value other than ``0``."""
+is set to a non-empty value other than ``0``. Also the options several tools share."""
 import contextlib
 import os
 import sys
 import traceback
 
-__all__ = ["TRACEBACK_ENV", "error_message", "exit_on_errors", "print_error"]
+__all__ = ["TRACEBACK_ENV", "add_workers_option", "error_message", "exit_on_errors", "print_error"]
 
 TRACEBACK_ENV = "MASKRCNNPP_TRACEBACK"
 
@@ -35,3 +35,14 @@ def exit_on_errors(prefix: str, errors, status: int = 2):
     except errors as e:
         print_error(prefix, e)
         raise SystemExit(status) from None
+
+
+def add_workers_option(parser) -> None:
+    """``--workers N`` on an ``argparse`` parser: processes of a dataset conversion (default:
+    the CPU count, at most 8)."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes (default: %(default)s)",
+    )
