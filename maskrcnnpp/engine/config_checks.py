@@ -18,6 +18,7 @@ from detectron2.modeling.roi_heads import (
 )
 
 from ..data.pixel_scale import pixel_scale_problem
+from ..utils.inference_precision import INFERENCE_PRECISIONS
 
 # (config key, registry its value names). Keys absent from a config are skipped, and so are
 # empty values (Detectron2's default MODEL.ROI_BOX_HEAD.NAME is "": unused by Res5ROIHeads).
@@ -151,7 +152,8 @@ _VALUE_RULES = (
 def check_config_values(cfg, *, source=None, overridden=()):
     """
     Check the numbers Detectron2 would fail on much later (a batch of 0 images, a negative
-    learning rate, ...) and the pixel-scale factors (``INPUT.SCALE_FACTOR_TEST / _TRAIN``).
+    learning rate, ...), the pixel-scale factors (``INPUT.SCALE_FACTOR_TEST / _TRAIN``) and
+    ``TEST.PRECISION``.
 
     Args:
         source (str or None): the YAML file the config came from.
@@ -178,3 +180,7 @@ def check_config_values(cfg, *, source=None, overridden=()):
     if problem:
         key, value, expected = problem
         raise ValueError(f"{key} = {value!r} ({where(key)}) must be {expected}")
+    precision = _lookup(cfg, "TEST.PRECISION")
+    if precision is not None and precision not in INFERENCE_PRECISIONS:
+        expected = " or ".join(map(repr, INFERENCE_PRECISIONS))
+        raise ValueError(f"TEST.PRECISION = {precision!r} ({where('TEST.PRECISION')}) must be {expected}")

@@ -3,8 +3,10 @@ loaders and evaluators, the optimizer of ``SOLVER.OPTIMIZER``, DDP on any device
 checkpoints and a training-curves plot."""
 import logging
 import os
+import time
 import weakref
 
+import torch
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
@@ -12,13 +14,14 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_nuclei_mapper, build_nuclei_train_loader
+from ..utils.inference_precision import inference_autocast
 from .checkpointer import AtomicDetectionCheckpointer
 from .evaluators import build_nuclei_evaluators
 from .metrics_json import drop_partial_last_line
 from .optimizer import build_optimizer
 from .training_curves import TrainingCurvesHook
 
-__all__ = ["NucleiTrainer", "create_ddp_model_any_device"]
+__all__ = ["NucleiTrainer", "BFloat16CPUTrainer", "create_ddp_model_any_device"]
 
 
 def create_ddp_model_any_device(model, **kwargs):
@@ -33,6 +36,39 @@ def create_ddp_model_any_device(model, **kwargs):
     return create_ddp_model(model, **kwargs)
 
 
+class BFloat16CPUTrainer(SimpleTrainer):
+    """
+    ``SimpleTrainer`` whose forward pass (losses included) runs under ``torch.autocast`` to
+    bfloat16 on the CPU; backward follows the forward's dtypes, the weights, gradients and
+    optimizer stay float32. bfloat16 has float32's exponent range, so no loss scaling is needed
+    (Detectron2's AMPTrainer, float16 with a gradient scaler, is CUDA only).
+    """
+
+    def run_step(self):
+        assert self.model.training, "BFloat16CPUTrainer: the model was put in eval mode"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            loss_dict = self.model(data)
+        loss_dict = {name: loss.float() for name, loss in loss_dict.items()}
+        losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
+def _step_trainer_class(cfg, model):
+    """SimpleTrainer; with ``SOLVER.AMP.ENABLED`` Detectron2's AMPTrainer (float16) on CUDA
+    and :class:`BFloat16CPUTrainer` on the CPU."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return SimpleTrainer
+    on_cuda = next(model.parameters()).is_cuda
+    return AMPTrainer if on_cuda else BFloat16CPUTrainer
+
+
 class NucleiTrainer(DefaultTrainer):
     """
     ``DefaultTrainer`` with:
@@ -41,8 +77,10 @@ class NucleiTrainer(DefaultTrainer):
       (semantic models never group batches by aspect ratio; ``PixelAreaTrainingSampler``)
       and the test loader with :func:`~maskrcnnpp.data.build.build_nuclei_mapper`;
     - the optimizer of ``SOLVER.OPTIMIZER`` (:func:`~maskrcnnpp.engine.optimizer.build_optimizer`);
-    - :func:`build_nuclei_evaluators` (COCO AP or semantic metrics, plus nuclei metrics);
+    - :func:`build_nuclei_evaluators` (COCO AP or semantic metrics, plus nuclei metrics),
+      run in the number format of ``TEST.PRECISION``;
     - DDP given ``device_ids`` only for CUDA modules (``--num-gpus N`` on a CPU machine);
+    - ``SOLVER.AMP.ENABLED`` on the CPU: bfloat16 autocast (:class:`BFloat16CPUTrainer`);
     - :class:`AtomicDetectionCheckpointer` and :class:`TrainingCurvesHook`.
     """
 
@@ -56,8 +94,7 @@ class NucleiTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model_any_device(model, broadcast_buffers=False)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self._trainer = _step_trainer_class(cfg, model)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicDetectionCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
@@ -84,6 +121,13 @@ class NucleiTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_nuclei_evaluators(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer.test in the number format of ``TEST.PRECISION``."""
+        device = next(model.parameters()).device
+        with inference_autocast(cfg.TEST.PRECISION, device):
+            return super().test(cfg, model, evaluators)
 
     def build_writers(self):
         # a run killed mid-write may have left half a line; --resume appends after it

@@ -15,6 +15,7 @@ from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.pixel_scale import build_instance_augmentations
 from ..engine.checkpointer import load_model_weights
 from ..evaluation.nuclei_metrics import semantic_to_label_image
+from ..utils.inference_precision import check_inference_precision, inference_autocast
 from .instance_painting import crop_masks, paint_instances
 from .tile_duplicates import suppress_cross_tile_duplicates
 from .tiling import Tile, tile_image
@@ -89,6 +90,7 @@ class NucleiPredictor:
         tile_overlap: int,
         tile_merge_iou: float = 0.5,
         score_thresh: float,
+        precision: str = "float32",
     ):
         """
         Args:
@@ -104,6 +106,8 @@ class NucleiPredictor:
             tile_merge_iou (float): instance detections kept from different tiles with mask
                 IoU >= this are one nucleus (see :mod:`maskrcnnpp.inference.tile_duplicates`).
             score_thresh (float): nuclei with a lower score are dropped.
+            precision (str): "float32" or "bfloat16" (the model runs under autocast; see
+                :mod:`maskrcnnpp.utils.inference_precision`).
         """
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for prediction; got {input_format!r}")
@@ -116,6 +120,7 @@ class NucleiPredictor:
                 f"TEST.PREDICT.TILE_OVERLAP must be in [0, TEST.PREDICT.TILE_SIZE = {tile_size}); "
                 f"got {tile_overlap}"
             )
+        self.precision = check_inference_precision(precision)
         self.model = model.eval()
         self.augmentations = T.AugmentationList(list(augmentations))
         self.input_format = input_format
@@ -147,6 +152,7 @@ class NucleiPredictor:
             "tile_overlap": cfg.TEST.PREDICT.TILE_OVERLAP,
             "tile_merge_iou": cfg.TEST.PREDICT.TILE_MERGE_IOU,
             "score_thresh": cfg.TEST.PREDICT.SCORE_THRESH,
+            "precision": cfg.TEST.PRECISION,
         }
 
     def tiles(self, height, width):
@@ -173,7 +179,8 @@ class NucleiPredictor:
         aug_input = T.AugInput(np.ascontiguousarray(image))
         self.augmentations(aug_input)
         tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
-        with torch.no_grad():
+        device = next(self.model.parameters()).device
+        with torch.no_grad(), inference_autocast(self.precision, device):
             return self.model([{"image": tensor, "height": height, "width": width}])[0]
 
     def __call__(self, image: np.ndarray) -> NucleiPrediction:

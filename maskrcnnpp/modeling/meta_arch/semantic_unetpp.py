@@ -332,7 +332,8 @@ class SemanticUNetPlusPlus(nn.Module):
         height, width = image.shape[-2:]
         padded = self._pad([image], 0.0).tensor
         logits = self.head_logits(padded, depth).values()
-        probs = torch.stack([segmentation_probabilities(x)[0] for x in logits])
+        # float32 probabilities also under a bfloat16 autocast (TEST.PRECISION)
+        probs = torch.stack([segmentation_probabilities(x.float())[0] for x in logits])
         return probs[:, :, :height, :width]
 
     def predict_probabilities(self, image: torch.Tensor) -> torch.Tensor:

@@ -60,6 +60,9 @@ def hybrid_loss(
             f"hybrid_loss: logits (N, K, H, W) and targets (N, H, W) must agree, got "
             f"{tuple(logits.shape)} and {tuple(targets.shape)}."
         )
+    # float32 sums over the batch's pixels, also when the network runs under a bfloat16
+    # autocast (SOLVER.AMP.ENABLED on the CPU)
+    logits = logits.float()
     valid = targets != ignore_value
     if not bool(valid.any()):
         return logits.sum() * 0.0
