@@ -38,6 +38,22 @@ def test_active_parameters_count_only_the_modules_that_run():
     assert count_active_parameters(model, lambda: model(torch.zeros(1, 4))) == 30
 
 
+def fake_training_run(root):
+    """A run folder: 40 iterations logged every 10 at 2 s an iteration, evaluations (DSB score
+    0.2, 0.35) after iterations 19 and 29, a final evaluation of 0.4."""
+    run = root / "model" / "seed0"
+    run.mkdir(parents=True)
+    lines = [{"iteration": 9, "time": 2.0}, {"iteration": 19, "time": 2.0},
+             {"iteration": 19, "nuclei/dsb_score": 0.2}, {"iteration": 29, "time": 2.0},
+             {"iteration": 29, "nuclei/dsb_score": 0.35}, {"iteration": 39, "time": 2.0}]
+    # a record of an iteration already logged would start a resumed run: evaluations share theirs
+    lines = [lines[0], {**lines[1], **lines[2]}, {**lines[3], **lines[4]}, lines[5]]
+    (run / "metrics.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (run / "final_metrics.json").write_text(json.dumps(
+        {"results": {"val": {"nuclei": {"dsb_score": 0.4}}}}))
+    return root
+
+
 def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb2018, run_script):
     pytest.importorskip("segmentation_models_pytorch")
     argv = [
@@ -45,7 +61,9 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
         "--train-runs", "1", "--rcnn-opts", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
         "--rcnn-sizes", "64", "--rcnn-designs", "unet++/sum/separable",
         "--proposals", "40", "--detections", "8",
-        "--unetpp-sizes", "64", "--unetpp-batch", "1",
+        "--unetpp-sizes", "64", "--unetpp-batch", "1", "--predict-sizes", "32", "64",
+        "--training-runs", str(fake_training_run(tmp_path / "runs")),
+        "--quality-target", "nuclei/dsb_score=0.3",
         "--dsb-root", str(shared_dsb2018), "--prepare-images", "2", "--metrics-images", "2",
         "--output", str(tmp_path),
     ]  # fmt: skip
@@ -56,7 +74,8 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     assert "| Mask R-CNN++ | unet++/sum/separable |" in (tmp_path / "benchmark.md").read_text()
     for record in records:
         assert set(record) == set(RECORD_FIELDS), record["suite"]
-    models = [r for r in records if r["suite"] != "throughput"]
+    models = [r for r in records
+              if r["suite"] not in ("throughput", "unetpp_predict", "time_to_quality", "training_precision")]
     by_suite = {}
     for r in models:
         by_suite.setdefault(r["suite"], []).append(r)
@@ -84,6 +103,20 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     # a pruned level runs a strict sub-network: fewer parameters, level after level
     active = [r["notes"]["active_params_m"] for r in by_suite["unetpp_levels"]]
     assert active[1] < active[2] < active[3] < active[0] == active[4]
+    # predict: float32 / bfloat16 x one pass / one image, bfloat16 with its error
+    predict = {r["variant"]: r for r in records if r["suite"] == "unetpp_predict"}
+    assert sorted(predict) == ["bfloat16 image", "bfloat16 pass", "float32 image", "float32 pass"]
+    assert predict["float32 pass"]["latency_ratio"] == 1.0 and predict["float32 image"]["height"] == 64
+    assert 0 <= predict["bfloat16 image"]["notes"]["max_abs_prob_diff"] < 0.05
+    assert predict["bfloat16 image"]["notes"]["same_class_fraction"] > 0.99
+    # one training step of the quick UNet++ in float32 (the reference) and bfloat16
+    steps = {r["variant"]: r for r in records if r["suite"] == "training_precision"}
+    assert sorted(steps) == ["bfloat16", "float32"] and steps["float32"]["train_step_ratio"] == 1.0
+    assert steps["bfloat16"]["train_step_ms"]["median"] > 0 and steps["bfloat16"]["batch"] == 8
+    # the fake run reaches 0.3 at its second evaluation: 3 records of 2 s x 10 iterations
+    (quality,) = [r["throughput"] for r in records if r["suite"] == "time_to_quality"]
+    assert quality["minutes_to_target"] == pytest.approx(60 / 60) and quality["evaluations"] == 3
+    assert quality["final_value"] == 0.4
     throughput = {r["model"]: r["throughput"] for r in records if r["suite"] == "throughput"}
     assert throughput["prepare_dsb2018"]["images"] == 2
     assert throughput["nuclei_metrics"]["images"] == 2

@@ -17,6 +17,13 @@ Suites (--suites):
                   on one training batch: training-step time and peak memory
   unetpp_vs_smp   our semantic UNet++ vs segmentation_models_pytorch's UnetPlusPlus
   unetpp_levels   our UNet++ pruned at TEST_LEVEL 1..4 and the ensemble
+  unetpp_predict  tools/predict.py's time per image (1024x1024) against one network pass
+                  (512x512), in float32 and bfloat16 (TEST.PRECISION), and bfloat16's error
+  time_to_quality training minutes until a run's evaluation reached --quality-target, for
+                  the run folders of --training-runs (only with that option)
+  training_precision
+                  one CPU training step in float32 and in bfloat16 (SOLVER.AMP.ENABLED on the
+                  CPU) for each of --training-configs
   throughput      datasets/prepare_dsb2018.py on the shared DSB2018 copy; nuclei metrics
 
     python tools/benchmark.py --quick                  # the regression check, < 1 min
@@ -39,7 +46,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SUITES = (
     "rcnn_backbone", "rcnn_model", "rcnn_quick_training", "unetpp_vs_smp", "unetpp_levels",
-    "throughput",
+    "unetpp_predict", "training_precision", "throughput", "time_to_quality",
 )  # fmt: skip
 # Settings of the full run and of --quick; any option given on the command line wins.
 FULL = {
@@ -55,6 +62,12 @@ FULL = {
     "rcnn_opts": [],
     "unetpp_sizes": [256, 512],
     "unetpp_batch": 4,
+    "predict_sizes": [512, 1024],
+    # training_precision: the main job's configs and the DSB2018 CPU recipes (skipped when
+    # DSB2018 is not prepared)
+    "training_configs": ["configs/quick/mask_rcnn_FPN.yaml", "configs/quick/mask_rcnn_NestedFPN.yaml",
+                         "configs/quick/unetpp_vgg.yaml", "configs/DSB2018/cpu/mask_rcnn_R_18_NestedFPN.yaml",
+                         "configs/DSB2018/cpu/unet_vgg.yaml", "configs/DSB2018/cpu/unetpp_vgg.yaml"],
     "prepare_images": None,  # all
     "metrics_images": 200,
     "output": os.path.join(REPO_ROOT, "output", "benchmark"),
@@ -74,6 +87,8 @@ QUICK = {
     "rcnn_opts": ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64"],
     "unetpp_sizes": [64],
     "unetpp_batch": 2,
+    "predict_sizes": [64, 128],
+    "training_configs": ["configs/quick/unetpp_vgg.yaml"],
     "prepare_images": 6,
     "metrics_images": 20,
     "output": os.path.join(REPO_ROOT, "output", "benchmark_quick"),
@@ -134,6 +149,22 @@ def parse_args(argv=None):
     parser.add_argument("--unetpp-sizes", type=int, nargs="+", help="square inputs (256 512 / 64)")
     parser.add_argument("--unetpp-batch", type=int, help="images per batch (4 / 2)")
     parser.add_argument(
+        "--training-configs", nargs="+", metavar="CONFIG",
+        help="training_precision: configs to step (full: quick + DSB2018 CPU; quick: quick UNet++)",
+    )
+    parser.add_argument(
+        "--training-runs", nargs="+", default=[], metavar="DIR",
+        help="time_to_quality: training run folders or tools/compare.py output roots",
+    )
+    parser.add_argument(
+        "--quality-target", default="nuclei/dsb_score=0.45", metavar="TASK/KEY=VALUE",
+        help="time_to_quality: the metric and value to reach (default nuclei/dsb_score=0.45)",
+    )
+    parser.add_argument(
+        "--predict-sizes", type=int, nargs=2, metavar=("PASS", "IMAGE"),
+        help="unetpp_predict: side of the single network pass and of the predicted image (512 1024 / 64 128)",
+    )
+    parser.add_argument(
         "--dsb-root",
         default=os.path.join(os.path.dirname(REPO_ROOT), "shared", "datasets", "dsb2018"),
         help="DSB2018 copy in Kaggle layout for the throughput suite",
@@ -160,6 +191,13 @@ def parse_args(argv=None):
             parser.error(f"--rcnn-weights {spec!r}: no file {path}")
         weights[variant] = path
     args.rcnn_weights = weights
+    metric, _, target = args.quality_target.rpartition("=")
+    try:
+        float(target)
+    except ValueError:
+        metric = ""
+    if "/" not in metric:
+        parser.error(f"--quality-target {args.quality_target!r}: expected TASK/KEY=VALUE, e.g. nuclei/dsb_score=0.45")
     return args
 
 
@@ -261,8 +299,39 @@ def main(argv=None):
             memory=not args.no_memory,
             flops=not args.no_flops,
         )
+    if "unetpp_predict" in args.suites:
+        from maskrcnnpp.benchmark.prediction_cost import semantic_prediction_records
+
+        for device in args.devices:
+            print(f"[benchmark] unetpp_predict {device} ({time.perf_counter() - start:.0f} s)", flush=True)
+            records += semantic_prediction_records(
+                os.path.join(REPO_ROOT, "configs", "DSB2018", "unetpp_vgg.yaml"),
+                small=args.predict_sizes[0], large=args.predict_sizes[1],
+                rounds=args.runs, warmup=args.warmup, device=device,
+            )
+    if "training_precision" in args.suites and "cpu" in args.devices:
+        from maskrcnnpp.benchmark.training_precision import training_precision_records
+        from maskrcnnpp.engine import check_datasets_registered, setup_cfg
+
+        configs = []
+        for config in args.training_configs:
+            config = os.path.join(REPO_ROOT, config) if not os.path.isabs(config) else config
+            try:
+                check_datasets_registered(setup_cfg(config, []), ("DATASETS.TRAIN",))
+            except (KeyError, ValueError) as e:
+                print(f"[benchmark] training_precision: skipping {config}: {str(e).splitlines()[0]}")
+                continue
+            configs.append(config)
+        print(f"[benchmark] training_precision: {len(configs)} configs ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+        records += training_precision_records(configs, rounds=max(1, args.train_runs), warmup=1)
     if "throughput" in args.suites:
         records += run_throughput(args)
+    if "time_to_quality" in args.suites and args.training_runs:
+        from maskrcnnpp.benchmark.time_to_quality import find_training_runs, time_to_quality_records
+
+        metric, target = args.quality_target.rsplit("=", 1)
+        records += time_to_quality_records(find_training_runs(args.training_runs), metric, float(target))
     if not records:
         print("[benchmark] nothing measured", file=sys.stderr)
         return 1

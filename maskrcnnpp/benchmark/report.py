@@ -57,6 +57,58 @@ def _throughput_table(records: Sequence[Dict]) -> List[str]:
     return lines
 
 
+def _prediction_table(records: Sequence[Dict]) -> List[str]:
+    lines = [
+        "| precision | what | input | device | ms median [q1, q3] | / float32 pass | speed-up vs float32 "
+        "| max abs prob diff | mean abs prob diff | same class |",
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in records:
+        n, latency = r["notes"], r["latency_ms"]
+        precision, what = r["variant"].split()
+        lines.append(
+            f"| {precision} | {what} ({n['num_tiles']} tile{'s' if n['num_tiles'] > 1 else ''}) "
+            f"| {r['height']}x{r['width']} | {r['device']} "
+            f"| {latency['median']:.0f} [{latency['q1']:.0f}, {latency['q3']:.0f}] "
+            f"| {r['latency_ratio']:.2f}x | {_fmt(n.get('speedup_vs_float32'), '.2f', 'x')} "
+            f"| {_fmt(n.get('max_abs_prob_diff'), '.4f')} | {_fmt(n.get('mean_abs_prob_diff'), '.5f')} "
+            f"| {_fmt(n.get('same_class_fraction'), '.5f')} |"
+        )
+    return lines
+
+
+def _training_precision_table(records: Sequence[Dict]) -> List[str]:
+    lines = ["| config | precision | batch | training step ms median [q1, q3] | speed-up vs float32 |",
+             "|---|---|--:|--:|--:|"]
+    for r in records:
+        step = r["train_step_ms"]
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['batch']} "
+            f"| {step['median']:.0f} [{step['q1']:.0f}, {step['q3']:.0f}] "
+            f"| {r['notes']['speedup_vs_float32']:.2f}x |"
+        )
+    return lines
+
+
+def _time_to_quality_table(records: Sequence[Dict]) -> List[str]:
+    first = records[0]["throughput"]
+    lines = [
+        f"Training minutes until an evaluation reached {first['metric']} >= {first['target']:.4g}.",
+        "",
+        "| model | run | minutes to target | final value | evaluations | train min | wall min |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for r in records:
+        t = r["throughput"]
+        reached = "not reached" if t["minutes_to_target"] is None else f"{t['minutes_to_target']:.1f}"
+        final = "-" if t["final_value"] is None else f"{t['final_value']:.4f}"
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {reached} | {final} | {t['evaluations']} "
+            f"| {t['train_minutes']:.1f} | {_fmt(t['wall_minutes'])} |"
+        )
+    return lines
+
+
 def format_tables(records: Sequence[Dict]) -> str:
     """One Markdown table per suite, suites in first-seen order."""
     suites: Dict[str, List[Dict]] = {}
@@ -66,6 +118,12 @@ def format_tables(records: Sequence[Dict]) -> str:
     for suite, suite_records in suites.items():
         if suite == "throughput":
             lines = _throughput_table(suite_records)
+        elif suite == "unetpp_predict":
+            lines = _prediction_table(suite_records)
+        elif suite == "training_precision":
+            lines = _training_precision_table(suite_records)
+        elif suite == "time_to_quality":
+            lines = _time_to_quality_table(suite_records)
         else:
             lines = _model_table(suite_records)
         blocks.append(f"### {suite}\n\n" + "\n".join(lines))
@@ -92,7 +150,7 @@ def plot_latencies(records: Sequence[Dict], path: str) -> None:
 
     groups: Dict[tuple, List[Dict]] = {}
     for r in records:
-        if r["suite"] != "throughput" and r.get("latency_ms"):
+        if r["suite"] not in ("throughput", "time_to_quality", "training_precision") and r.get("latency_ms"):
             key = (r["suite"], r["batch"], r["height"], r["width"], r["device"])
             groups.setdefault(key, []).append(r)
     if not groups:
