@@ -191,6 +191,19 @@ def test_rerun_skips_finished_and_resumes_stopped(tmp_path):
     with pytest.raises(ValueError, match=r"fpn/seed0/compare_run.json.*opts.*'2'.*'3'"):
         run_comparison(changed, [0, 1, 2], str(tmp_path), **kwargs)
 
+    # records written by a checkout at another place are still this config's: read, not retrained
+    record_path = tmp_path / "fpn" / "seed1" / "compare_run.json"
+    record = json.loads(record_path.read_text())
+    record["config_file"] = "/elsewhere/checkout/" + record["config_file"][record["config_file"].rfind("configs/"):]
+    record_path.write_text(json.dumps(record))
+    calls.clear()
+    run_comparison(models, [0, 1, 2], str(tmp_path), **kwargs)
+    assert calls == []
+    # ... but another config in the same folder is refused
+    with pytest.raises(ValueError, match=r"fpn/seed0/compare_run.json.*config_file"):
+        run_comparison([ModelSpec("fpn", str(NESTED), ("SOLVER.MAX_ITER", "2")), models[1]],
+                       [0, 1, 2], str(tmp_path), **kwargs)
+
 
 def _runner_by_model(model, special, default):
     """The fake runner ``special`` for the runs of ``model``, ``default`` for the others."""

@@ -200,10 +200,19 @@ def train_seconds(record, output_dir):
     return sum(_attempt_seconds(a, output_dir) for a in record["attempts"])
 
 
+def _config_identity(path):
+    """A config path from its last ``configs/`` folder on (the whole path when there is none),
+    so that the records of a comparison stay valid in a checkout at another place."""
+    position = path.rfind(os.sep + "configs" + os.sep) if isinstance(path, str) else -1
+    return path[position + 1 :] if position >= 0 else path
+
+
 def _check_same_setting(run, record, config_file):
     path = os.path.join(run.output_dir, RUN_RECORD_NAME)
     for key, expected in (("config_file", config_file), ("opts", list(run.opts)), ("seed", run.seed)):
-        if record.get(key) != expected:
+        same = (_config_identity(record.get(key)) == _config_identity(expected) if key == "config_file"
+                else record.get(key) == expected)
+        if not same:
             raise ValueError(
                 f"{path}: the run folder was made with {key} = {record.get(key)!r}, the comparison "
                 f"now asks for {expected!r} (model '{run.model.name}'); use another output root "
