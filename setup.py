@@ -24,6 +24,8 @@ setup(
         "tqdm",
         "fvcore",
         "tifffile",
+        # tools/predict.py --extra-outputs imagej-rois: ImageJ / Fiji ROI sets
+        "roifile",
         # inference measurements, RLE of label images, the classical baseline's watershed
         "scipy",
         # the results tables the tools print

@@ -4,7 +4,8 @@ tools/predict.py and maskrcnnpp/inference: tiling and its keep rule (checked exh
 straddle tile borders and corners (neither doubled nor cut), the pieces (painting, RLE,
 measurements, inputs), and one end-to-end run of a randomly initialised Mask R-CNN++ on a
 folder mixing good files, a truncated PNG, a 16-bit TIFF, a grayscale JPEG, an RGBA PNG, a 3x5
-image and a 2500x2500 image (tiled).
+image and a 2500x2500 image (tiled), with every --extra-outputs format (read back as in
+tests/test_exchange_formats.py).
 """
 
 import csv
@@ -15,10 +16,12 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+import roifile
 import tifffile
 import torch
 from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
+from test_exchange_formats import geojson_mask, rasterise
 
 from maskrcnnpp.evaluation.nuclei_metrics import masks_to_label_image
 from maskrcnnpp.inference import (
@@ -446,6 +449,31 @@ def check_outputs(out, expected_sizes):
     return counts, images
 
 
+def check_extra_outputs(out, expected_sizes):
+    """Each image's GeoJSON, ROI set and label TIFF hold the nuclei of its label image, in
+    label order, named nucleus-<label>, with the CSV's measurements."""
+    for file_name in expected_sizes:
+        name = os.path.splitext(file_name)[0]
+        labels = cv2.imread(str(out / "labels" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        tiff = tifffile.imread(str(out / "labels_tiff" / f"{name}.tif"))
+        assert tiff.dtype == np.uint16
+        np.testing.assert_array_equal(tiff, labels)
+        with open(out / "measurements" / f"{name}.csv") as f:
+            rows = list(csv.DictReader(f))
+        with open(out / "geojson" / f"{name}.geojson") as f:
+            features = json.load(f)["features"]
+        rois = roifile.roiread(str(out / "rois" / f"{name}.zip"))
+        assert len(features) == len(rois) == len(rows) == labels.max()
+        for k, (feature, roi, row) in enumerate(zip(features, rois, rows), 1):
+            properties = feature["properties"]
+            assert properties["name"] == roi.name == f"nucleus-{k}"
+            assert properties["objectType"] == "detection"
+            assert properties["measurements"] == {c: float(v) for c, v in row.items()}
+            mask = labels == k
+            np.testing.assert_array_equal(geojson_mask(feature["geometry"], labels.shape), mask)
+            np.testing.assert_array_equal(rasterise(roi.coordinates(multi=True), labels.shape), mask)
+
+
 def test_predict_tool_on_mixed_folder(tmp_path, run_script):
     bad = write_mixed_folder(tmp_path / "in")
     out = tmp_path / "out"
@@ -455,6 +483,8 @@ def test_predict_tool_on_mixed_folder(tmp_path, run_script):
             "--config-file", QUICK_CONFIG,
             "--input", str(tmp_path / "in"),
             "--output", str(out),
+            # every extra output; the overrides follow the formats directly
+            "--extra-outputs", "geojson", "imagej-rois", "label-tiff",
             # small model inputs (every image and tile shrunk 10x) and few tiles: the point is
             # the files, not the nuclei
             "INPUT.SCALE_FACTOR_TEST", "0.1",
@@ -475,6 +505,8 @@ def test_predict_tool_on_mixed_folder(tmp_path, run_script):
     counts, images = check_outputs(out, sizes)
     assert counts["good.png"] > 0 and counts["big_2500.png"] > 0
     assert images["big_2500.png"]["num_tiles"] == 4
+    check_extra_outputs(out, sizes)
+    assert not (out / "geojson" / "truncated.geojson").exists()
     assert all(images[n]["num_tiles"] == 1 for n in sizes if n != "big_2500.png")
 
 
@@ -515,4 +547,8 @@ def test_predict_tool_with_semantic_unetpp(tmp_path, run_script):
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts, images = check_outputs(out, {"noisy.png": (120, 150)})
     assert counts["noisy.png"] > 0
+    # no --extra-outputs: today's outputs only
+    assert sorted(os.listdir(out)) == [
+        "coco_images.json", "coco_instances_results.json", "labels", "measurements", "overlays",
+    ]
     assert images["noisy.png"]["num_tiles"] == len(tile_image(120, 150, 96, 32)) == 4

@@ -4,6 +4,7 @@ Predict the nuclei of your own images with a trained model:
 
     python tools/predict.py --config-file configs/DSB2018/mask_rcnn_R_50_NestedFPN.yaml \
         --input images/ more/*.tif one.png --output predictions/ \
+        [--extra-outputs geojson imagej-rois label-tiff] \
         MODEL.WEIGHTS output/.../model_final.pth [KEY VALUE ...]
 
 Inputs: files, folders (their .png/.jpg/.jpeg/.tif/.tiff/.bmp files) and glob patterns;
@@ -15,11 +16,18 @@ instance models (Mask R-CNN, Mask R-CNN++) and semantic ones (UNet++: connected 
 
 Writes into --output (see maskrcnnpp/inference/prediction_writer.py): labels/<name>.png (16-bit
 label image), overlays/<name>.png, measurements/<name>.csv, coco_instances_results.json and
-coco_images.json. KEY VALUE overrides go last (after --output).
+coco_images.json. KEY VALUE overrides go last (after --output and --extra-outputs).
+
+--extra-outputs FORMAT [FORMAT ...] writes, per image, also (none by default):
+    geojson       geojson/<name>.geojson: QuPath detections (File > Import objects)
+    imagej-rois   rois/<name>.zip: an ImageJ / Fiji ROI set (ROI Manager > More > Open)
+    label-tiff    labels_tiff/<name>.tif: the label image as a TIFF (a napari labels layer)
+one object per nucleus, named nucleus-<label>; outlines along the pixel edges, (0, 0) the
+top-left corner of the top-left pixel (maskrcnnpp/inference/exchange_formats.py).
 
 One run per output folder: a folder that is not empty is refused unless --overwrite is given,
-which removes the files of a previous run of this tool (the layout above) and nothing else.
-The folder is checked (a file, not writable, not empty) before the model is built.
+which removes the files of a previous run of this tool (the layout above, every format's) and
+nothing else. The folder is checked (a file, not writable, not empty) before the model is built.
 
 Ctrl-C (SIGINT) or SIGTERM stops the run after the image being written: the COCO files then
 list exactly the images whose files are complete, one line says how many, and the exit
@@ -44,6 +52,7 @@ filter_known_warnings()  # before Detectron2's imports, which emit some of them
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models
 from maskrcnnpp.engine import setup_cfg
 from maskrcnnpp.inference.prediction_run import predict_to_folder
+from maskrcnnpp.inference.prediction_writer import EXTRA_OUTPUTS
 from maskrcnnpp.utils.cli import print_error
 
 
@@ -60,9 +69,30 @@ def parse_args(argv=None):
         help="reuse a non-empty --output: remove a previous prediction run's files there first",
     )
     parser.add_argument(
+        "--extra-outputs",
+        nargs="+",
+        default=[],
+        metavar="FORMAT",
+        help=f"also write, per image: {', '.join(EXTRA_OUTPUTS)} (QuPath GeoJSON, Fiji ROI set, "
+        "napari label TIFF); default: none",
+    )
+    parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE, e.g. MODEL.WEIGHTS m.pth"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # argparse hands --extra-outputs every word up to the next option: the KEY VALUE overrides
+    # that follow the formats are the overrides'.
+    for index, value in enumerate(args.extra_outputs):
+        if value not in EXTRA_OUTPUTS:
+            if not index or not value[:1].isupper():
+                parser.error(
+                    f"argument --extra-outputs: invalid choice: {value!r} (choose from "
+                    f"{', '.join(EXTRA_OUTPUTS)})"
+                )
+            args.opts = args.extra_outputs[index:] + args.opts
+            args.extra_outputs = args.extra_outputs[:index]
+            break
+    return args
 
 
 def main(argv=None):
@@ -73,7 +103,9 @@ def main(argv=None):
     except (KeyError, ValueError, FileNotFoundError) as e:
         print_error("error", e)
         return 2
-    return predict_to_folder(cfg, args.input, args.output, overwrite=args.overwrite)
+    return predict_to_folder(
+        cfg, args.input, args.output, overwrite=args.overwrite, extra_outputs=args.extra_outputs
+    )
 
 
 if __name__ == "__main__":

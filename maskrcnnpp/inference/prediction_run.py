@@ -21,7 +21,14 @@ def _error(message):
     tqdm.write(f"error: {message}", file=sys.stderr)
 
 
-def predict_to_folder(cfg, inputs: Sequence[str], output_dir: str, *, overwrite: bool = False) -> int:
+def predict_to_folder(
+    cfg,
+    inputs: Sequence[str],
+    output_dir: str,
+    *,
+    overwrite: bool = False,
+    extra_outputs: Sequence[str] = (),
+) -> int:
     """
     Predict the nuclei of ``inputs`` with the model of ``cfg`` and write them into
     ``output_dir`` (layout: :mod:`maskrcnnpp.inference.prediction_writer`).
@@ -31,6 +38,8 @@ def predict_to_folder(cfg, inputs: Sequence[str], output_dir: str, *, overwrite:
         inputs (list[str]): image files, folders and glob patterns.
         output_dir (str): the output folder, new or empty unless ``overwrite``.
         overwrite (bool): remove a previous run's files from ``output_dir`` first.
+        extra_outputs (list[str]): also write these formats (names of
+            :data:`~maskrcnnpp.inference.prediction_writer.EXTRA_OUTPUTS`).
 
     Returns:
         int: the exit status: 0 every image predicted; 1 some input skipped (each named on
@@ -38,6 +47,7 @@ def predict_to_folder(cfg, inputs: Sequence[str], output_dir: str, *, overwrite:
         stderr); 128 + the signal number after SIGINT / SIGTERM (the finished images' files
         and COCO results are kept).
     """
+    writer = PredictionWriter(output_dir, extra_outputs)  # refuses an unknown format first
     files, problems = collect_image_files(inputs)
     for item, reason in problems:
         _error(f"skipped {item}: {reason}")
@@ -52,7 +62,6 @@ def predict_to_folder(cfg, inputs: Sequence[str], output_dir: str, *, overwrite:
         print_error("error", e)
         return 2
 
-    writer = PredictionWriter(output_dir)
     failed, num_nuclei = len(problems), 0
     names = unique_output_names(files)
     interrupted = None

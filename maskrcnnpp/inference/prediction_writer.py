@@ -1,5 +1,6 @@
 """The output folder of a prediction run: per-image label images, overlays and measurement
-CSVs, and one COCO results file for the run; every file is written atomically.
+CSVs, the extra outputs asked for, and one COCO results file for the run; every file is
+written atomically.
 
 Layout of ``output_dir``::
 
@@ -10,38 +11,69 @@ Layout of ``output_dir``::
     coco_images.json          {"images": [{"id", "file_name", "height", "width", "num_tiles"}],
                                "categories": [{"id": 1, "name": "nucleus"}]}
 
-Label ``k`` of an image is row ``k`` of its CSV and its ``k``-th result in the COCO file. The
-COCO files list exactly the images whose three files are complete (also after an interrupt,
-see tools/predict.py). One run per folder: :func:`check_output_dir` refuses a non-empty folder
-unless ``--overwrite``, and :func:`prepare_output_dir` then removes only the files of the
-layout above.
+and, with ``extra_outputs`` (tools/predict.py ``--extra-outputs``; the files:
+:mod:`maskrcnnpp.inference.exchange_formats`)::
+
+    geojson/<name>.geojson    "geojson": QuPath detections, one Feature per nucleus
+    rois/<name>.zip           "imagej-rois": ImageJ / Fiji ROI set, one ROI per nucleus
+    labels_tiff/<name>.tif    "label-tiff": the label image as a TIFF (napari labels layer)
+
+Label ``k`` of an image is row ``k`` of its CSV, its ``k``-th result in the COCO file, and the
+``nucleus-<k>`` of its GeoJSON and ROI set. The COCO files list exactly the images whose files
+are all complete (also after an interrupt, see tools/predict.py). One run per folder:
+:func:`check_output_dir` refuses a non-empty folder unless ``--overwrite``, and
+:func:`prepare_output_dir` then removes only the files of the layout above (every format's,
+whichever the new run writes).
 """
 
 import csv
 import fnmatch
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
 from ..utils.atomic_io import atomic_open, atomic_write_png
 from ..utils.visualization import draw_labels
 from .coco_results import NUCLEUS_CATEGORY_ID, coco_instance_results
+from .exchange_formats import (
+    label_image_outlines,
+    write_imagej_rois,
+    write_label_tiff,
+    write_qupath_geojson,
+)
 from .measurements import MEASUREMENT_COLUMNS, measure_nuclei
 
-__all__ = ["OutputFolderError", "PredictionWriter", "check_output_dir", "prepare_output_dir"]
+__all__ = [
+    "EXTRA_OUTPUTS",
+    "OutputFolderError",
+    "PredictionWriter",
+    "check_output_dir",
+    "prepare_output_dir",
+]
 
 MAX_LABELS_16_BIT = 2**16 - 1
 
 COCO_FILES = ("coco_instances_results.json", "coco_images.json")
+# The extra outputs by the name --extra-outputs takes: (folder, file extension).
+EXTRA_OUTPUTS = {
+    "geojson": ("geojson", ".geojson"),
+    "imagej-rois": ("rois", ".zip"),
+    "label-tiff": ("labels_tiff", ".tif"),
+}
+# Every per-image folder of the layout and its files' extension.
+_IMAGE_FILES = {
+    "labels": ".png",
+    "overlays": ".png",
+    "measurements": ".csv",
+    **dict(EXTRA_OUTPUTS.values()),
+}
 # The files a prediction run writes (and the temporaries atomic_open may leave), relative to
 # the output folder: all that --overwrite removes.
 _RUN_FILE_PATTERNS = {
     "": [*COCO_FILES, *(f".{name}.*.tmp" for name in COCO_FILES)],
-    "labels": ["*.png", ".*.png.*.tmp"],
-    "overlays": ["*.png", ".*.png.*.tmp"],
-    "measurements": ["*.csv", ".*.csv.*.tmp"],
+    **{folder: [f"*{ext}", f".*{ext}.*.tmp"] for folder, ext in _IMAGE_FILES.items()},
 }
 
 
@@ -103,8 +135,9 @@ def check_output_dir(output_dir: str, *, overwrite: bool) -> None:
 def prepare_output_dir(output_dir: str, *, overwrite: bool) -> List[str]:
     """
     Create ``output_dir`` and, with ``overwrite``, remove the files a previous prediction run
-    left there (``labels/*.png``, ``overlays/*.png``, ``measurements/*.csv``, the two COCO
-    files and their temporaries; nothing else). Call :func:`check_output_dir` first.
+    left there (``labels/*.png``, ``overlays/*.png``, ``measurements/*.csv``, the extra
+    outputs' ``geojson/*.geojson``, ``rois/*.zip``, ``labels_tiff/*.tif``, the two COCO files
+    and their temporaries; nothing else). Call :func:`check_output_dir` first.
 
     Returns:
         list[str]: the removed files, relative to ``output_dir``.
@@ -120,17 +153,29 @@ def prepare_output_dir(output_dir: str, *, overwrite: bool) -> List[str]:
 
 
 class PredictionWriter:
-    """Writes each image's outputs as it comes, and the run's COCO files at :meth:`close`."""
+    """Writes each image's outputs as it comes, and the run's COCO files at :meth:`close`.
 
-    def __init__(self, output_dir: str):
+    Args:
+        output_dir (str): the output folder.
+        extra_outputs (list[str]): names of :data:`EXTRA_OUTPUTS` to write too (none: the
+            label images, overlays, CSVs and COCO files only).
+    """
+
+    def __init__(self, output_dir: str, extra_outputs: Sequence[str] = ()):
+        unknown = [name for name in extra_outputs if name not in EXTRA_OUTPUTS]
+        if unknown:
+            raise ValueError(
+                f"unknown extra output {unknown[0]!r} (choose from {', '.join(EXTRA_OUTPUTS)})"
+            )
         self.output_dir = output_dir
+        self.extra_outputs = [name for name in EXTRA_OUTPUTS if name in extra_outputs]
         self.images: List[Dict] = []
         self.results: List[Dict] = []
 
     def path(self, kind: str, name: str) -> str:
-        """Path of output ``kind`` ("labels", "overlays" or "measurements") of image ``name``."""
-        extension = ".csv" if kind == "measurements" else ".png"
-        return os.path.join(self.output_dir, kind, name + extension)
+        """Path of image ``name``'s file in folder ``kind`` of the layout ("labels",
+        "overlays", "measurements", "geojson", "rois" or "labels_tiff")."""
+        return os.path.join(self.output_dir, kind, name + _IMAGE_FILES[kind])
 
     def write_image(self, image_id: int, name: str, file_name: str, image: np.ndarray, prediction) -> int:
         """
@@ -152,13 +197,15 @@ class PredictionWriter:
         measurements = measure_nuclei(labels, scores, image)
         atomic_write_png(self.path("labels", name), labels.astype(np.uint16))
         atomic_write_png(self.path("overlays", name), draw_labels(image, labels, fill_alpha=0.0))
+        rows = [
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            for row in measurements
+        ]
         with atomic_open(self.path("measurements", name), "w") as f:
             writer = csv.DictWriter(f, fieldnames=MEASUREMENT_COLUMNS, lineterminator="\n")
             writer.writeheader()
-            writer.writerows(
-                {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-                for row in measurements
-            )
+            writer.writerows(rows)
+        self._write_extra_outputs(name, labels, rows)
         self.results.extend(coco_instance_results(image_id, labels, measurements))
         self.images.append(
             {
@@ -170,6 +217,20 @@ class PredictionWriter:
             }
         )
         return len(measurements)
+
+    def _write_extra_outputs(self, name: str, labels: np.ndarray, rows: List[Dict]) -> None:
+        outlines = None
+        for output in self.extra_outputs:
+            path = self.path(EXTRA_OUTPUTS[output][0], name)
+            if output == "label-tiff":
+                write_label_tiff(path, labels)
+                continue
+            if outlines is None:  # traced once for the GeoJSON and the ROI set
+                outlines = label_image_outlines(labels)
+            if output == "geojson":
+                write_qupath_geojson(path, labels, rows, outlines=outlines)
+            else:
+                write_imagej_rois(path, labels, outlines=outlines)
 
     def close(self) -> None:
         """Write ``coco_instances_results.json`` and ``coco_images.json``."""
