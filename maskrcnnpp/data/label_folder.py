@@ -179,9 +179,11 @@ def pair_files(images_dir: str, labels_dir: str) -> Tuple[List[LabelPair], List[
     problems: List[Problem] = []
     for name in label_names:
         path = os.path.join(labels_dir, name)
-        stem = next((c for c in _candidate_stems(_stem(name)) if c in images_of), None)
+        candidates = _candidate_stems(_stem(name))
+        stem = next((c for c in candidates if c in images_of), None)
         if stem is None:
-            problems.append(Problem(path, f"label image without an image (no {_stem(name)}.* in {images_dir})"))
+            wanted = " or ".join(f"{c}.*" for c in candidates)
+            problems.append(Problem(path, f"label image without an image (no {wanted} in {images_dir})"))
         else:
             labels_of[stem].append(path)
 
@@ -314,24 +316,20 @@ def instance_label_image(labels: np.ndarray, split_disconnected: bool) -> Tuple[
     if ids[0] != 0:
         ids = np.concatenate([[0], ids])
         dense += 1
-    disconnected = []
-    regions_of = {}
-    for number, box in enumerate(ndimage.find_objects(dense), start=1):
+    boxes = ndimage.find_objects(dense)
+    regions_of = {}  # number -> (its regions in its box, how many), of the disconnected ids
+    for number, box in enumerate(boxes, start=1):
         regions, count = ndimage.label(dense[box] == number, structure=_CONNECTIVITY)
         if count > 1:
-            disconnected.append((int(ids[number]), count))
-            regions_of[number] = (box, regions, count)
+            regions_of[number] = (regions, count)
+    disconnected = [(int(ids[number]), count) for number, (_, count) in regions_of.items()]
     if not (split_disconnected and disconnected):
         return dense, disconnected
     result = np.zeros_like(dense)
     next_number = 1
-    for number, box in enumerate(ndimage.find_objects(dense), start=1):
-        view = result[box]
-        if number not in regions_of:
-            view[dense[box] == number] = next_number
-            next_number += 1
-            continue
-        _, regions, count = regions_of[number]
+    for number, box in enumerate(boxes, start=1):
+        view = result[box]  # a view: writing into it writes into result
+        regions, count = regions_of.get(number, (dense[box] == number, 1))
         for region in range(1, count + 1):
             view[regions == region] = next_number
             next_number += 1
@@ -377,8 +375,8 @@ def convert_pair(job: Tuple[LabelPair, bool]) -> ConvertedPair:
             Problem(
                 pair.label_path,
                 f"{len(disconnected)} label id(s) in several 8-connected regions: {listed}{more}; "
-                "each kept as one instance (--split-disconnected makes each region one; "
-                "a binary mask rather than a label image reads this way)",
+                "each is one instance, unless --split-disconnected makes each region one (a "
+                "binary mask instead of a label image reads this way)",
             )
         )
     split_ids = len(disconnected) if split_disconnected else 0
@@ -580,9 +578,9 @@ def register_label_folder(root: str, *, name: str) -> List[str]:
             f"cannot register label folder {root} as '{name}': {', '.join(taken)} is already "
             "registered (not a label folder); choose another name"
         )
-    for dataset_name in _REGISTERED.pop(name, ()):
-        DatasetCatalog.remove(dataset_name)
-        MetadataCatalog.remove(dataset_name)
+    for dataset_name in _REGISTERED.pop(name, ()):  # pop: the caller may have removed them
+        DatasetCatalog.pop(dataset_name, None)
+        MetadataCatalog.pop(dataset_name, None)
     _REGISTERED[name] = register_prepared_splits(root, splits, name=name, not_prepared=_not_prepared_error)
     return list(_REGISTERED[name])
 
