@@ -28,6 +28,7 @@ from maskrcnnpp.data.build import build_nuclei_mapper
 from maskrcnnpp.data.image_io import ImageReadError
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
 from maskrcnnpp.engine import NucleiTrainer, check_datasets_registered, setup_cfg
+from maskrcnnpp.engine.config_checks import check_frozen_parameters_have_weights
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_NET = REPO / "tools" / "train_net.py"
@@ -112,6 +113,26 @@ def test_train_net_names_an_unregistered_dataset_and_exits_nonzero():
     assert proc.returncode != 0
     assert "DATASETS.TRAIN names dataset 'dsb2018_trian', which is not registered" in proc.stderr
     assert "Did you mean 'dsb2018_train'?" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# Frozen layers without weights: training from scratch with FREEZE_AT > 0 is refused
+# ------------------------------------------------------------------------------------------
+def test_training_from_scratch_with_frozen_stages_is_refused(tmp_path):
+    """Detectron2's default FREEZE_AT 2 with no MODEL.WEIGHTS would train around a random stem
+    and res2: the trainer refuses before building the data loader."""
+    cfg = setup_cfg(str(NESTED), ["MODEL.BACKBONE.FREEZE_AT", "2", "OUTPUT_DIR", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"MODEL\.WEIGHTS is empty .* frozen \(backbone\.bottom_up\.res2\.0, .*"
+                       r"backbone\.bottom_up\.stem\): they would stay random\. MODEL\.BACKBONE\.FREEZE_AT = 2"):
+        NucleiTrainer(cfg)
+    assert not any(tmp_path.iterdir())
+    # the shipped from-scratch configs train every stage; pretrained weights may be frozen
+    model = build_model(setup_cfg(str(NESTED)))
+    assert all(p.requires_grad for p in model.parameters())
+    check_frozen_parameters_have_weights(
+        setup_cfg(str(NESTED), ["MODEL.BACKBONE.FREEZE_AT", "2", "MODEL.WEIGHTS", "pretrained.pkl"]),
+        build_model(setup_cfg(str(NESTED), ["MODEL.BACKBONE.FREEZE_AT", "2"])),
+    )
 
 
 # ------------------------------------------------------------------------------------------

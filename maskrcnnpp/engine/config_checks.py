@@ -184,3 +184,33 @@ def check_config_values(cfg, *, source=None, overridden=()):
     if precision is not None and precision not in INFERENCE_PRECISIONS:
         expected = " or ".join(map(repr, INFERENCE_PRECISIONS))
         raise ValueError(f"TEST.PRECISION = {precision!r} ({where('TEST.PRECISION')}) must be {expected}")
+
+
+def check_frozen_parameters_have_weights(cfg, model):
+    """
+    Refuse to train a model whose frozen parameters would keep their random initialization:
+    ``MODEL.WEIGHTS`` empty while some parameters do not require gradients (Detectron2's
+    default ``MODEL.BACKBONE.FREEZE_AT 2`` freezes a ResNet's stem and res2, which is meant for
+    pretrained weights).
+
+    Args:
+        cfg: the training config.
+        model (nn.Module): the model built from it, before any weights are loaded.
+
+    Raises:
+        ValueError: naming the frozen modules, ``MODEL.BACKBONE.FREEZE_AT`` and ``MODEL.WEIGHTS``.
+    """
+    if cfg.MODEL.WEIGHTS:
+        return
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if not frozen:
+        return
+    modules = sorted({name.rsplit(".", 2)[0] for name in frozen})
+    shown = ", ".join(modules[:6]) + (f" and {len(modules) - 6} more" if len(modules) > 6 else "")
+    raise ValueError(
+        f"MODEL.WEIGHTS is empty (training from random initialization) but {len(frozen)} "
+        f"parameters are frozen ({shown}): they would stay random. "
+        f"MODEL.BACKBONE.FREEZE_AT = {cfg.MODEL.BACKBONE.FREEZE_AT} freezes the first stages of a "
+        "ResNet; set MODEL.BACKBONE.FREEZE_AT 0 to train from scratch, or MODEL.WEIGHTS to "
+        "pretrained weights."
+    )

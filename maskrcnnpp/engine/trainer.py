@@ -16,6 +16,7 @@ from detectron2.utils.logger import setup_logger
 from ..data.build import build_nuclei_mapper, build_nuclei_train_loader
 from ..utils.inference_precision import inference_autocast
 from .checkpointer import AtomicDetectionCheckpointer
+from .config_checks import check_frozen_parameters_have_weights
 from .evaluators import build_nuclei_evaluators
 from .metrics_json import drop_partial_last_line
 from .optimizer import build_optimizer
@@ -81,7 +82,9 @@ class NucleiTrainer(DefaultTrainer):
       run in the number format of ``TEST.PRECISION``;
     - DDP given ``device_ids`` only for CUDA modules (``--num-gpus N`` on a CPU machine);
     - ``SOLVER.AMP.ENABLED`` on the CPU: bfloat16 autocast (:class:`BFloat16CPUTrainer`);
-    - :class:`AtomicDetectionCheckpointer` and :class:`TrainingCurvesHook`.
+    - :class:`AtomicDetectionCheckpointer` and :class:`TrainingCurvesHook`;
+    - a ValueError before training when frozen parameters have no weights to load
+      (:func:`~maskrcnnpp.engine.config_checks.check_frozen_parameters_have_weights`).
     """
 
     def __init__(self, cfg):
@@ -91,6 +94,7 @@ class NucleiTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
+        check_frozen_parameters_have_weights(cfg, model)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model_any_device(model, broadcast_buffers=False)
