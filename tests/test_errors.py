@@ -126,6 +126,13 @@ def test_training_from_scratch_with_frozen_stages_is_refused(tmp_path):
                        r"backbone\.bottom_up\.stem\): they would stay random\. MODEL\.BACKBONE\.FREEZE_AT = 2"):
         NucleiTrainer(cfg)
     assert not any(tmp_path.iterdir())
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN_NET), "--config-file", str(NESTED), "MODEL.BACKBONE.FREEZE_AT", "2",
+         "OUTPUT_DIR", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    assert proc.returncode == 2 and "they would stay random" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "run" / "last_checkpoint").exists()
     # the shipped from-scratch configs train every stage; pretrained weights may be frozen
     model = build_model(setup_cfg(str(NESTED)))
     assert all(p.requires_grad for p in model.parameters())

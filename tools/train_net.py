@@ -101,7 +101,8 @@ def main(args):
         results = Trainer.test(cfg, model)
         _report(cfg, results, args)
         return results
-    trainer = Trainer(cfg)
+    with exit_on_errors(_ERROR_PREFIX, (ValueError,)):  # e.g. frozen layers without weights
+        trainer = Trainer(cfg)
     with exit_on_errors(_ERROR_PREFIX, WeightsError):  # a checkpoint matching no weight
         trainer.resume_or_load(resume=args.resume)
     trainer.train()
