@@ -19,6 +19,10 @@ Suites (--suites):
   unetpp_levels   our UNet++ pruned at TEST_LEVEL 1..4 and the ensemble
   unetpp_predict  tools/predict.py's time per image (1024x1024) against one network pass
                   (512x512), in float32 and bfloat16 (TEST.PRECISION), and bfloat16's error
+  predict_batch   tools/predict.py's images per second on a folder of DSB2018 images (--dsb-root
+                  val.txt, the first --predict-images) with TEST.PREDICT.BATCH_SIZE 1 and
+                  --predict-batch-size, for each of --predict-configs; whether the outputs are
+                  identical
   time_to_quality training minutes until a run's evaluation reached --quality-target, for
                   the run folders of --training-runs (only with that option)
   training_precision
@@ -46,7 +50,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SUITES = (
     "rcnn_backbone", "rcnn_model", "rcnn_quick_training", "unetpp_vs_smp", "unetpp_levels",
-    "unetpp_predict", "training_precision", "throughput", "time_to_quality",
+    "unetpp_predict", "predict_batch", "training_precision", "throughput", "time_to_quality",
 )  # fmt: skip
 # Settings of the full run and of --quick; any option given on the command line wins.
 FULL = {
@@ -63,6 +67,12 @@ FULL = {
     "unetpp_sizes": [256, 512],
     "unetpp_batch": 4,
     "predict_sizes": [512, 1024],
+    # predict_batch: the DSB2018 CPU recipe of Mask R-CNN++ and the paper's UNet++
+    "predict_configs": ["configs/DSB2018/cpu/mask_rcnn_R_18_NestedFPN.yaml", "configs/DSB2018/unetpp_vgg.yaml"],
+    "predict_images": 50,
+    "predict_batch_size": 4,
+    "predict_rounds": 3,
+    "predict_detections": 32,  # about the mean number of nuclei of those 50 images (32.1)
     # training_precision: the main job's configs and the DSB2018 CPU recipes (skipped when
     # DSB2018 is not prepared)
     "training_configs": ["configs/quick/mask_rcnn_FPN.yaml", "configs/quick/mask_rcnn_NestedFPN.yaml",
@@ -88,6 +98,11 @@ QUICK = {
     "unetpp_sizes": [64],
     "unetpp_batch": 2,
     "predict_sizes": [64, 128],
+    "predict_configs": ["configs/quick/mask_rcnn_NestedFPN.yaml", "configs/quick/unetpp_vgg.yaml"],
+    "predict_images": 3,
+    "predict_batch_size": 2,
+    "predict_rounds": 1,
+    "predict_detections": 8,
     "training_configs": ["configs/quick/unetpp_vgg.yaml"],
     "prepare_images": 6,
     "metrics_images": 20,
@@ -165,9 +180,22 @@ def parse_args(argv=None):
         help="unetpp_predict: side of the single network pass and of the predicted image (512 1024 / 64 128)",
     )
     parser.add_argument(
+        "--predict-configs", nargs="+", metavar="CONFIG",
+        help="predict_batch: models (DSB2018 CPU Mask R-CNN++ and UNet++ / the quick ones)",
+    )
+    parser.add_argument("--predict-images", type=int, help="predict_batch: images of the folder (50 / 3)")
+    parser.add_argument(
+        "--predict-batch-size", type=int, help="predict_batch: TEST.PREDICT.BATCH_SIZE against 1 (4 / 2)"
+    )
+    parser.add_argument("--predict-rounds", type=int, help="predict_batch: timed rounds over the folder (3 / 1)")
+    parser.add_argument(
+        "--predict-detections", type=int,
+        help="predict_batch: TEST.DETECTIONS_PER_IMAGE pinned for random-weight detectors (32 / 8)",
+    )
+    parser.add_argument(
         "--dsb-root",
         default=os.path.join(os.path.dirname(REPO_ROOT), "shared", "datasets", "dsb2018"),
-        help="DSB2018 copy in Kaggle layout for the throughput suite",
+        help="DSB2018 copy in Kaggle layout for the throughput and predict_batch suites",
     )
     parser.add_argument("--prepare-images", type=int, help="images to convert (all / 6)")
     parser.add_argument("--prepare-workers", type=int, default=2, help="prepare_dsb2018 workers")
@@ -191,6 +219,8 @@ def parse_args(argv=None):
             parser.error(f"--rcnn-weights {spec!r}: no file {path}")
         weights[variant] = path
     args.rcnn_weights = weights
+    if args.predict_batch_size < 2:
+        parser.error(f"--predict-batch-size {args.predict_batch_size}: compared with batch 1, so >= 2")
     metric, _, target = args.quality_target.rpartition("=")
     try:
         float(target)
@@ -276,6 +306,28 @@ def run_throughput(args):
     return [prepared, metrics]
 
 
+def run_batched_prediction(args, start):
+    from maskrcnnpp.benchmark.prediction_batches import (
+        batched_prediction_records,
+        dsb2018_image_files,
+    )
+
+    if not os.path.isdir(os.path.join(args.dsb_root, "stage1_train")):
+        print(f"[benchmark] predict_batch skipped: no DSB2018 copy at {args.dsb_root} (--dsb-root)")
+        return []
+    files = dsb2018_image_files(args.dsb_root, args.predict_images)
+    configs = [c if os.path.isabs(c) else os.path.join(REPO_ROOT, c) for c in args.predict_configs]
+    records = []
+    for device in args.devices:
+        print(f"[benchmark] predict_batch {device}: {len(files)} images, batch 1 and "
+              f"{args.predict_batch_size} ({time.perf_counter() - start:.0f} s)", flush=True)
+        records += batched_prediction_records(
+            configs, files, batch_size=args.predict_batch_size, rounds=args.predict_rounds,
+            warmup=min(args.warmup, 1), device=device, detections=args.predict_detections,
+        )  # fmt: skip
+    return records
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -309,6 +361,8 @@ def main(argv=None):
                 small=args.predict_sizes[0], large=args.predict_sizes[1],
                 rounds=args.runs, warmup=args.warmup, device=device,
             )
+    if "predict_batch" in args.suites:
+        records += run_batched_prediction(args, start)
     if "training_precision" in args.suites and "cpu" in args.devices:
         from maskrcnnpp.benchmark.training_precision import training_precision_records
         from maskrcnnpp.engine import check_datasets_registered, setup_cfg
