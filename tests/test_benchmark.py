@@ -189,3 +189,31 @@ def test_quick_training_suite_takes_the_configs_batch_and_size():
     assert workload.infer() == {"proposals": 4 * 500, "detections": 4 * 200}
     with pytest.raises(ValueError, match="IMS_PER_BATCH"):
         quick_training_cases(configs + [str(REPO_ROOT / "configs" / "Base-RCNN-FPN-Nuclei.yaml")], devices=["cpu"])
+
+
+def test_module_profile_accounts_for_the_whole_inference():
+    """--profile-modules: every component timed, the parts add up to the total."""
+    from maskrcnnpp.benchmark.module_profile import (
+        COMPONENTS,
+        format_module_profile,
+        profile_case_group,
+    )
+    from maskrcnnpp.benchmark.rcnn_cases import rcnn_cases
+
+    cases = rcnn_cases(
+        str(REPO_ROOT / "configs" / "Base-RCNN-FPN-Nuclei.yaml"),
+        sizes=[96], devices=["cpu"], depth=18, designs=["unet++/sum/separable"],
+        suites=["rcnn_model"], proposals=30, detections=7,
+    )  # fmt: skip
+    profile = profile_case_group(cases, rounds=1, warmup=0)
+    fpn, nested = (profile["ms"][c.name] for c in cases)
+    assert fpn["nested nodes X(i, j>=1)"] == 0 < nested["nested nodes X(i, j>=1)"]
+    parts = [name for name, _ in COMPONENTS] + [
+        "neck outside its convs (up-sampling, sums, layout)", "rest (pre- and post-processing)"
+    ]
+    for ms in (fpn, nested):
+        assert min(ms["bottom-up"], ms["output convs"], ms["RPN"], ms["ROI heads"]) > 0
+        assert sum(ms[p] for p in parts) == pytest.approx(ms["total"], rel=1e-6)
+        assert ms["bottom-up"] < ms["backbone"] < ms["total"]
+    table = format_module_profile(profile)
+    assert "| nested nodes X(i, j>=1) | 0 |" in table and "| total |" in table

@@ -128,6 +128,12 @@ def parse_args(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument("--no-flops", action="store_true", help="skip fvcore's FLOP count")
     parser.add_argument(
+        "--profile-modules",
+        action="store_true",
+        help="rcnn_backbone / rcnn_model: also time each component (bottom-up, laterals, nested "
+        "nodes, output convs, RPN, ROI heads, ...) of every model, --runs rounds each",
+    )
+    parser.add_argument(
         "--fold-norms",
         action="store_true",
         help="fold FrozenBN/BN into the convs of the Mask R-CNN models (inference only: their "
@@ -338,7 +344,7 @@ def main(argv=None):
 
     start = time.perf_counter()
     cases = build_cases(args)
-    records = []
+    records, profiles = [], []
     for group in group_cases(cases):
         print(f"[benchmark] {group[0].suite} {group[0].batch}x{group[0].height}x{group[0].width} "
               f"{group[0].device}: {len(group)} models ({time.perf_counter() - start:.0f} s)",
@@ -351,6 +357,14 @@ def main(argv=None):
             memory=not args.no_memory,
             flops=not args.no_flops,
         )
+        if args.profile_modules and group[0].suite in ("rcnn_backbone", "rcnn_model"):
+            from maskrcnnpp.benchmark.module_profile import (
+                format_module_profile,
+                profile_case_group,
+            )
+
+            profiles.append(format_module_profile(
+                profile_case_group(group, rounds=args.runs, warmup=args.warmup)))
     if "unetpp_predict" in args.suites:
         from maskrcnnpp.benchmark.prediction_cost import semantic_prediction_records
 
@@ -389,7 +403,7 @@ def main(argv=None):
     if not records:
         print("[benchmark] nothing measured", file=sys.stderr)
         return 1
-    tables = format_tables(records)
+    tables = format_tables(records) + "".join("\n" + p for p in profiles)
     print("\n" + tables)
     os.makedirs(args.output, exist_ok=True)
     write_json(records, os.path.join(args.output, "benchmark.json"))
