@@ -74,9 +74,6 @@ def add_maskrcnnpp_config(cfg):
     _C.TEST.PREDICT.TILE_MERGE_IOU = 0.5
     # Nuclei with score >= this value are written (label image, CSV, COCO results).
     _C.TEST.PREDICT.SCORE_THRESH = 0.5
-    # Most tiles, or untiled images of one size, that tools/predict.py runs through the model in
-    # one call; every image gets the same nuclei as with 1 (maskrcnnpp/inference/batched_forward.py).
-    _C.TEST.PREDICT.BATCH_SIZE = 1
     # Number format of inference (evaluation and tools/predict.py): "float32", or "bfloat16"
     # through torch.autocast (maskrcnnpp/utils/inference_precision.py): about 2x faster on CPUs
     # with AVX512-BF16 / AMX and on recent GPUs, probabilities within the tolerance that

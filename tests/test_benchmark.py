@@ -75,8 +75,7 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     for record in records:
         assert set(record) == set(RECORD_FIELDS), record["suite"]
     models = [r for r in records
-              if r["suite"] not in ("throughput", "unetpp_predict", "predict_batch", "time_to_quality",
-                                    "training_precision")]
+              if r["suite"] not in ("throughput", "unetpp_predict", "time_to_quality", "training_precision")]
     by_suite = {}
     for r in models:
         by_suite.setdefault(r["suite"], []).append(r)
@@ -110,16 +109,6 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     assert predict["float32 pass"]["latency_ratio"] == 1.0 and predict["float32 image"]["height"] == 64
     assert 0 <= predict["bfloat16 image"]["notes"]["max_abs_prob_diff"] < 0.05
     assert predict["bfloat16 image"]["notes"]["same_class_fraction"] > 0.99
-    # predict on 3 DSB2018 images: batch 1 (the reference) and 2, the same files written
-    batched = [r for r in records if r["suite"] == "predict_batch"]
-    assert [(r["model"], r["batch"]) for r in batched] == [
-        ("Mask R-CNN++", 1), ("Mask R-CNN++", 2), ("UNet++", 1), ("UNet++", 2)
-    ]
-    for r in batched:
-        assert r["notes"]["identical_outputs"] is True and r["throughput"]["images"] == 3
-        assert r["throughput"]["images_per_s"] > 0 and r["latency_ms"]["runs"] == 1
-        assert r["latency_ratio"] == (1.0 if r["batch"] == 1 else pytest.approx(1 / r["notes"]["speedup_vs_batch1"], rel=0.01))
-    assert batched[0]["notes"]["mean_nuclei_per_image"] <= 8  # detections pinned to 8
     # one training step of the quick UNet++ in float32 (the reference) and bfloat16
     steps = {r["variant"]: r for r in records if r["suite"] == "training_precision"}
     assert sorted(steps) == ["bfloat16", "float32"] and steps["float32"]["train_step_ratio"] == 1.0

@@ -23,24 +23,20 @@ from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 from test_exchange_formats import geojson_mask, rasterise
 
-from maskrcnnpp.engine import setup_cfg
 from maskrcnnpp.evaluation.nuclei_metrics import masks_to_label_image
 from maskrcnnpp.inference import (
     MEASUREMENT_COLUMNS,
     NucleiPredictor,
-    batched_outputs,
     collect_image_files,
     crop_masks,
     label_image_to_rles,
     mask_iou,
     measure_nuclei,
     paint_instances,
-    single_image_convolutions,
     tile_axis,
     tile_image,
     unique_output_names,
 )
-from maskrcnnpp.inference.prediction_run import predict_to_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_CONFIG = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
@@ -380,162 +376,6 @@ def test_predictor_rejects_bad_outputs_and_settings():
         fake_predictor(Neither(), tile_overlap=90)
     with pytest.raises(ValueError, match="INPUT.FORMAT"):
         fake_predictor(Neither(), input_format="L")
-
-
-# --------------------------------------------------------------------------------------------
-# Prediction in batches (TEST.PREDICT.BATCH_SIZE): the same nuclei as one image at a time
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_batch_invariant_convolutions_equal_single_images(threads):
-    """Small inputs (one image alone takes ATen's native kernel, a batch oneDNN), 1x1 and
-    grouped convolutions, transposed ones, batches below and above 16."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    try:
-        layers = [
-            (torch.nn.Conv2d(16, 16, 3, padding=1), (16, 9, 11)),  # 1584 elements: small
-            (torch.nn.Conv2d(64, 32, 3, padding=1), (64, 32, 32)),  # large: oneDNN alone too
-            (torch.nn.Conv2d(64, 8, 1), (64, 6, 5)),
-            (torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), (16, 9, 11)),
-            (torch.nn.Conv2d(8, 8, 3, stride=2), (8, 13, 7)),
-            (torch.nn.ConvTranspose2d(16, 8, 2, stride=2), (16, 9, 11)),
-        ]
-        for layer, shape in layers:
-            for batch in (3, 17):
-                x = torch.randn(batch, *shape)
-                with torch.no_grad():
-                    with single_image_convolutions():
-                        together = layer(x)
-                    alone = torch.cat([layer(x[i : i + 1]) for i in range(batch)])
-                assert torch.equal(together, alone), (layer, shape, batch)
-        assert torch.nn.functional.conv2d.__name__ == "conv2d"  # restored
-    finally:
-        torch.set_num_threads(previous)
-
-
-def batch_test_images():
-    """Odd sizes, three sizes mixed (one tiled into 64x64 tiles with the overrides below),
-    same-size images not next to each other."""
-    rng = np.random.default_rng(0)
-    sizes = [(45, 61), (45, 61), (37, 80), (150, 110), (45, 61), (37, 80), (45, 61)]
-    images = []
-    for height, width in sizes:
-        image = rng.normal(40, 15, (height, width, 3))
-        yy, xx = np.mgrid[:height, :width]
-        for _ in range(height * width // 300):
-            cy, cx, r = rng.integers(0, height), rng.integers(0, width), rng.integers(3, 8)
-            image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] += 150
-        images.append(image.clip(0, 255).astype(np.uint8))
-    return images
-
-
-BATCH_OVERRIDES = [
-    "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "TEST.PREDICT.SCORE_THRESH", "0.0",
-    "TEST.PREDICT.MAX_UNTILED_SIZE", "100", "TEST.PREDICT.TILE_SIZE", "64",
-    "TEST.PREDICT.TILE_OVERLAP", "16",
-]  # fmt: skip
-
-
-def assert_batches_change_nothing(config, overrides=(), *, with_nuclei=True):
-    """The model's outputs and the nuclei (label images, scores) of BATCH_SIZE 3 equal
-    those of one image or tile at a time, bit for bit."""
-    cfg = setup_cfg(config, BATCH_OVERRIDES + list(overrides))
-    torch.manual_seed(0)
-    alone = NucleiPredictor(cfg)
-    images = batch_test_images()
-    expected = [alone(image) for image in images]
-    assert sum(p.num_tiles for p in expected) == 6 + 6  # 6 untiled images, 6 tiles of one
-    if with_nuclei:
-        assert sum(p.labels.max() for p in expected) > 0  # nuclei to compare
-    cfg.defrost()
-    cfg.TEST.PREDICT.BATCH_SIZE = 3  # batches of 3 and 1 (45x61), 2 (37x80), 3 and 3 (tiles)
-    batched = NucleiPredictor(cfg, model=alone.model)
-    for a, b in zip(expected, batched.predict_images(images), strict=True):
-        assert a.num_tiles == b.num_tiles
-        np.testing.assert_array_equal(a.labels, b.labels)
-        np.testing.assert_array_equal(a.scores, b.scores)  # exact, not within a tolerance
-    # the outputs themselves (probabilities, scores, masks), also where no nucleus is found
-    same_size = [image for image in images if image.shape[:2] == (45, 61)]
-    for a, b in zip([alone.run_model(x) for x in same_size], batched.run_model_batch(same_size), strict=True):
-        if "sem_seg" in a:
-            assert torch.equal(a["sem_seg"], b["sem_seg"])
-        else:
-            assert torch.equal(a["instances"].scores, b["instances"].scores)
-            assert torch.equal(a["instances"].pred_masks, b["instances"].pred_masks)
-
-
-def test_batched_prediction_equals_one_by_one_mask_rcnnpp():
-    assert_batches_change_nothing(QUICK_CONFIG, [
-        "TEST.DETECTIONS_PER_IMAGE", "20", "MODEL.RPN.PRE_NMS_TOPK_TEST", "200",
-        "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
-    ])  # fmt: skip
-
-
-@pytest.mark.parametrize("level", [0, 1, 2, 3, 4])
-def test_batched_prediction_equals_one_by_one_semantic_unetpp(level):
-    # random weights: the ensemble finds nuclei; a pruned level may find none
-    assert_batches_change_nothing(UNETPP_CONFIG, ["MODEL.UNETPP.TEST_LEVEL", str(level)], with_nuclei=level == 0)
-
-
-def test_semantic_unetpp_batches_same_size_images_in_its_forward():
-    """Model outputs (probabilities) of a list of mixed sizes, one of them past the sliding
-    window, equal those of each image alone, bit for bit."""
-    cfg = setup_cfg(UNETPP_CONFIG, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
-                                    "MODEL.UNETPP.SLIDING_WINDOW_SIZE", "100"])  # fmt: skip
-    torch.manual_seed(0)
-    predictor = NucleiPredictor(cfg)
-    images = batch_test_images()
-    inputs = [{"image": torch.as_tensor(x.transpose(2, 0, 1).astype("float32"))} for x in images]
-    with torch.no_grad():
-        alone = [predictor.model([x])[0]["sem_seg"] for x in inputs]
-        together = list(batched_outputs(predictor.model, inputs))
-    for a, b in zip(alone, together, strict=True):
-        assert torch.equal(a, b["sem_seg"])
-
-
-def test_batch_size_must_be_positive():
-    for value in ("0", "-3"):
-        with pytest.raises(ValueError, match=rf"TEST\.PREDICT\.BATCH_SIZE = {value} \(set on the command line\) "
-                                             "must be an integer >= 1"):  # fmt: skip
-            setup_cfg(QUICK_CONFIG, ["TEST.PREDICT.BATCH_SIZE", value])
-    with pytest.raises(ValueError, match="TEST.PREDICT.BATCH_SIZE must be an integer >= 1; got 0"):
-        fake_predictor(FakeDiscDetector(), batch_size=0)
-
-
-def test_predict_to_folder_in_batches_writes_the_same_files(tmp_path, monkeypatch):
-    """Images of three sizes in one folder, BATCH_SIZE 3 against 1: the same files, byte for
-    byte, the same image ids and order; a batch that fails is retried image by image."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for index, image in enumerate(batch_test_images()):
-        cv2.imwrite(str(folder / f"image_{index}.png"), image[:, :, ::-1])
-    outputs = {}
-    for batch_size in ("1", "3"):
-        cfg = setup_cfg(UNETPP_CONFIG, BATCH_OVERRIDES + ["TEST.PREDICT.BATCH_SIZE", batch_size])
-        torch.manual_seed(0)
-        outputs[batch_size] = tmp_path / f"out{batch_size}"
-        assert predict_to_folder(cfg, [str(folder)], str(outputs[batch_size])) == 0
-    files = sorted(str(p.relative_to(outputs["1"])) for p in outputs["1"].rglob("*") if p.is_file())
-    assert len(files) == 2 + 3 * 7
-    for name in files:
-        assert (outputs["1"] / name).read_bytes() == (outputs["3"] / name).read_bytes(), name
-
-    one_at_a_time = NucleiPredictor.predict_images
-
-    def fails(self, images):
-        if len(images) > 1:
-            raise MemoryError("too many images at once")
-        return one_at_a_time(self, images)
-
-    monkeypatch.setattr(NucleiPredictor, "predict_images", fails)
-    torch.manual_seed(0)
-    cfg = setup_cfg(UNETPP_CONFIG, BATCH_OVERRIDES + ["TEST.PREDICT.BATCH_SIZE", "3"])
-    assert predict_to_folder(cfg, [str(folder)], str(tmp_path / "retried")) == 0
-    for name in files:
-        assert (outputs["1"] / name).read_bytes() == (tmp_path / "retried" / name).read_bytes(), name
 
 
 # --------------------------------------------------------------------------------------------

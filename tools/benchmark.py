@@ -19,10 +19,6 @@ Suites (--suites):
   unetpp_levels   our UNet++ pruned at TEST_LEVEL 1..4 and the ensemble
   unetpp_predict  tools/predict.py's time per image (1024x1024) against one network pass
                   (512x512), in float32 and bfloat16 (TEST.PRECISION), and bfloat16's error
-  predict_batch   tools/predict.py's images per second on a folder of DSB2018 images (--dsb-root
-                  val.txt, the first --predict-images) with TEST.PREDICT.BATCH_SIZE 1 and
-                  --predict-batch-size, for each of --predict-configs; whether the outputs are
-                  identical
   time_to_quality training minutes until a run's evaluation reached --quality-target, for
                   the run folders of --training-runs (only with that option)
   training_precision
@@ -124,22 +120,9 @@ def parse_args(argv=None):
         help="unetpp_predict: side of the single network pass and of the predicted image (512 1024 / 64 128)",
     )
     parser.add_argument(
-        "--predict-configs", nargs="+", metavar="CONFIG",
-        help="predict_batch: models (DSB2018 CPU Mask R-CNN++ and UNet++ / the quick ones)",
-    )
-    parser.add_argument("--predict-images", type=int, help="predict_batch: images of the folder (50 / 3)")
-    parser.add_argument(
-        "--predict-batch-size", type=int, help="predict_batch: TEST.PREDICT.BATCH_SIZE against 1 (4 / 2)"
-    )
-    parser.add_argument("--predict-rounds", type=int, help="predict_batch: timed rounds over the folder (3 / 1)")
-    parser.add_argument(
-        "--predict-detections", type=int,
-        help="predict_batch: TEST.DETECTIONS_PER_IMAGE pinned for random-weight detectors (32 / 8)",
-    )
-    parser.add_argument(
         "--dsb-root",
         default=os.path.join(os.path.dirname(REPO_ROOT), "shared", "datasets", "dsb2018"),
-        help="DSB2018 copy in Kaggle layout for the throughput and predict_batch suites",
+        help="DSB2018 copy in Kaggle layout for the throughput suite",
     )
     parser.add_argument("--prepare-images", type=int, help="images to convert (all / 6)")
     parser.add_argument("--prepare-workers", type=int, default=2, help="prepare_dsb2018 workers")
@@ -163,8 +146,6 @@ def parse_args(argv=None):
             parser.error(f"--rcnn-weights {spec!r}: no file {path}")
         weights[variant] = path
     args.rcnn_weights = weights
-    if args.predict_batch_size < 2:
-        parser.error(f"--predict-batch-size {args.predict_batch_size}: compared with batch 1, so >= 2")
     metric, _, target = args.quality_target.rpartition("=")
     try:
         float(target)

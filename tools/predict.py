@@ -13,8 +13,6 @@ TEST.PREDICT.MAX_UNTILED_SIZE are predicted in overlapping tiles (TEST.PREDICT.T
 TEST.PREDICT.TILE_OVERLAP >= the largest nucleus) and each nucleus is kept once, from the tile
 that sees it whole. Nuclei with score >= TEST.PREDICT.SCORE_THRESH are written. Works for
 instance models (Mask R-CNN, Mask R-CNN++) and semantic ones (UNet++: connected components).
-TEST.PREDICT.BATCH_SIZE B > 1 runs the tiles and images of one size B at a time through the
-model, with the same outputs as B = 1.
 
 Writes into --output (see maskrcnnpp/inference/prediction_writer.py): labels/<name>.png (16-bit
 label image), overlays/<name>.png, measurements/<name>.csv, coco_instances_results.json and

@@ -77,23 +77,6 @@ def _prediction_table(records: Sequence[Dict]) -> List[str]:
     return lines
 
 
-def _batch_prediction_table(records: Sequence[Dict]) -> List[str]:
-    lines = [
-        "| model | TEST.PREDICT.BATCH_SIZE | images | device | threads | s per folder median [q1, q3] "
-        "| images / s | time / batch 1 | speed-up | identical outputs | nuclei / image |",
-        "|---|--:|--:|---|--:|--:|--:|--:|--:|---|--:|",
-    ]
-    for r in records:
-        n, t, latency = r["notes"], r["throughput"], r["latency_ms"]
-        lines.append(
-            f"| {r['model']} | {r['batch']} | {t['images']} | {r['device']} | {r['threads']} "
-            f"| {latency['median'] / 1000:.1f} [{latency['q1'] / 1000:.1f}, {latency['q3'] / 1000:.1f}] "
-            f"| {t['images_per_s']:.3f} | {r['latency_ratio']:.3f}x | {n['speedup_vs_batch1']:.3f}x "
-            f"| {'yes' if n['identical_outputs'] else 'NO'} | {n['mean_nuclei_per_image']:.1f} |"
-        )
-    return lines
-
-
 def _training_precision_table(records: Sequence[Dict]) -> List[str]:
     lines = ["| config | precision | batch | training step ms median [q1, q3] | speed-up vs float32 |",
              "|---|---|--:|--:|--:|"]
@@ -137,8 +120,6 @@ def format_tables(records: Sequence[Dict]) -> str:
             lines = _throughput_table(suite_records)
         elif suite == "unetpp_predict":
             lines = _prediction_table(suite_records)
-        elif suite == "predict_batch":
-            lines = _batch_prediction_table(suite_records)
         elif suite == "training_precision":
             lines = _training_precision_table(suite_records)
         elif suite == "time_to_quality":
@@ -169,9 +150,7 @@ def plot_latencies(records: Sequence[Dict], path: str) -> None:
 
     groups: Dict[tuple, List[Dict]] = {}
     for r in records:
-        if r["suite"] not in ("throughput", "time_to_quality", "training_precision", "predict_batch") and r.get(
-            "latency_ms"
-        ):
+        if r["suite"] not in ("throughput", "time_to_quality", "training_precision") and r.get("latency_ms"):
             key = (r["suite"], r["batch"], r["height"], r["width"], r["device"])
             groups.setdefault(key, []).append(r)
     if not groups:

@@ -12,7 +12,7 @@ import torch
 
 SUITES = (
     "rcnn_backbone", "rcnn_model", "rcnn_quick_training", "unetpp_vs_smp", "unetpp_levels",
-    "unetpp_predict", "predict_batch", "training_precision", "throughput", "time_to_quality",
+    "unetpp_predict", "training_precision", "throughput", "time_to_quality",
 )  # fmt: skip
 # Settings of the full run and of --quick; any option given on the command line wins. Relative
 # paths are relative to the repository root.
@@ -30,12 +30,6 @@ FULL = {
     "unetpp_sizes": [256, 512],
     "unetpp_batch": 4,
     "predict_sizes": [512, 1024],
-    # predict_batch: the DSB2018 CPU recipe of Mask R-CNN++ and the paper's UNet++
-    "predict_configs": ["configs/DSB2018/cpu/mask_rcnn_R_18_NestedFPN.yaml", "configs/DSB2018/unetpp_vgg.yaml"],
-    "predict_images": 50,
-    "predict_batch_size": 4,
-    "predict_rounds": 3,
-    "predict_detections": 32,  # about the mean number of nuclei of those 50 images (32.1)
     # training_precision: the main job's configs and the DSB2018 CPU recipes (skipped when
     # DSB2018 is not prepared)
     "training_configs": ["configs/quick/mask_rcnn_FPN.yaml", "configs/quick/mask_rcnn_NestedFPN.yaml",
@@ -61,11 +55,6 @@ QUICK = {
     "unetpp_sizes": [64],
     "unetpp_batch": 2,
     "predict_sizes": [64, 128],
-    "predict_configs": ["configs/quick/mask_rcnn_NestedFPN.yaml", "configs/quick/unetpp_vgg.yaml"],
-    "predict_images": 3,
-    "predict_batch_size": 2,
-    "predict_rounds": 1,
-    "predict_detections": 8,
     "training_configs": ["configs/quick/unetpp_vgg.yaml"],
     "prepare_images": 6,
     "metrics_images": 20,
@@ -149,28 +138,6 @@ def run_throughput(args):
     return [prepared, metrics]
 
 
-def run_batched_prediction(args, repo_root: str, start: float):
-    from maskrcnnpp.benchmark.prediction_batches import (
-        batched_prediction_records,
-        dsb2018_image_files,
-    )
-
-    if not os.path.isdir(os.path.join(args.dsb_root, "stage1_train")):
-        print(f"[benchmark] predict_batch skipped: no DSB2018 copy at {args.dsb_root} (--dsb-root)")
-        return []
-    files = dsb2018_image_files(args.dsb_root, args.predict_images)
-    configs = [c if os.path.isabs(c) else os.path.join(repo_root, c) for c in args.predict_configs]
-    records = []
-    for device in args.devices:
-        print(f"[benchmark] predict_batch {device}: {len(files)} images, batch 1 and "
-              f"{args.predict_batch_size} ({time.perf_counter() - start:.0f} s)", flush=True)
-        records += batched_prediction_records(
-            configs, files, batch_size=args.predict_batch_size, rounds=args.predict_rounds,
-            warmup=min(args.warmup, 1), device=device, detections=args.predict_detections,
-        )  # fmt: skip
-    return records
-
-
 def run_benchmark(args, repo_root: str) -> int:
     """
     Run the suites of ``args`` (the options of ``tools/benchmark.py``, with the settings of
@@ -219,8 +186,6 @@ def run_benchmark(args, repo_root: str) -> int:
                 small=args.predict_sizes[0], large=args.predict_sizes[1],
                 rounds=args.runs, warmup=args.warmup, device=device,
             )
-    if "predict_batch" in args.suites:
-        records += run_batched_prediction(args, repo_root, start)
     if "training_precision" in args.suites and "cpu" in args.devices:
         from maskrcnnpp.benchmark.training_precision import training_precision_records
         from maskrcnnpp.engine import check_datasets_registered, setup_cfg

@@ -146,7 +146,6 @@ _VALUE_RULES = (
     ("DATALOADER.NUM_WORKERS", lambda v: v >= 0, "an integer >= 0"),
     ("TEST.EVAL_PERIOD", lambda v: v >= 0, "an integer >= 0"),
     ("TEST.DETECTIONS_PER_IMAGE", lambda v: v >= 1, "an integer >= 1"),
-    ("TEST.PREDICT.BATCH_SIZE", lambda v: v >= 1, "an integer >= 1"),
 )
 
 

@@ -1,7 +1,5 @@
 """Prediction on users' images (tools/predict.py): inputs, tiled prediction of instance and
 semantic models, per-nucleus measurements, and the output folder."""
-from .batch_invariant_conv import single_image_convolutions
-from .batched_forward import batched_outputs
 from .coco_results import coco_instance_results, label_image_to_rles
 from .input_files import collect_image_files, unique_output_names
 from .instance_painting import CroppedMask, crop_masks, paint_instances
@@ -25,7 +23,6 @@ __all__ = [
     "PredictionWriter",
     "Tile",
     "coco_instance_results",
-    "batched_outputs",
     "check_output_dir",
     "collect_image_files",
     "crop_masks",
@@ -34,7 +31,6 @@ __all__ = [
     "measure_nuclei",
     "paint_instances",
     "prepare_output_dir",
-    "single_image_convolutions",
     "suppress_cross_tile_duplicates",
     "tile_axis",
     "tile_image",

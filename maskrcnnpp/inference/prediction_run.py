@@ -3,7 +3,7 @@ images, the signals and the exit status (the tool's docstring describes them for
 
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import Sequence
 
 from tqdm import tqdm
 
@@ -14,42 +14,11 @@ from .input_files import collect_image_files, unique_output_names
 from .prediction_writer import PredictionWriter, check_output_dir, prepare_output_dir
 from .predictor import NucleiPredictor
 
-__all__ = ["LOOKAHEAD_BATCHES", "predict_to_folder"]
-
-# With TEST.PREDICT.BATCH_SIZE B > 1, images are read and predicted LOOKAHEAD_BATCHES * B at a
-# time (same-size ones grouped into batches), then written in input order.
-LOOKAHEAD_BATCHES = 4
+__all__ = ["predict_to_folder"]
 
 
 def _error(message):
     tqdm.write(f"error: {message}", file=sys.stderr)
-
-
-def _predictions(predictor: NucleiPredictor, read):
-    """
-    Args:
-        read (list[(image id, path, name, (H, W, 3) uint8 image)]): images read in a row.
-
-    Yields:
-        (image id, path, name, image, NucleiPrediction or the Exception it raised), in order:
-        the images predicted together, or, when that fails, one by one (so that only the
-        images that fail alone are skipped, each with its own error).
-    """
-    if len(read) > 1:
-        try:
-            predictions = predictor.predict_images([image for *_, image in read])
-        except Exception:  # e.g. out of memory for the batch; retried image by image
-            predictions = None
-        if predictions is not None:
-            for item, prediction in zip(read, predictions):
-                yield (*item, prediction)
-            return
-    for item in read:
-        try:
-            prediction = predictor(item[-1])
-        except Exception as e:
-            prediction = e
-        yield (*item, prediction)
 
 
 def predict_to_folder(
@@ -59,7 +28,6 @@ def predict_to_folder(
     *,
     overwrite: bool = False,
     extra_outputs: Sequence[str] = (),
-    predictor: Optional[NucleiPredictor] = None,
 ) -> int:
     """
     Predict the nuclei of ``inputs`` with the model of ``cfg`` and write them into
@@ -72,8 +40,6 @@ def predict_to_folder(
         overwrite (bool): remove a previous run's files from ``output_dir`` first.
         extra_outputs (list[str]): also write these formats (names of
             :data:`~maskrcnnpp.inference.prediction_writer.EXTRA_OUTPUTS`).
-        predictor (NucleiPredictor): predict with it instead of building one from ``cfg``
-            (the benchmark reuses one model for several runs).
 
     Returns:
         int: the exit status: 0 every image predicted; 1 some input skipped (each named on
@@ -90,7 +56,7 @@ def predict_to_folder(
         return 2
     try:
         check_output_dir(output_dir, overwrite=overwrite)  # before the slow part
-        predictor = predictor or NucleiPredictor(cfg)
+        predictor = NucleiPredictor(cfg)
         prepare_output_dir(output_dir, overwrite=overwrite)
     except (KeyError, ValueError, OSError) as e:  # OutputFolderError is a ValueError
         print_error("error", e)
@@ -98,33 +64,25 @@ def predict_to_folder(
 
     failed, num_nuclei = len(problems), 0
     names = unique_output_names(files)
-    # up to this many images are read ahead, so that same-size ones share model calls
-    window = predictor.batch_size * LOOKAHEAD_BATCHES if predictor.batch_size > 1 else 1
     interrupted = None
     with SignalGuard() as guard:
         try:
-            progress = tqdm(total=len(files), unit="image", disable=None)
-            jobs = list(enumerate(zip(files, names), 1))  # (image id, (path, name))
-            for start in range(0, len(jobs), window):
-                read = []  # (image id, path, name, image)
-                for image_id, (path, name) in jobs[start : start + window]:
-                    try:
-                        read.append((image_id, path, name, read_image_rgb(path)))
-                    except ImageReadError as e:
-                        _error(f"skipped {e.path}: {e.reason}")
-                        failed += 1
-                        progress.update()
-                for image_id, path, name, image, prediction in _predictions(predictor, read):
-                    try:
-                        if isinstance(prediction, Exception):
-                            raise prediction
-                        with guard.deferred():
-                            num_nuclei += writer.write_image(image_id, name, path, image, prediction)
-                    except Exception as e:  # out of memory, > 65535 nuclei, disk full, OpenCV errors
-                        _error(f"skipped {path}: {type(e).__name__}: {e}")
-                        failed += 1
-                    progress.update()
-            progress.close()
+            for image_id, (path, name) in enumerate(
+                tqdm(list(zip(files, names)), unit="image", disable=None), 1
+            ):
+                try:
+                    image = read_image_rgb(path)
+                except ImageReadError as e:
+                    _error(f"skipped {e.path}: {e.reason}")
+                    failed += 1
+                    continue
+                try:
+                    prediction = predictor(image)
+                    with guard.deferred():
+                        num_nuclei += writer.write_image(image_id, name, path, image, prediction)
+                except Exception as e:  # out of memory, > 65535 nuclei, disk full, OpenCV errors
+                    _error(f"skipped {path}: {type(e).__name__}: {e}")
+                    failed += 1
         except Interrupted as e:
             interrupted = e.signum
         # the COCO files of the finished images, also after a signal (a second one waits)

@@ -3,8 +3,7 @@
 ``{"sem_seg": (C, H, W)}``), as one label image."""
 
 import logging
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Sequence, Tuple
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,7 +16,6 @@ from ..data.pixel_scale import build_instance_augmentations
 from ..engine.checkpointer import load_model_weights
 from ..evaluation.nuclei_metrics import semantic_to_label_image
 from ..utils.inference_precision import check_inference_precision, inference_autocast
-from .batched_forward import batched_outputs
 from .instance_painting import crop_masks, paint_instances
 from .tile_duplicates import suppress_cross_tile_duplicates
 from .tiling import Tile, tile_image
@@ -41,20 +39,6 @@ class NucleiPrediction:
     labels: np.ndarray
     scores: np.ndarray
     num_tiles: int
-
-
-@dataclass
-class _ImageInProgress:
-    """What the model's outputs have given so far for one image of a
-    :meth:`NucleiPredictor.predict_images` call."""
-
-    image: np.ndarray  # (H, W, 3) uint8 RGB
-    tiles: List[Tile]
-    # instance models: the kept CroppedMasks of each tile, by tile index
-    tile_instances: Dict[int, list] = field(default_factory=dict)
-    # semantic models: (H, W) float32 nucleus probability and bool foreground
-    nucleus_prob: np.ndarray = None
-    foreground: np.ndarray = None
 
 
 def _as_probabilities(sem_seg: torch.Tensor) -> torch.Tensor:
@@ -85,10 +69,6 @@ class NucleiPredictor:
     per-image ``ResizeShortestEdge`` would shrink the tile twice as much); none for semantic
     models (as in their evaluation).
 
-    :meth:`predict_images` predicts several images at once: tiles and untiled images of one
-    size go through the model ``batch_size`` at a time (see
-    :mod:`maskrcnnpp.inference.batched_forward`), with the same nuclei as one at a time.
-
     * Instance models: detections with score >= ``score_thresh`` and a non-empty mask; where
       masks overlap the higher score keeps the pixel.
     * Semantic models: the class probabilities are stitched from the tiles' cores; nuclei are
@@ -111,7 +91,6 @@ class NucleiPredictor:
         tile_merge_iou: float = 0.5,
         score_thresh: float,
         precision: str = "float32",
-        batch_size: int = 1,
     ):
         """
         Args:
@@ -129,8 +108,6 @@ class NucleiPredictor:
             score_thresh (float): nuclei with a lower score are dropped.
             precision (str): "float32" or "bfloat16" (the model runs under autocast; see
                 :mod:`maskrcnnpp.utils.inference_precision`).
-            batch_size (int): most tiles or same-size images per model call
-                (:meth:`predict_images`).
         """
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for prediction; got {input_format!r}")
@@ -143,8 +120,6 @@ class NucleiPredictor:
                 f"TEST.PREDICT.TILE_OVERLAP must be in [0, TEST.PREDICT.TILE_SIZE = {tile_size}); "
                 f"got {tile_overlap}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"TEST.PREDICT.BATCH_SIZE must be an integer >= 1; got {batch_size!r}")
         self.precision = check_inference_precision(precision)
         self.model = model.eval()
         self.augmentations = T.AugmentationList(list(augmentations))
@@ -154,7 +129,6 @@ class NucleiPredictor:
         self.tile_overlap = tile_overlap
         self.tile_merge_iou = tile_merge_iou
         self.score_thresh = score_thresh
-        self.batch_size = batch_size
 
     @classmethod
     def from_config(cls, cfg, model=None):
@@ -179,7 +153,6 @@ class NucleiPredictor:
             "tile_merge_iou": cfg.TEST.PREDICT.TILE_MERGE_IOU,
             "score_thresh": cfg.TEST.PREDICT.SCORE_THRESH,
             "precision": cfg.TEST.PRECISION,
-            "batch_size": cfg.TEST.PREDICT.BATCH_SIZE,
         }
 
     def tiles(self, height, width):
@@ -200,34 +173,16 @@ class NucleiPredictor:
         Returns:
             dict: the model's output for the image (at size h x w).
         """
-        return next(self.run_model_batch([image]))
-
-    def run_model_batch(self, images: Sequence[np.ndarray]) -> Iterator[dict]:
-        """
-        Args:
-            images (list[ndarray]): (h, w, 3) uint8 RGB images of one size.
-
-        Yields:
-            dict: the model's output for each image (at size h x w), in order, equal to
-            :meth:`run_model` of the image (:mod:`maskrcnnpp.inference.batched_forward`).
-        """
-        inputs = []
-        for image in images:
-            height, width = image.shape[:2]
-            if self.input_format == "BGR":
-                image = image[:, :, ::-1]
-            aug_input = T.AugInput(np.ascontiguousarray(image))
-            self.augmentations(aug_input)
-            tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
-            inputs.append({"image": tensor, "height": height, "width": width})
+        height, width = image.shape[:2]
+        if self.input_format == "BGR":
+            image = image[:, :, ::-1]
+        aug_input = T.AugInput(np.ascontiguousarray(image))
+        self.augmentations(aug_input)
+        tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
         parameter = next(self.model.parameters(), None)  # a parameter-free model runs on the CPU
         device = parameter.device if parameter is not None else torch.device("cpu")
-        outputs = batched_outputs(self.model, inputs)
-        for _ in inputs:
-            # the caller's work on an output runs outside no_grad and autocast
-            with torch.no_grad(), inference_autocast(self.precision, device):
-                output = next(outputs)
-            yield output
+        with torch.no_grad(), inference_autocast(self.precision, device):
+            return self.model([{"image": tensor, "height": height, "width": width}])[0]
 
     def __call__(self, image: np.ndarray) -> NucleiPrediction:
         """
@@ -237,72 +192,36 @@ class NucleiPredictor:
         Returns:
             NucleiPrediction: label image at (H, W), scores, number of tiles.
         """
-        return self.predict_images([image])[0]
-
-    def predict_images(self, images: Sequence[np.ndarray]) -> List[NucleiPrediction]:
-        """
-        The nuclei of several images, equal to ``[self(image) for image in images]``: the
-        tiles (and untiled images) of one size, of all the images, go through the model in
-        batches of up to ``batch_size``, in the order the images and their tiles come.
-
-        Args:
-            images (list[ndarray]): (H, W, 3) uint8 RGB images, any sizes >= 1x1.
-
-        Returns:
-            list[NucleiPrediction]: one per image, in order.
-        """
-        progress = []
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"expected an (H, W, 3) uint8 RGB image; got {image.shape} {image.dtype}")
-            progress.append(_ImageInProgress(image, self.tiles(*image.shape[:2])))
-        same_size: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}  # (h, w) -> (image, tile)
-        for image_index, item in enumerate(progress):
-            for tile_index, tile in enumerate(item.tiles):
-                same_size.setdefault((tile.y1 - tile.y0, tile.x1 - tile.x0), []).append((image_index, tile_index))
-        for pairs in same_size.values():
-            for start in range(0, len(pairs), self.batch_size):
-                batch = pairs[start : start + self.batch_size]
-                crops = []
-                for image_index, tile_index in batch:
-                    tile = progress[image_index].tiles[tile_index]
-                    crops.append(progress[image_index].image[tile.y0 : tile.y1, tile.x0 : tile.x1])
-                for (image_index, tile_index), output in zip(batch, self.run_model_batch(crops)):
-                    self._add_tile_output(progress[image_index], tile_index, output)
-        return [self._finish(item) for item in progress]
-
-    def _add_tile_output(self, item: _ImageInProgress, tile_index: int, output: dict):
-        """Keep what the model's output for one tile adds to its image."""
-        tile = item.tiles[tile_index]
-        tile_shape = (tile.y1 - tile.y0, tile.x1 - tile.x0)
-        if "instances" in output:
-            item.tile_instances[tile_index] = self._kept_instances(output["instances"], tile, tile_shape)
-        elif "sem_seg" in output:
-            if item.nucleus_prob is None:
-                item.nucleus_prob = np.zeros(item.image.shape[:2], np.float32)
-                item.foreground = np.zeros(item.image.shape[:2], bool)
-            self._stitch_core(output["sem_seg"], tile, tile_shape, item.nucleus_prob, item.foreground)
-        else:
-            raise ValueError(
-                f"the model's output has neither 'instances' nor 'sem_seg' (keys: {sorted(output)})"
-            )
-
-    def _finish(self, item: _ImageInProgress) -> NucleiPrediction:
-        """The label image and scores of an image whose tiles have all been predicted."""
-        height, width = item.image.shape[:2]
-        instances, tile_ids = [], []  # CroppedMask and its tile's index, in tile order
-        for tile_index in sorted(item.tile_instances):
-            kept = item.tile_instances[tile_index]
-            instances.extend(kept)
-            tile_ids.extend([tile_index] * len(kept))
-        if item.nucleus_prob is not None and item.tile_instances:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB image; got {image.shape} {image.dtype}")
+        height, width = image.shape[:2]
+        tiles = self.tiles(height, width)
+        instances, tile_ids = [], []  # CroppedMask and its tile's index, from instance models
+        nucleus_prob = foreground = None  # (H, W) float32 / bool, from semantic models
+        for tile_index, tile in enumerate(tiles):
+            output = self.run_model(image[tile.y0 : tile.y1, tile.x0 : tile.x1])
+            tile_shape = (tile.y1 - tile.y0, tile.x1 - tile.x0)
+            if "instances" in output:
+                kept = self._kept_instances(output["instances"], tile, tile_shape)
+                instances.extend(kept)
+                tile_ids.extend([tile_index] * len(kept))
+            elif "sem_seg" in output:
+                if nucleus_prob is None:
+                    nucleus_prob = np.zeros((height, width), np.float32)
+                    foreground = np.zeros((height, width), bool)
+                self._stitch_core(output["sem_seg"], tile, tile_shape, nucleus_prob, foreground)
+            else:
+                raise ValueError(
+                    f"the model's output has neither 'instances' nor 'sem_seg' (keys: {sorted(output)})"
+                )
+        if nucleus_prob is not None and instances:
             raise ValueError("the model returned 'instances' for some tiles and 'sem_seg' for others")
-        if item.nucleus_prob is not None:
-            labels, scores = self._semantic_instances(item.nucleus_prob, item.foreground)
+        if nucleus_prob is not None:
+            labels, scores = self._semantic_instances(nucleus_prob, foreground)
         else:
             instances = suppress_cross_tile_duplicates(instances, tile_ids, self.tile_merge_iou)
             labels, scores = paint_instances(height, width, instances)
-        return NucleiPrediction(labels, scores, len(item.tiles))
+        return NucleiPrediction(labels, scores, len(tiles))
 
     def _kept_instances(self, instances, tile, tile_shape):
         """The tile's detections above the threshold whose box centre lies in its core, as

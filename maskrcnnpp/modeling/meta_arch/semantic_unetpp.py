@@ -284,16 +284,11 @@ class SemanticUNetPlusPlus(nn.Module):
             "interior_boundary" target, ``"sem_seg"`` is (2, height, width) background /
             nucleus (interior + boundary) and ``"instances"`` holds the nuclei
             (``pred_masks`` (N, height, width) bool, ``scores``, ``pred_classes``,
-            ``pred_boxes``). Images of the same size that are predicted whole go through the
-            network as one batch (eval-mode layers work per image, so each image's output
-            is that of the image alone when the convolutions are batch-invariant, see
-            :mod:`maskrcnnpp.inference.batch_invariant_conv`).
+            ``pred_boxes``).
         """
         if self.training:
             return self._losses(batched_inputs)
-        if len(batched_inputs) == 1:
-            return [self._predict_one(batched_inputs[0])]
-        return self._predict_same_size_together(batched_inputs)
+        return [self._predict_one(x) for x in batched_inputs]
 
     def _losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         if any("sem_seg" not in x for x in batched_inputs):
@@ -334,29 +329,12 @@ class SemanticUNetPlusPlus(nn.Module):
         return self._whole_image_head_probabilities(image, depth)
 
     def _whole_image_head_probabilities(self, image: torch.Tensor, depth: Optional[int]) -> torch.Tensor:
-        return self._whole_batch_head_probabilities([image], depth)[0]
-
-    def _whole_batch_head_probabilities(
-        self, images: List[torch.Tensor], depth: Optional[int]
-    ) -> List[torch.Tensor]:
-        """
-        Args:
-            images (list[Tensor]): normalized (C_in, H, W) images of one size, run whole as
-                one batch.
-
-        Returns:
-            list[Tensor]: per image (K, C, H, W), as :meth:`head_probabilities`.
-        """
-        height, width = images[0].shape[-2:]
-        padded = self._pad(images, 0.0).tensor
-        logits = list(self.head_logits(padded, depth).values())  # (N, K_j, H', W') per head
+        height, width = image.shape[-2:]
+        padded = self._pad([image], 0.0).tensor
+        logits = self.head_logits(padded, depth).values()
         # float32 probabilities also under a bfloat16 autocast (TEST.PRECISION)
-        return [
-            torch.stack([segmentation_probabilities(x[i : i + 1].float())[0] for x in logits])[
-                :, :, :height, :width
-            ]
-            for i in range(len(images))
-        ]
+        probs = torch.stack([segmentation_probabilities(x.float())[0] for x in logits])
+        return probs[:, :, :height, :width]
 
     def predict_probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """
@@ -367,34 +345,9 @@ class SemanticUNetPlusPlus(nn.Module):
             Tensor: (C, H, W) class probabilities from the heads chosen by :attr:`test_level`:
             the mean of all heads (0) or head k of the sub-network pruned at level k.
         """
-        return self._chosen_heads(self.head_probabilities(image, self.test_level or None))
-
-    def _chosen_heads(self, head_probs: torch.Tensor) -> torch.Tensor:
-        """(K, C, H, W) head probabilities -> the (C, H, W) of :attr:`test_level`."""
-        return head_probs.mean(0) if self.test_level == 0 else head_probs[-1]
-
-    def _predict_same_size_together(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
-        """Inference outputs as ``[self._predict_one(x) for x in batched_inputs]``, the
-        images of one size that fit a whole pass run as one batch."""
-        outputs: List[Optional[Dict[str, torch.Tensor]]] = [None] * len(batched_inputs)
-        same_size: Dict[tuple, List[int]] = {}
-        for index, x in enumerate(batched_inputs):
-            size = tuple(x["image"].shape[-2:])
-            if self.sliding_window_size and max(size) > self.sliding_window_size:
-                outputs[index] = self._predict_one(x)  # window by window, alone
-            else:
-                same_size.setdefault(size, []).append(index)
-        for indices in same_size.values():
-            images = [self.normalize_image(batched_inputs[i]["image"]) for i in indices]
-            for index, image, head_probs in zip(
-                indices, images, self._whole_batch_head_probabilities(images, self.test_level or None)
-            ):
-                height, width = image.shape[-2:]
-                x = batched_inputs[index]
-                outputs[index] = self.postprocess(
-                    self._chosen_heads(head_probs), x.get("height", height), x.get("width", width)
-                )
-        return outputs
+        if self.test_level == 0:
+            return self.head_probabilities(image).mean(0)
+        return self.head_probabilities(image, self.test_level)[-1]
 
     def _predict_one(self, inputs: Dict) -> Dict[str, torch.Tensor]:
         image = self.normalize_image(inputs["image"])
