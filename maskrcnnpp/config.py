@@ -174,8 +174,11 @@ def add_maskrcnnpp_config(cfg):
     # Training (maskrcnnpp/engine/optimizer.py, maskrcnnpp/data/build.py). The LR schedule is
     # Detectron2's SOLVER.LR_SCHEDULER_NAME ("WarmupMultiStepLR", "WarmupCosineLR", ...).
     # DATALOADER.SAMPLER_TRAIN also takes "PixelAreaTrainingSampler": images drawn with
-    # probability proportional to their pixel area.
+    # probability proportional to their pixel area to the power below.
     # ---------------------------------------------------------------------------------------
+    # 1.0: every training pixel equally likely to be in a patch; 0.0: every image equally
+    # likely; 0.5: between the two (large images get more patches, not in proportion).
+    _C.DATALOADER.PIXEL_AREA_POWER = 1.0
     # "SGD" (Detectron2's: SOLVER.MOMENTUM, NESTEROV) or "AdamW" (SOLVER.ADAMW_BETAS);
     # both use SOLVER.BASE_LR, WEIGHT_DECAY and CLIP_GRADIENTS.
     _C.SOLVER.OPTIMIZER = "SGD"

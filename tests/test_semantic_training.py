@@ -220,6 +220,11 @@ def test_pixel_area_sampler_gives_a_rare_large_type_its_share():
     assert abs(share - 32 / 130) < 0.015, share
     uniform = list(itertools.islice(iter(TrainingSampler(100, seed=0)), 20000))
     assert np.isin(uniform, [0, 1]).mean() < 0.03  # what the default sampler gives them
+    # power 0.5: weights 1024 and 256, share 2 * 1024 / (2 * 1024 + 98 * 256)
+    draws = list(itertools.islice(iter(PixelAreaTrainingSampler(areas, power=0.5, seed=0)), 20000))
+    assert abs(np.isin(draws, [0, 1]).mean() - 2048 / (2048 + 98 * 256)) < 0.01
+    with pytest.raises(ValueError, match="power must be >= 0, got -1"):
+        PixelAreaTrainingSampler(areas, power=-1)
     with pytest.raises(KeyError, match="x.png"):
         PixelAreaTrainingSampler.from_dataset_dicts([{"file_name": "x.png"}])
 

@@ -33,7 +33,8 @@ def build_nuclei_train_loader(cfg):
     :func:`build_nuclei_mapper`, plus two things:
 
     - ``DATALOADER.SAMPLER_TRAIN "PixelAreaTrainingSampler"`` draws images with probability
-      proportional to their pixel area (:class:`PixelAreaTrainingSampler`); Detectron2's
+      proportional to their pixel area to the power ``DATALOADER.PIXEL_AREA_POWER``
+      (:class:`PixelAreaTrainingSampler`); Detectron2's
       own sampler names keep their meaning.
     - Semantic models never group batches by aspect ratio (their patches all have one size).
       Grouping would put only landscape or only portrait images in a batch; on nuclei data
@@ -50,6 +51,10 @@ def build_nuclei_train_loader(cfg):
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
         )
         kwargs["dataset"] = dataset
-        kwargs["sampler"] = PixelAreaTrainingSampler.from_dataset_dicts(dataset, seed=cfg.SEED if cfg.SEED >= 0 else None)
+        kwargs["sampler"] = PixelAreaTrainingSampler.from_dataset_dicts(
+            dataset,
+            power=cfg.DATALOADER.PIXEL_AREA_POWER,
+            seed=cfg.SEED if cfg.SEED >= 0 else None,
+        )
         logger.info("Using training sampler PixelAreaTrainingSampler")
     return build_detection_train_loader(cfg, **kwargs)
