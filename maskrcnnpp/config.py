@@ -11,7 +11,7 @@ def add_maskrcnnpp_config(cfg):
     holds merged values, changes nothing.
     """
     _C = CN()
-    for node in ("MODEL", "TEST", "INPUT", "SOLVER", "DATASETS"):
+    for node in ("MODEL", "TEST", "INPUT", "SOLVER", "DATASETS", "DATALOADER"):
         _C[node] = CN()
 
     # ---------------------------------------------------------------------------------------
