@@ -223,8 +223,10 @@ def test_pixel_area_sampler_gives_a_rare_large_type_its_share():
     # power 0.5: weights 1024 and 256, share 2 * 1024 / (2 * 1024 + 98 * 256)
     draws = list(itertools.islice(iter(PixelAreaTrainingSampler(areas, power=0.5, seed=0)), 20000))
     assert abs(np.isin(draws, [0, 1]).mean() - 2048 / (2048 + 98 * 256)) < 0.01
-    with pytest.raises(ValueError, match="power must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"power \(DATALOADER.PIXEL_AREA_POWER\) must be >= 0, got -1"):
         PixelAreaTrainingSampler(areas, power=-1)
+    # the key is a config key: it merges from the command line
+    assert setup_cfg("", ["DATALOADER.PIXEL_AREA_POWER", "0.5"]).DATALOADER.PIXEL_AREA_POWER == 0.5
     with pytest.raises(KeyError, match="x.png"):
         PixelAreaTrainingSampler.from_dataset_dicts([{"file_name": "x.png"}])
 

@@ -35,7 +35,7 @@ class PixelAreaTrainingSampler(Sampler):
         if areas.numel() == 0 or not bool((areas > 0).all()):
             raise ValueError("PixelAreaTrainingSampler: every item needs an area > 0.")
         if not power >= 0:
-            raise ValueError(f"PixelAreaTrainingSampler: power must be >= 0, got {power!r}.")
+            raise ValueError(f"PixelAreaTrainingSampler: power (DATALOADER.PIXEL_AREA_POWER) must be >= 0, got {power!r}.")
         weights = areas**power
         self._weights = weights / weights.sum()
         self._seed = int(comm.shared_random_seed() if seed is None else seed)
