@@ -1,6 +1,7 @@
 """tools/benchmark.py: a tiny run of every suite writes complete records; timing helpers."""
 import json
 import pathlib
+import platform
 
 import pytest
 import torch
@@ -107,6 +108,9 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     predict = {r["variant"]: r for r in records if r["suite"] == "unetpp_predict"}
     assert sorted(predict) == ["bfloat16 image", "bfloat16 pass", "float32 image", "float32 pass"]
     assert predict["float32 pass"]["latency_ratio"] == 1.0 and predict["float32 image"]["height"] == 64
+    # as tools/predict.py runs (glibc: tests/test_cpu_memory.py)
+    assert all(r["notes"]["memory_kept"] is (platform.libc_ver()[0] == "glibc") for r in predict.values())
+    assert all(r["notes"]["minor_page_faults"] >= 0 for r in predict.values())  # Linux
     assert 0 <= predict["bfloat16 image"]["notes"]["max_abs_prob_diff"] < 0.05
     assert predict["bfloat16 image"]["notes"]["same_class_fraction"] > 0.99
     # one training step of the quick UNet++ in float32 (the reference) and bfloat16

@@ -22,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
 from maskrcnnpp.engine import setup_cfg
 from maskrcnnpp.engine.unetpp_levels import evaluate_unetpp_levels, format_levels_table
+from maskrcnnpp.utils.cpu_memory import keep_freed_memory
 
 
 def parse_args():
@@ -34,6 +35,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    keep_freed_memory()  # large CPU tensors without fresh page faults (maskrcnnpp/utils/cpu_memory.py)
     cfg = setup_cfg(args.config_file, args.opts)
     setup_logger(name="maskrcnnpp")
     try:

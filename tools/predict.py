@@ -54,6 +54,7 @@ from maskrcnnpp.engine import setup_cfg
 from maskrcnnpp.inference.prediction_run import predict_to_folder
 from maskrcnnpp.inference.prediction_writer import EXTRA_OUTPUTS
 from maskrcnnpp.utils.cli import print_error
+from maskrcnnpp.utils.cpu_memory import keep_freed_memory
 
 
 def parse_args(argv=None):
@@ -97,6 +98,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    keep_freed_memory()  # large CPU tensors without fresh page faults (maskrcnnpp/utils/cpu_memory.py)
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(levelname)s: %(message)s")
     try:
         cfg = setup_cfg(args.config_file, args.opts)

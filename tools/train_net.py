@@ -36,6 +36,7 @@ from maskrcnnpp.engine import (
 from maskrcnnpp.engine.checkpointer import WeightsError
 from maskrcnnpp.utils.atomic_io import atomic_open
 from maskrcnnpp.utils.cli import exit_on_errors
+from maskrcnnpp.utils.cpu_memory import keep_freed_memory
 
 # Config and checkpoint errors: one line on stderr and exit status 2 (MASKRCNNPP_TRACEBACK=1
 # adds the traceback).
@@ -89,6 +90,7 @@ def _report(cfg, results, args):
 
 
 def main(args):
+    keep_freed_memory()  # large CPU tensors without fresh page faults (maskrcnnpp/utils/cpu_memory.py)
     with exit_on_errors(_ERROR_PREFIX, (KeyError, ValueError, FileNotFoundError)):
         cfg = setup(args)
     if args.eval_only:

@@ -6,18 +6,28 @@ weights seeded 0): the time of one network pass on a ``small`` x ``small`` image
 model's own inference: normalisation, forward, probabilities) and the marginal time of a whole
 ``large`` x ``large`` image through :class:`~maskrcnnpp.inference.NucleiPredictor` (the model,
 plus tiling if the image is tiled, plus the nuclei post-processing: what predict spends per
-image of a folder once the model is loaded). All four are interleaved in each round; every
+image of a folder once the model is loaded), with the process's freed memory kept as
+``tools/predict.py`` keeps it (:func:`~maskrcnnpp.utils.cpu_memory.keep_freed_memory`; set
+``MALLOC_MMAP_MAX_=65536`` to measure glibc's default instead). All four are interleaved in each round; every
 ratio is taken within a round against the float32 ``small`` pass and summarised by its median.
-The bfloat16 records also give how far their probabilities on the ``large`` image are from
-float32 (max and mean absolute difference, share of pixels with the same class).
+Each record also counts the minor page faults of one more call (None where the OS has no
+``resource`` module). The bfloat16 records also give how far their probabilities on the
+``large`` image are from float32 (max and mean absolute difference, share of pixels with the
+same class).
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
 from ..engine.setup import setup_cfg
 from ..inference.predictor import NucleiPredictor
+from ..utils.cpu_memory import keep_freed_memory
 from .runner import RECORD_FIELDS, machine_info
 from .timing import median_paired_ratio, summarize_seconds, time_interleaved
 
@@ -35,6 +45,17 @@ def _image(size: int, seed: int) -> np.ndarray:
         cy, cx, r = rng.integers(0, size), rng.integers(0, size), rng.integers(5, 15)
         image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(120, 230)
     return np.repeat(image.astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def _minor_page_faults(function) -> Optional[int]:
+    """The process's minor page faults during one more call of ``function``: pages the
+    allocator had to take fresh from the system (module docstring of
+    :mod:`maskrcnnpp.utils.cpu_memory`)."""
+    if resource is None:
+        return None
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    function()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 def _probabilities(predictor: NucleiPredictor, image: np.ndarray) -> torch.Tensor:
@@ -56,6 +77,7 @@ def semantic_prediction_records(
         list[dict]: one record per (precision, image): the network pass on the small image
         and the predicted large image, ``latency_ratio`` against the float32 small pass.
     """
+    memory_kept = keep_freed_memory()  # for the rest of the process: the suites after it do not time
     cfg = setup_cfg(config, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, *map(str, opts)])
     torch.manual_seed(0)
     predictor = NucleiPredictor(cfg)
@@ -70,6 +92,7 @@ def semantic_prediction_records(
         functions[(precision, "pass")] = lambda p=p: p.run_model(small_image)
         functions[(precision, "image")] = lambda p=p: p(large_image)
     seconds = time_interleaved(functions, rounds=rounds, warmup=warmup, device=device)
+    page_faults = {key: _minor_page_faults(function) for key, function in functions.items()}
     reference = seconds[("float32", "pass")]
     exact = _probabilities(predictors["float32"], large_image)
     records = []
@@ -79,6 +102,8 @@ def semantic_prediction_records(
             "what": "one network pass (model inference)" if kind == "pass"
             else "one image through NucleiPredictor (marginal: model loaded)",
             "num_tiles": len(predictors[precision].tiles(side, side)) if kind == "image" else 1,
+            "memory_kept": memory_kept,
+            "minor_page_faults": page_faults[(precision, kind)],
         }
         if precision != "float32" and kind == "image":
             reduced = _probabilities(predictors[precision], large_image)

@@ -60,8 +60,8 @@ def _throughput_table(records: Sequence[Dict]) -> List[str]:
 def _prediction_table(records: Sequence[Dict]) -> List[str]:
     lines = [
         "| precision | what | input | device | ms median [q1, q3] | / float32 pass | speed-up vs float32 "
-        "| max abs prob diff | mean abs prob diff | same class |",
-        "|---|---|---|---|--:|--:|--:|--:|--:|--:|",
+        "| max abs prob diff | mean abs prob diff | same class | memory kept | minor page faults |",
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|---|--:|",
     ]
     for r in records:
         n, latency = r["notes"], r["latency_ms"]
@@ -72,7 +72,8 @@ def _prediction_table(records: Sequence[Dict]) -> List[str]:
             f"| {latency['median']:.0f} [{latency['q1']:.0f}, {latency['q3']:.0f}] "
             f"| {r['latency_ratio']:.2f}x | {_fmt(n.get('speedup_vs_float32'), '.2f', 'x')} "
             f"| {_fmt(n.get('max_abs_prob_diff'), '.4f')} | {_fmt(n.get('mean_abs_prob_diff'), '.5f')} "
-            f"| {_fmt(n.get('same_class_fraction'), '.5f')} |"
+            f"| {_fmt(n.get('same_class_fraction'), '.5f')} | {'yes' if n.get('memory_kept') else 'no'} "
+            f"| {_fmt(n.get('minor_page_faults'), 'd')} |"
         )
     return lines
 
