@@ -8,8 +8,9 @@ model's own inference: normalisation, forward, probabilities) and the marginal t
 plus tiling if the image is tiled, plus the nuclei post-processing: what predict spends per
 image of a folder once the model is loaded), with the process's freed memory kept as
 ``tools/predict.py`` keeps it (:func:`~maskrcnnpp.utils.cpu_memory.keep_freed_memory`; set
-``MALLOC_MMAP_MAX_=65536`` to measure glibc's default instead). All four are interleaved in each round; every
-ratio is taken within a round against the float32 ``small`` pass and summarised by its median.
+``MALLOC_MMAP_MAX_=65536`` to measure glibc's default instead). All four are interleaved in
+each round; every ratio is taken within a round against the float32 ``small`` pass and
+summarised by its median.
 Each record also counts the minor page faults of one more call (None where the OS has no
 ``resource`` module). The bfloat16 records also give how far their probabilities on the
 ``large`` image are from float32 (max and mean absolute difference, share of pixels with the

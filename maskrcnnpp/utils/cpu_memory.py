@@ -5,7 +5,7 @@ large tensors of CPU inference and training do not page-fault afresh at every al
 glibc's ``malloc`` serves a block above its mmap threshold (at most 32 MiB) with a fresh
 ``mmap`` and unmaps it when freed; the next tensor of that size page-faults and zeroes every
 4 KiB page again. A UNet++ pass over a 1024x1024 image allocates full-resolution maps of
-128 MiB and more, about 15 GiB of fresh pages per pass (3.9 million minor page faults), and
+128 MiB and more, about 16 GiB of fresh pages per pass (4.2 million minor page faults), and
 half its CPU time went to them (docs/benchmark.md, "Memory kept in the process").
 :func:`keep_freed_memory` sets glibc's ``M_MMAP_MAX`` to 0 (every block from the heap) and
 its trim threshold out of reach (freed heap memory is kept for the next allocation): the
@@ -15,8 +15,7 @@ The command-line tools call it at start; a user who sets glibc's own ``MALLOC_MM
 ``MALLOC_TRIM_THRESHOLD_`` environment variables keeps glibc's behaviour under their control
 (e.g. ``MALLOC_MMAP_MAX_=65536``, glibc's default, to give memory back; the setting cannot be
 undone in a running process, as the blocks already freed stay in the heap's free lists and
-serve later requests). Elsewhere than glibc
-(macOS, Windows, musl without ``mallopt``) it does nothing.
+serve later requests). Elsewhere than glibc (macOS, Windows, musl) it does nothing.
 """
 import ctypes
 import ctypes.util
@@ -69,4 +68,3 @@ def keep_freed_memory() -> bool:
     if not applied:
         logger.warning("mallopt refused the settings; freed memory goes back to the system as usual")
     return applied
-
