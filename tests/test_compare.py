@@ -205,6 +205,37 @@ def test_rerun_skips_finished_and_resumes_stopped(tmp_path):
                        [0, 1, 2], str(tmp_path), **kwargs)
 
 
+def test_killed_attempt_counts_until_its_last_checkpoint(tmp_path):
+    """A comparison killed mid-run leaves an attempt without wall time: the resumed run writes
+    into it the time up to the stopped run's newest checkpoint, not up to checkpoints the
+    resumed run itself writes later."""
+    calls = []
+    fake = _fake_runner("nuclei_synth_val", calls, _metrics)
+
+    def runner(command, env, log_path):
+        (pathlib.Path(command[-1]) / "model_final.pth").write_bytes(b"resumed run's checkpoint")
+        return fake(command, env, log_path)
+
+    run_dir = tmp_path / "fpn" / "seed0"
+    run_dir.mkdir(parents=True)
+    started = 1_700_000_000.0
+    record = {"config_file": str(FPN), "opts": [], "seed": 0,
+              "attempts": [{"command": [], "resumed": False, "started": started, "wall_seconds": None}]}
+    (run_dir / "compare_run.json").write_text(json.dumps(record))
+    for iteration, seconds in ((99, 120.0), (199, 300.0)):
+        checkpoint = run_dir / f"model_{iteration:07d}.pth"
+        checkpoint.write_bytes(b"stopped run's checkpoint")
+        os.utime(checkpoint, (started + seconds, started + seconds))
+    (run_dir / "last_checkpoint").write_text("model_0000199.pth")
+    run_comparison([ModelSpec("fpn", str(FPN))], [0], str(tmp_path), baseline=False, runner=runner)
+    assert len(calls) == 1 and "--resume" in calls[0][0]
+    record = json.loads((run_dir / "compare_run.json").read_text())
+    stopped, resumed = record["attempts"]
+    assert stopped["wall_seconds"] == pytest.approx(300.0) and stopped["stopped"] is True
+    assert resumed["resumed"] is True and "stopped" not in resumed
+    assert record["train_seconds"] == pytest.approx(300.0 + resumed["wall_seconds"])
+
+
 def _runner_by_model(model, special, default):
     """The fake runner ``special`` for the runs of ``model``, ``default`` for the others."""
     def runner(command, env, log_path):

@@ -19,11 +19,14 @@ run's command and its attempts' wall times::
      "train_seconds": sum of the attempts}
 
 An attempt is recorded before its subprocess starts (``wall_seconds`` null) and completed when
-it ends; an attempt that never completed (the comparison itself was killed) counts from its
-start to the last write of ``last_checkpoint``, the work a resumed run keeps. The wall time is
-that of the whole subprocess: start-up, training and the final evaluation.
+it ends. An attempt that never completed (the comparison itself was killed) counts from its
+start to the newest checkpoint it wrote, the work a resumed run keeps; the attempt that resumes
+it first writes that time into the stopped attempt (``wall_seconds``, with ``"stopped": true``),
+since the resumed run writes checkpoints of its own. The wall time is that of the whole
+subprocess: start-up, training and the final evaluation.
 """
 import concurrent.futures
+import glob
 import json
 import os
 import re
@@ -188,11 +191,20 @@ def _write_run_record(output_dir, record):
 def _attempt_seconds(attempt, output_dir):
     if attempt.get("wall_seconds") is not None:
         return float(attempt["wall_seconds"])
-    # never completed: from its start to the last checkpoint it left, if any
-    checkpoint = os.path.join(output_dir, "last_checkpoint")
-    if os.path.isfile(checkpoint):
-        return max(0.0, os.path.getmtime(checkpoint) - float(attempt.get("started", 0.0)))
-    return 0.0
+    # never completed: from its start to the newest checkpoint it left, if any
+    started = float(attempt.get("started", 0.0))
+    written = [os.path.getmtime(p) for p in glob.glob(os.path.join(output_dir, "model_*.pth"))]
+    written = [t for t in written if t >= started]
+    return max(written) - started if written else 0.0
+
+
+def _close_stopped_attempts(record, output_dir):
+    """Write the kept training time into every attempt that never completed, before a resumed
+    run adds checkpoints of its own (module docstring)."""
+    for attempt in record["attempts"]:
+        if attempt.get("wall_seconds") is None:
+            attempt["wall_seconds"] = _attempt_seconds(attempt, output_dir)
+            attempt["stopped"] = True
 
 
 def train_seconds(record, output_dir):
@@ -244,6 +256,7 @@ def _train_one(run, *, train_script, threads, runner):
     command = [sys.executable, train_script, "--config-file", config_file]
     if status == "stopped":
         command.append("--resume")
+        _close_stopped_attempts(record, run.output_dir)
     command += [*run.opts, "SEED", str(run.seed), "OUTPUT_DIR", run.output_dir]
     attempt = {"command": command, "resumed": status == "stopped", "started": time.time(),
                "wall_seconds": None}
