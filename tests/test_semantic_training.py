@@ -203,8 +203,22 @@ def test_adamw_option_builds_and_steps():
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.99)
     before = model[0].weight.detach().clone()
     model(torch.rand(2, 1, 5, 5)).square().sum().backward()
-    optimizer.step()
+    # the fused update is AdamW's: the same step as torch's per-parameter loop
+    groups, pairs = [], []
+    for group in optimizer.param_groups:
+        twins = [p.detach().clone().requires_grad_() for p in group["params"]]
+        for p, q in zip(group["params"], twins):
+            q.grad = p.grad.clone()
+            pairs.append((p, q))
+        groups.append({"params": twins, "lr": group["lr"], "weight_decay": group["weight_decay"]})
+    reference = torch.optim.AdamW(groups, lr=0.01, betas=(0.8, 0.99), foreach=False)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    for _ in range(3):
+        optimizer.step()
+        reference.step()
     assert not torch.equal(before, model[0].weight)
+    for p, q in pairs:
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)
     cfg = setup_cfg("", ["SOLVER.OPTIMIZER", "SGD"])
     assert isinstance(build_optimizer(cfg, model), torch.optim.SGD)
     cfg = setup_cfg("", ["SOLVER.OPTIMIZER", "Adam"])
