@@ -159,6 +159,9 @@ def add_maskrcnnpp_config(cfg):
     _C.MODEL.UNETPP.SLIDING_WINDOW_SIZE = 2048
     # Fraction of a window shared with its neighbour, in [0, 1).
     _C.MODEL.UNETPP.SLIDING_WINDOW_OVERLAP = 0.25
+    # Inference: average the class probabilities of the image's 8 flips and 90-degree
+    # rotations, each mapped back (test-time augmentation; 8x the inference time).
+    _C.MODEL.UNETPP.TEST_DIHEDRAL_MEAN = False
 
     # ---------------------------------------------------------------------------------------
     # Training inputs of semantic models (maskrcnnpp/data/semantic_patch_mapper.py).
@@ -169,6 +172,10 @@ def add_maskrcnnpp_config(cfg):
     _C.INPUT.SEMANTIC_PATCH.SIZE = 96
     # Brightness and contrast are each scaled by a random factor in [1 - J, 1 + J] (0: off).
     _C.INPUT.SEMANTIC_PATCH.INTENSITY_JITTER = 0.2
+    # Decoded training images and labels each data-loader worker keeps in memory, in MB
+    # (10**6 bytes; first come, first kept; the rest are decoded at every visit). DSB2018's
+    # training split takes about 200 MB decoded (50 megapixels). 0: decode every patch's image again.
+    _C.INPUT.SEMANTIC_PATCH.CACHE_MB = 1000
 
     # ---------------------------------------------------------------------------------------
     # Training (maskrcnnpp/engine/optimizer.py, maskrcnnpp/data/build.py). The LR schedule is

@@ -128,3 +128,51 @@ def test_interior_boundary_targets_from_instance_masks(tmp_path):
         assert (sem == 1).sum() == 2 * 8 * 10  # interiors: each rectangle less its 1-pixel rim
         assert (sem == 2).sum() == 2 * (10 * 12 - 8 * 10)
         assert (sem == 0).sum() == 40 * 60 - 2 * 10 * 12
+
+
+def test_kept_images_give_the_same_patches_without_reading_the_files(tmp_path, monkeypatch):
+    import maskrcnnpp.data.semantic_patch_mapper as module
+
+    records = []
+    for k, (height, width) in enumerate([(70, 90), (40, 40)]):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        records.append(dict(write_pair(folder, height, width, seed=k), image_id=k))
+    reads = []
+    original_read = module.read_image_rgb
+    monkeypatch.setattr(module, "read_image_rgb", lambda path: reads.append(path) or original_read(path))
+
+    def patches(cache_mb):
+        m = SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.2, ignore_value=255,
+                                       cache_mb=cache_mb)
+        np.random.seed(3)
+        outs = [m(records[i % 2]) for i in range(12)]
+        return [(o["image"].numpy().copy(), o["sem_seg"].numpy().copy()) for o in outs], m
+
+    reads.clear()
+    decoded_each_time, _ = patches(0)
+    assert len(reads) == 12
+    reads.clear()
+    kept, m = patches(1)  # 1 MB holds both images
+    assert len(reads) == 2
+    for (img_a, sem_a), (img_b, sem_b) in zip(decoded_each_time, kept):
+        assert (img_a == img_b).all() and (sem_a == sem_b).all()
+    # the returned tensors are copies: writing into them leaves the kept images alone
+    out = m(records[1])
+    out["image"].fill_(7)
+    out["sem_seg"].fill_(7)
+    image, labels = m._decoded[records[1]["file_name"]]
+    assert (image != 7).any() and (labels != 7).any()
+
+    # a budget below the first image's size keeps nothing: every visit reads the file
+    reads.clear()
+    small = SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255,
+                                       cache_mb=70 * 90 * 4 / 1e6 - 1e-6)
+    for _ in range(3):
+        small(records[0])
+    assert len(reads) == 3 and small._decoded == {}
+
+
+def test_negative_cache_size_is_named():
+    with pytest.raises(ValueError, match="CACHE_MB"):
+        SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255, cache_mb=-1)

@@ -88,6 +88,37 @@ def test_test_level_selects_head_and_ensemble_averages():
     assert not torch.allclose(outs[1], outs[4])
 
 
+@pytest.mark.parametrize("test_level", [0, 2])
+def test_dihedral_mean_is_the_mean_of_the_eight_views_mapped_back(test_level):
+    model = build(opts=["MODEL.UNETPP.TEST_LEVEL", test_level]).eval()
+    img = image(40, 56)
+    with torch.no_grad():
+        views = []
+        for k in range(4):
+            for flip in (False, True):
+                view = torch.rot90(img, k, dims=(1, 2))
+                view = view.flip(2) if flip else view
+                probs = model([{"image": view}])[0]["sem_seg"]
+                probs = probs.flip(2) if flip else probs
+                views.append(torch.rot90(probs, -k, dims=(1, 2)))
+        plain = model([{"image": img}])[0]["sem_seg"]
+        model.test_dihedral_mean = True
+        mean = model([{"image": img}])[0]["sem_seg"]
+        # the mean of a flipped image is the mean of the image, flipped / rotated
+        flipped = model([{"image": img.flip(1)}])[0]["sem_seg"]
+        rotated = model([{"image": torch.rot90(img, 1, dims=(1, 2))}])[0]["sem_seg"]
+    assert mean.shape == (2, 40, 56)
+    torch.testing.assert_close(mean, torch.stack(views).mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(flipped, mean.flip(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(rotated, torch.rot90(mean, 1, dims=(1, 2)), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(mean, plain, atol=1e-4)  # the views differ: the mean is not the plain output
+
+
+def test_dihedral_mean_is_read_from_the_config():
+    assert build(opts=["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", True]).test_dihedral_mean
+    assert not build().test_dihedral_mean
+
+
 def test_invalid_test_level_and_designs_are_named():
     with pytest.raises(ValueError, match="TEST_LEVEL 5"):
         build(opts=["MODEL.UNETPP.TEST_LEVEL", 5])

@@ -45,6 +45,8 @@ class SemanticUNetPlusPlus(nn.Module):
     the single head without deep supervision); k in 1..D runs only the sub-network that feeds
     ``X(0, k)`` -- encoder levels 0..k and decoder nodes with i + j <= k -- and returns head
     k. Images with a side above ``sliding_window_size`` are predicted window by window.
+    With ``test_dihedral_mean`` the probabilities are averaged over the image's 8 flips and
+    90-degree rotations.
 
     Target (``target``): "semantic" learns the dataset's labels; "interior_boundary" learns
     background / nucleus interior / nucleus boundary (3 classes, made from instance masks by
@@ -76,6 +78,7 @@ class SemanticUNetPlusPlus(nn.Module):
         test_level: int,
         sliding_window_size: int,
         sliding_window_overlap: float,
+        test_dihedral_mean: bool = False,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
     ):
@@ -98,6 +101,8 @@ class SemanticUNetPlusPlus(nn.Module):
             sliding_window_size (int): images with a side above this are predicted in
                 windows of this size (0: never).
             sliding_window_overlap (float): fraction of a window shared with its neighbour.
+            test_dihedral_mean (bool): inference averages the probabilities of the image's 8
+                flips and 90-degree rotations, each mapped back to the image.
             pixel_mean, pixel_std (list[float]): input normalization, one value per channel.
         """
         super().__init__()
@@ -170,6 +175,7 @@ class SemanticUNetPlusPlus(nn.Module):
         self.test_level = test_level
         self.sliding_window_size = sliding_window_size
         self.sliding_window_overlap = sliding_window_overlap
+        self.test_dihedral_mean = test_dihedral_mean
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -193,6 +199,7 @@ class SemanticUNetPlusPlus(nn.Module):
             "test_level": c.TEST_LEVEL,
             "sliding_window_size": c.SLIDING_WINDOW_SIZE,
             "sliding_window_overlap": c.SLIDING_WINDOW_OVERLAP,
+            "test_dihedral_mean": c.TEST_DIHEDRAL_MEAN,
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
         }
@@ -343,8 +350,24 @@ class SemanticUNetPlusPlus(nn.Module):
 
         Returns:
             Tensor: (C, H, W) class probabilities from the heads chosen by :attr:`test_level`:
-            the mean of all heads (0) or head k of the sub-network pruned at level k.
+            the mean of all heads (0) or head k of the sub-network pruned at level k; with
+            :attr:`test_dihedral_mean`, their mean over the image's 8 flips and 90-degree
+            rotations, each mapped back to the image.
         """
+        if not self.test_dihedral_mean:
+            return self._chosen_heads_probabilities(image)
+        total = None
+        for quarter_turns in range(4):
+            for flip in (False, True):
+                view = torch.rot90(image, quarter_turns, dims=(-2, -1))
+                view = view.flip(-1) if flip else view
+                probs = self._chosen_heads_probabilities(view)
+                probs = probs.flip(-1) if flip else probs
+                probs = torch.rot90(probs, -quarter_turns, dims=(-2, -1))
+                total = probs if total is None else total + probs
+        return total / 8
+
+    def _chosen_heads_probabilities(self, image: torch.Tensor) -> torch.Tensor:
         if self.test_level == 0:
             return self.head_probabilities(image).mean(0)
         return self.head_probabilities(image, self.test_level)[-1]
