@@ -15,7 +15,7 @@ setup(
     # Detectron2 for Python 3.11, and torch must match torchvision exactly).
     install_requires=[
         "detectron2",
-        "torch",
+        "torch>=2.4",  # fused AdamW on the CPU (maskrcnnpp/engine/optimizer.py)
         "torchvision",
         "numpy",
         "opencv-python-headless",
