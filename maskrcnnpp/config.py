@@ -172,6 +172,11 @@ def add_maskrcnnpp_config(cfg):
     _C.INPUT.SEMANTIC_PATCH.SIZE = 96
     # Brightness and contrast are each scaled by a random factor in [1 - J, 1 + J] (0: off).
     _C.INPUT.SEMANTIC_PATCH.INTENSITY_JITTER = 0.2
+    # Training patches get their colour channels in a random order (stain colours vary).
+    _C.INPUT.SEMANTIC_PATCH.SHUFFLE_CHANNELS = False
+    # Probability that a training patch is inverted (255 - x), so that nuclei darker and
+    # brighter than their background are both seen (bright-field / histology vs fluorescence).
+    _C.INPUT.SEMANTIC_PATCH.INVERT_PROB = 0.0
     # Decoded training images and labels each data-loader worker keeps in memory, in MB
     # (10**6 bytes; first come, first kept; the rest are decoded at every visit). DSB2018's
     # training split takes about 200 MB decoded (50 megapixels). 0: decode every patch's image again.

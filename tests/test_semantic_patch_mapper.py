@@ -176,3 +176,40 @@ def test_kept_images_give_the_same_patches_without_reading_the_files(tmp_path, m
 def test_negative_cache_size_is_named():
     with pytest.raises(ValueError, match="CACHE_MB"):
         SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255, cache_mb=-1)
+
+
+def test_channel_shuffle_and_inversion_keep_the_labels(tmp_path):
+    record = write_pair(tmp_path, 32, 32)  # patch = whole image: symmetries, channel order, inversion
+    original = cv2.imread(record["file_name"])[:, :, ::-1]
+    m = SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255,
+                                   shuffle_channels=True, invert_prob=0.3)
+    np.random.seed(4)
+    inverted, orders = 0, set()
+    for _ in range(400):
+        out = m(record)
+        img, sem = out["image"].numpy(), out["sem_seg"].numpy()
+        # undo the symmetry through the labels: they follow the geometry only
+        geometry = next((k, flip) for k in range(4) for flip in (False, True)
+                        if (np.rot90((original[:, ::-1] if flip else original)[:, :, 0] > 127, k) == sem).all())
+        base = np.rot90(original[:, ::-1] if geometry[1] else original, geometry[0]).transpose(2, 0, 1)
+        was_inverted = not any((img[0] == base[c]).all() for c in range(3))
+        if was_inverted:
+            img = 255 - img
+            inverted += 1
+        order = tuple(next(c for c in range(3) if (img[i] == base[c]).all()) for i in range(3))
+        assert sorted(order) == [0, 1, 2]  # a permutation of the image's own channels
+        orders.add(order)
+    assert len(orders) == 6
+    assert 90 <= inverted <= 150  # 400 draws at 0.3: 120 expected, sd 9
+
+
+def test_colour_options_off_leave_the_patches_unchanged(tmp_path):
+    record = write_pair(tmp_path, 70, 90)
+    outs = []
+    for m in (mapper(jitter=0.2), SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.2,
+                                                             ignore_value=255, shuffle_channels=False, invert_prob=0.0)):
+        np.random.seed(5)
+        outs.append([m(record)["image"].numpy() for _ in range(5)])
+    assert all((a == b).all() for a, b in zip(*outs))
+    with pytest.raises(ValueError, match="INVERT_PROB"):
+        SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255, invert_prob=1.5)

@@ -48,8 +48,9 @@ class SemanticPatchDatasetMapper:
 
     Training: a random ``patch_size`` patch (padded with the ignore value when the image is
     smaller), a random horizontal flip, vertical flip and rotation by a multiple of 90
-    degrees (the 8 symmetries of the square), then brightness and contrast each scaled by a
-    random factor in [1 - jitter, 1 + jitter]. An image or label file that cannot be read
+    degrees (the 8 symmetries of the square), optionally the colour channels in a random order
+    and the intensities inverted (255 - x) with probability ``invert_prob``, then brightness and
+    contrast each scaled by a random factor in [1 - jitter, 1 + jitter]. An image or label file that cannot be read
     is logged with the file and the reason and the record is skipped (Detectron2's loader
     draws another). Test: the whole image; unreadable files raise :class:`ImageReadError`.
 
@@ -74,6 +75,8 @@ class SemanticPatchDatasetMapper:
         image_format: str = "RGB",
         instance_annotations: Optional[Dict[str, list]] = None,
         cache_mb: float = 0.0,
+        shuffle_channels: bool = False,
+        invert_prob: float = 0.0,
     ):
         """
         Args:
@@ -88,6 +91,10 @@ class SemanticPatchDatasetMapper:
                 boundary classes instead of the sem_seg labels.
             cache_mb (float): decoded training images and labels kept in memory, in
                 megabytes (10**6 bytes) per data-loader worker; 0: none.
+            shuffle_channels (bool): training patches get their colour channels in a random
+                order.
+            invert_prob (float): probability that a training patch is inverted (255 - x):
+                dark nuclei on a light background become bright nuclei on a dark one and back.
         """
         if patch_size < 1 or not 0.0 <= intensity_jitter < 1.0:
             raise ValueError(
@@ -98,12 +105,16 @@ class SemanticPatchDatasetMapper:
         self.patch_size = patch_size
         self.intensity_jitter = intensity_jitter
         self.ignore_value = ignore_value
+        if not 0.0 <= invert_prob <= 1.0:
+            raise ValueError(f"INPUT.SEMANTIC_PATCH.INVERT_PROB must be in [0, 1], got {invert_prob}.")
         if cache_mb < 0:
             raise ValueError(f"INPUT.SEMANTIC_PATCH.CACHE_MB must be >= 0, got {cache_mb}.")
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT {image_format!r}: semantic models take 'RGB' or 'BGR'.")
         self.image_format = image_format
         self.instance_annotations = instance_annotations
+        self.shuffle_channels = shuffle_channels
+        self.invert_prob = invert_prob
         self.cache_bytes = int(cache_mb * 1e6)
         self._decoded = {}  # file_name -> (image (H, W, 3) uint8, training labels (H, W))
         self._decoded_bytes = 0
@@ -118,6 +129,8 @@ class SemanticPatchDatasetMapper:
             "ignore_value": cfg.MODEL.UNETPP.IGNORE_VALUE,
             "image_format": cfg.INPUT.FORMAT,
             "cache_mb": cfg.INPUT.SEMANTIC_PATCH.CACHE_MB,
+            "shuffle_channels": cfg.INPUT.SEMANTIC_PATCH.SHUFFLE_CHANNELS,
+            "invert_prob": cfg.INPUT.SEMANTIC_PATCH.INVERT_PROB,
             "instance_annotations": (
                 instance_annotations_of(cfg.DATASETS.TRAIN)
                 if is_train and cfg.MODEL.UNETPP.TARGET == "interior_boundary"
@@ -204,6 +217,11 @@ class SemanticPatchDatasetMapper:
             image, labels = image[::-1], labels[::-1]
         quarter_turns = int(rng.integers(0, 4))
         image, labels = np.rot90(image, quarter_turns), np.rot90(labels, quarter_turns)
+        # colour draws only when asked for, so that the patches of the other settings stay the same
+        if self.shuffle_channels:
+            image = image[:, :, rng.permutation(image.shape[2])]
+        if self.invert_prob > 0 and rng.random() < self.invert_prob:
+            image = 255 - image
         if self.intensity_jitter > 0:
             brightness, contrast = rng.uniform(1 - self.intensity_jitter, 1 + self.intensity_jitter, 2)
             pixels = image.astype(np.float32) * brightness
