@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import torch
 from detectron2.modeling import build_model
 
@@ -14,7 +15,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 QUICK = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
 
 
-def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory):
+@pytest.mark.parametrize("views", [[], ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"]], ids=["plain", "dihedral_mean"])
+def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory, views):
     cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
     torch.manual_seed(0)
     cfg = setup_cfg(str(QUICK), ["MODEL.DEVICE", "cpu"])
@@ -25,7 +27,7 @@ def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "evaluate_unetpp_levels.py"), "--config-file", str(QUICK),
          "--runs", "1", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights),
-         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out")],
+         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"), *views],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,11 +43,12 @@ def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory):
     for record in (levels[2], levels[0]):
         assert record["nuclei"]["num_images"] == 16
         assert 0.0 <= record["nuclei"]["iou"] <= 1.0
-    # Level 2 from the one-pass evaluation equals the really pruned model's evaluation.
+    # Level 2 from the one-pass evaluation equals the really pruned model's evaluation (with the
+    # test-time mean over 8 views too).
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(QUICK), "--eval-only",
          "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights), "MODEL.UNETPP.TEST_LEVEL", "2",
-         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "pruned")],
+         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "pruned"), *views],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

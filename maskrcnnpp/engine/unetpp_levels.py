@@ -4,7 +4,8 @@ the whole network per image (``tools/evaluate_unetpp_levels.py``).
 
 Pruned at level k (``MODEL.UNETPP.TEST_LEVEL k``), the model outputs head k of the sub-network
 that feeds X(0,k), which equals head k of the whole network (tests/test_semantic_unetpp.py); so
-the whole network runs once per image and every head is scored with the project's evaluators
+the whole network runs once per image (once per view with ``MODEL.UNETPP.TEST_DIHEDRAL_MEAN``)
+and every head is scored with the project's evaluators
 (Detectron2's SemSegEvaluator + the nuclei metrics) on DATASETS.TEST[0]. Then each level's
 latency is timed with the model really pruned (TEST_LEVEL k), the levels interleaved round by
 round (order rotated) on the dataset's first image: the median of ``runs`` rounds, and the
@@ -74,7 +75,10 @@ def evaluate_unetpp_levels(cfg, *, runs: int = 10) -> Dict:
         for n, inputs in enumerate(loader):
             image = model.normalize_image(inputs[0]["image"])
             first_image = image if first_image is None else first_image
-            probs = model.head_probabilities(image)  # (depth, C, H, W)
+            if model.test_dihedral_mean:  # MODEL.UNETPP.TEST_DIHEDRAL_MEAN: every head over the 8 views
+                probs = model.dihedral_mean(model.head_probabilities, image)
+            else:
+                probs = model.head_probabilities(image)  # (depth, C, H, W)
             height, width = image.shape[-2:]
             for k in levels:
                 p = probs.mean(0) if k == 0 else probs[k - 1]

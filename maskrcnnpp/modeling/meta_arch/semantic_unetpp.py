@@ -5,7 +5,7 @@ inference from the ensemble of heads or from a pruned sub-network.
 """
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -354,17 +354,31 @@ class SemanticUNetPlusPlus(nn.Module):
             :attr:`test_dihedral_mean`, their mean over the image's 8 flips and 90-degree
             rotations, each mapped back to the image.
         """
-        if not self.test_dihedral_mean:
-            return self._chosen_heads_probabilities(image)
+        if self.test_dihedral_mean:
+            return self.dihedral_mean(self._chosen_heads_probabilities, image)
+        return self._chosen_heads_probabilities(image)
+
+    @staticmethod
+    def dihedral_mean(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            predict: maps an image (C_in, H, W) to a map (..., H, W) at its size, e.g.
+                :meth:`head_probabilities`.
+            image (Tensor): (C_in, H, W).
+
+        Returns:
+            Tensor: (..., H, W), the mean of ``predict`` over the image's 8 flips and 90-degree
+            rotations, each output mapped back to the image.
+        """
         total = None
         for quarter_turns in range(4):
             for flip in (False, True):
                 view = torch.rot90(image, quarter_turns, dims=(-2, -1))
                 view = view.flip(-1) if flip else view
-                probs = self._chosen_heads_probabilities(view)
-                probs = probs.flip(-1) if flip else probs
-                probs = torch.rot90(probs, -quarter_turns, dims=(-2, -1))
-                total = probs if total is None else total + probs
+                out = predict(view)
+                out = out.flip(-1) if flip else out
+                out = torch.rot90(out, -quarter_turns, dims=(-2, -1))
+                total = out if total is None else total + out
         return total / 8
 
     def _chosen_heads_probabilities(self, image: torch.Tensor) -> torch.Tensor:
