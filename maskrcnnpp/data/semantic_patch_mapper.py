@@ -50,9 +50,9 @@ class SemanticPatchDatasetMapper:
     smaller), a random horizontal flip, vertical flip and rotation by a multiple of 90
     degrees (the 8 symmetries of the square), optionally the colour channels in a random order
     and the intensities inverted (255 - x) with probability ``invert_prob``, then brightness and
-    contrast each scaled by a random factor in [1 - jitter, 1 + jitter]. An image or label file that cannot be read
-    is logged with the file and the reason and the record is skipped (Detectron2's loader
-    draws another). Test: the whole image; unreadable files raise :class:`ImageReadError`.
+    contrast each scaled by a random factor in [1 - jitter, 1 + jitter]. An image or label
+    file that cannot be read is logged with the file and the reason and the record is skipped
+    (Detectron2's loader draws another). Test: the whole image; unreadable files raise :class:`ImageReadError`.
 
     With ``instance_annotations`` (the ``"interior_boundary"`` target), the labels of an
     image are background 0, nucleus interior 1 and nucleus boundary 2
