@@ -82,8 +82,9 @@ class NestedFPN(Backbone):
             fusion (str): "concat" or "sum" (MODEL.NESTED_FPN.FUSION).
             node_conv (str): "plain" or "separable" (MODEL.NESTED_FPN.NODE_CONV).
             node_norm (str): normalization inside the node convs (MODEL.NESTED_FPN.NORM).
-            cpu_channels_last (bool or None): on the CPU, compute the pyramid (laterals,
-                nodes, outputs) in channels-last memory: the bottom-up features are converted
+            cpu_channels_last (bool or None): at inference on the CPU (eval mode), compute
+                the pyramid (laterals, nodes, outputs) in channels-last memory: the bottom-up
+                features are converted
                 once, as they enter the lateral convs, and the outputs are returned in
                 NCHW, as FPN returns them (the heads' ROIAlign would otherwise copy the
                 channels-last maps to NCHW on every call: measured 1.137x -> 1.113x of Mask
@@ -93,6 +94,9 @@ class NestedFPN(Backbone):
                 convs run 1.7-2x faster so (oneDNN, 256 channels at 128x128); the plain 3x3
                 convs over concatenations gain nothing and the conversions cost (measured:
                 the paper's design went from 1.40x to 1.52x FPN's backbone latency).
+                Training always computes in NCHW: on the CPU the backward pass of GroupNorm and
+                BatchNorm is 2-18x slower on channels-last tensors (measured: a bfloat16 CPU
+                training step of Mask R-CNN++ took 1.11x its NCHW time).
         """
         super().__init__()
         if not isinstance(bottom_up, Backbone):
@@ -233,8 +237,7 @@ class NestedFPN(Backbone):
         # the pyramid's own channels-last layout is undone at the outputs; a layout the
         # caller chose (e.g. a channels-last model and input) is kept
         converts_layout = (
-            self.cpu_channels_last
-            and finest.device.type == "cpu"
+            self._computes_channels_last(finest)
             and not finest.is_contiguous(memory_format=torch.channels_last)
         )
         nodes = {
@@ -271,9 +274,14 @@ class NestedFPN(Backbone):
                 state_dict[f"{prefix}{new}{key[len(prefix + old):]}"] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _computes_channels_last(self, feature):
+        """Whether the pyramid over ``feature`` is computed channels-last: at inference on the
+        CPU, when ``cpu_channels_last`` is on."""
+        return self.cpu_channels_last and not self.training and feature.device.type == "cpu"
+
     def _to_pyramid_layout(self, feature):
         """A bottom-up feature in the memory layout the pyramid is computed in."""
-        if self.cpu_channels_last and feature.device.type == "cpu":
+        if self._computes_channels_last(feature):
             return feature.contiguous(memory_format=torch.channels_last)
         return feature
 
