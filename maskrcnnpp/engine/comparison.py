@@ -48,6 +48,7 @@ COMPARISON_METRICS = (
     ("segm", "AP50", "AP50", 2),
     ("segm", "AP75", "AP75", 2),
     ("nuclei", "iou", "fg IoU", 4),
+    ("nuclei", "iou_pooled", "fg IoU pooled", 4),
     ("nuclei", "dice", "Dice", 4),
     ("nuclei", "dsb_score", "DSB", 4),
     ("nuclei", "aji", "AJI", 4),
@@ -274,7 +275,8 @@ def summarize_comparison(models, pairs=(), baseline=None, *, resamples=10000, se
             pairs="paired per-image difference B - A, each image's value averaged over the seeds of "
                   f"each model; mean over images, percentile bootstrap 95% CI ({resamples} resamples "
                   f"of images, numpy default_rng seed {seed})",
-            units="COCO AP in %, nuclei metrics as fractions",
+            units="COCO AP in %, nuclei metrics as fractions; fg IoU and Dice are means of the "
+                  "per-image values, fg IoU pooled divides pixel counts summed over the images",
         ),
         datasets=OrderedDict(),
     )
