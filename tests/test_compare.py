@@ -261,6 +261,29 @@ def test_semantic_model_shares_the_images_and_shows_dashes(tmp_path):
     assert block["pairs"][0]["metrics"]["iou"]["mean"] == pytest.approx(0.1)
 
 
+def test_table_only_tabulates_the_finished_runs_and_names_the_others(tmp_path):
+    calls = []
+    models = [ModelSpec("fpn", str(FPN)), ModelSpec("nested", str(NESTED))]
+    run_comparison(models, [0], str(tmp_path), baseline=False, resamples=200,
+                   runner=_fake_runner("nuclei_synth_val", calls, _metrics))
+    assert len(calls) == 2
+
+    def must_not_train(command, env, log_path):
+        raise AssertionError(f"--table-only trained {command}")
+
+    out = run_comparison(models, [0, 1], str(tmp_path), pairs=[("fpn", "nested")], baseline=False,
+                         resamples=200, runner=must_not_train, train=False)
+    assert out["not_finished"] == ["fpn/seed1", "nested/seed1"]
+    block = out["datasets"]["nuclei_synth_val"]
+    assert block["models"]["fpn"]["num_seeds"] == 1
+    assert block["models"]["nested"]["mean"]["nuclei/dsb_score"] == pytest.approx(_metrics("nested", 0)[0]["nuclei"]["dsb_score"])
+    markdown = (tmp_path / "comparison.md").read_text()
+    assert "Not finished, left out: fpn/seed1, nested/seed1." in markdown
+    assert not (tmp_path / "fpn" / "seed1").exists()
+    with pytest.raises(ValueError, match="no finished run"):
+        run_comparison(models, [5], str(tmp_path), baseline=False, runner=must_not_train, train=False)
+
+
 def test_refuses_runs_on_different_datasets(tmp_path):
     calls = []
     runner = _runner_by_model("nested", _fake_runner("nuclei_synth_train", calls, _metrics),

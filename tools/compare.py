@@ -54,6 +54,8 @@ def build_parser():
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS of each training (default: CPU count / --jobs)")
     parser.add_argument("--no-baseline", action="store_true", help="leave out the classical row")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: tabulate the runs already finished, name the others")
     parser.add_argument("--bootstrap-resamples", type=int, default=10000)
     parser.add_argument("--bootstrap-seed", type=int, default=0)
     return parser
@@ -68,6 +70,7 @@ def main(argv=None):
         models, args.seeds, args.output_root, pairs=[tuple(p) for p in args.pair],
         common_opts=args.opts, jobs=args.jobs, threads=args.threads, baseline=not args.no_baseline,
         resamples=args.bootstrap_resamples, bootstrap_seed=args.bootstrap_seed,
+        train=not args.table_only,
     )
     print(open(f"{args.output_root}/comparison.md").read())
 

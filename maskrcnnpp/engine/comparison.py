@@ -27,7 +27,7 @@ from detectron2.data import MetadataCatalog
 
 from ..evaluation.classical_baseline import CLASSICAL_BASELINE_NAME, evaluate_classical_baseline
 from ..utils.atomic_io import atomic_open
-from .comparison_runs import plan_runs, read_run_record, train_runs, train_seconds
+from .comparison_runs import plan_runs, read_run_record, run_status, train_runs, train_seconds
 
 __all__ = [
     "COMPARISON_METRICS",
@@ -351,6 +351,8 @@ def format_comparison_markdown(comparison):
     stats = comparison["statistics"]
     lines = ["# Model comparison", "",
              f"Mean ± {stats['sd']}; {stats['units']}. Training minutes: {stats['train_minutes']}.", ""]
+    if comparison.get("not_finished"):
+        lines += [f"Not finished, left out: {', '.join(comparison['not_finished'])}.", ""]
     for images, block in comparison["datasets"].items():
         lines += [f"## Images of {images} ({block['num_images'] if block['num_images'] is not None else '?'} images)", ""]
         header = ["model", "evaluated on", "seeds", "train min/run"] + [t for _, _, t, _ in COMPARISON_METRICS]
@@ -411,6 +413,7 @@ def run_comparison(
     bootstrap_seed=0,
     train_script=None,
     runner=None,
+    train=True,
 ):
     """
     Train (or resume, or skip) every (model, seed), then write ``comparison.md``,
@@ -425,6 +428,8 @@ def run_comparison(
         jobs, threads, train_script, runner: see :func:`train_runs`.
         baseline (bool): add the classical (Otsu + watershed) row.
         resamples, bootstrap_seed: of :func:`paired_bootstrap`.
+        train (bool): False: train nothing, tabulate the runs already finished; the others
+            are listed under "not_finished" (in the JSON and above the Markdown table).
 
     Returns:
         dict: the content of ``comparison.json``.
@@ -436,13 +441,18 @@ def run_comparison(
     if baseline and any(m.name == BASELINE_KEY for m in models):
         raise ValueError(f"model name '{BASELINE_KEY}' is the classical baseline's; choose another")
     runs = plan_runs(models, seeds, output_root, common_opts)
-    train_runs(runs, jobs=jobs, threads=threads, train_script=train_script, runner=runner)
-    collected = collect_model_results(runs)
+    if train:
+        train_runs(runs, jobs=jobs, threads=threads, train_script=train_script, runner=runner)
+    finished = [run for run in runs if run_status(run.output_dir) == "finished"]
+    if not finished:
+        raise ValueError(f"no finished run under {output_root} for the models and seeds given")
+    collected = collect_model_results(finished)
     first = next(iter(next(iter(collected.values()))["runs"].values()))
     dataset_images = sorted({_images_of(d) for d in first["datasets"]})
     baseline_results = _baseline_results(dataset_images, output_root) if baseline else None
     comparison = summarize_comparison(collected, pairs, baseline_results, resamples=resamples,
                                       seed=bootstrap_seed)
+    comparison["not_finished"] = [f"{run.model.name}/seed{run.seed}" for run in runs if run not in finished]
     with atomic_open(os.path.join(output_root, "comparison.json"), "w") as f:
         json.dump(comparison, f, indent=2)
     with atomic_open(os.path.join(output_root, "comparison.md"), "w") as f:
