@@ -171,10 +171,12 @@ def test_onnx_export_failure_names_the_operator():
         export_onnx_bytes(adapter, image, flattened_output_names(adapter), 17)
 
 
-@pytest.mark.parametrize("export_format", ["torchscript", "onnx"])
-def test_unetpp_export_round_trip(export_format, tmp_path):
+@pytest.mark.parametrize("export_format,views", [("torchscript", []), ("onnx", []),
+                                                  ("onnx", ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"])],
+                         ids=["torchscript", "onnx", "onnx_dihedral_mean"])
+def test_unetpp_export_round_trip(export_format, views, tmp_path):
     # 64x64 traced, 48x80 (odd multiple of 16 wide) and 45x70 (padded, cropped back) checked.
-    cfg, model, samples = _model_and_samples(_unetpp_config(), NARROW_UNETPP, [(64, 64), (48, 80)])
+    cfg, model, samples = _model_and_samples(_unetpp_config(), NARROW_UNETPP + views, [(64, 64), (48, 80)])
     info = export_model(
         cfg, model, samples, export_format=export_format, output_dir=str(tmp_path), dump_ir=False
     )

@@ -370,14 +370,17 @@ class SemanticUNetPlusPlus(nn.Module):
             Tensor: (..., H, W), the mean of ``predict`` over the image's 8 flips and 90-degree
             rotations, each output mapped back to the image.
         """
+        # the 8 views as transpose or not, then flips of rows and / or columns (the same set as
+        # 4 rotations x 2 flips; transposes and flips export to ONNX, rot90 does not); each is
+        # its own inverse, undone in reverse order
         total = None
-        for quarter_turns in range(4):
-            for flip in (False, True):
-                view = torch.rot90(image, quarter_turns, dims=(-2, -1))
-                view = view.flip(-1) if flip else view
+        for transpose in (False, True):
+            for flip_dims in ((), (-2,), (-1,), (-2, -1)):
+                view = image.transpose(-2, -1) if transpose else image
+                view = view.flip(flip_dims) if flip_dims else view
                 out = predict(view)
-                out = out.flip(-1) if flip else out
-                out = torch.rot90(out, -quarter_turns, dims=(-2, -1))
+                out = out.flip(flip_dims) if flip_dims else out
+                out = out.transpose(-2, -1) if transpose else out
                 total = out if total is None else total + out
         return total / 8
 
