@@ -84,9 +84,8 @@ class NestedFPN(Backbone):
             node_norm (str): normalization inside the node convs (MODEL.NESTED_FPN.NORM).
             cpu_channels_last (bool or None): at inference on the CPU (eval mode), compute
                 the pyramid (laterals, nodes, outputs) in channels-last memory: the bottom-up
-                features are converted
-                once, as they enter the lateral convs, and the outputs are returned in
-                NCHW, as FPN returns them (the heads' ROIAlign would otherwise copy the
+                features are converted once, as they enter the lateral convs, and the outputs
+                are returned in NCHW, as FPN returns them (the heads' ROIAlign would otherwise copy the
                 channels-last maps to NCHW on every call: measured 1.137x -> 1.113x of Mask
                 R-CNN's whole-model latency); features that come channels-last already (a
                 channels-last model) are left so, and so are CUDA tensors.
@@ -95,8 +94,8 @@ class NestedFPN(Backbone):
                 convs over concatenations gain nothing and the conversions cost (measured:
                 the paper's design went from 1.40x to 1.52x FPN's backbone latency).
                 Training always computes in NCHW: on the CPU the backward pass of GroupNorm and
-                BatchNorm is 2-18x slower on channels-last tensors (measured: a bfloat16 CPU
-                training step of Mask R-CNN++ took 1.11x its NCHW time).
+                BatchNorm is several times slower on channels-last tensors (measured: a bfloat16
+                training step of the CPU Mask R-CNN++ recipe took 1.15x its NCHW time).
         """
         super().__init__()
         if not isinstance(bottom_up, Backbone):
