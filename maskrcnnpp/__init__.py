@@ -13,6 +13,7 @@ with _warnings.catch_warnings():
     from . import (
         data,  # noqa: F401  registers datasets
         evaluation,  # noqa: F401
+        model_zoo,  # noqa: F401  registers the maskrcnnpp:// weights scheme
         modeling,  # noqa: F401  registers backbones and meta-architectures
     )
     from .config import add_maskrcnnpp_config

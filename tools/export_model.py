@@ -3,10 +3,10 @@
 Export a trained model to TorchScript (tracing) or ONNX, check that the export's outputs
 match the eager model's on sample images, and write it only when they do.
 
-    tools/export_model.py --config-file C --format {torchscript,onnx} --output DIR \
+    tools/export_model.py {--model NAME | --config-file C} --format {torchscript,onnx} --output DIR \
         [--sample-image PATH ...] [KEY VALUE ...]
 
-Weights come from ``MODEL.WEIGHTS`` (without them the model is randomly initialised, and
+``--model NAME`` exports a shipped model (maskrcnnpp.model_zoo). Weights come from ``MODEL.WEIGHTS`` (without them the model is randomly initialised, and
 said so). ``--sample-image`` may be repeated and take files, folders or globs; without it the
 first images of the config's ``DATASETS.TEST[0]`` are used, or synthetic nuclei when that
 dataset is not prepared. Writes ``DIR/model.ts`` or ``DIR/model.onnx`` and
@@ -39,13 +39,14 @@ from maskrcnnpp.export import (
     export_model,
     load_sample_inputs,
 )
+from maskrcnnpp.model_zoo import add_model_arguments, config_file_of
 
 logger = logging.getLogger("maskrcnnpp.export_model")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    add_model_arguments(parser)
     parser.add_argument("--format", required=True, choices=sorted(EXPORT_FORMATS))
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the exported model")
     parser.add_argument(
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="maskrcnnpp")
     try:
-        cfg = setup_cfg(args.config_file, args.opts)
+        cfg = setup_cfg(config_file_of(args), args.opts)
         model = build_model(cfg).to(torch.device(cfg.MODEL.DEVICE)).eval()
         load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=True)
         samples = load_sample_inputs(cfg, args.sample_image, count=args.num_samples)
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
             opset=args.opset,
             tolerance=tolerance,
             dump_ir=not args.no_ir_dump,
-            config_file=args.config_file,
+            config_file=config_file_of(args),
         )
     except ExportMismatchError as e:
         print(f"export_model: {args.format} export NOT written: {e}", file=sys.stderr)

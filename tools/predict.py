@@ -2,13 +2,18 @@
 """
 Predict the nuclei of your own images with a trained model:
 
+    python tools/predict.py --model mask_rcnnpp_nuclei --input images/ --output predictions/
+
     python tools/predict.py --config-file configs/DSB2018/mask_rcnn_R_50_NestedFPN.yaml \
         --input images/ more/*.tif one.png --output predictions/ \
         [--extra-outputs geojson imagej-rois label-tiff] \
         MODEL.WEIGHTS output/.../model_final.pth [KEY VALUE ...]
 
 Inputs: files, folders (their .png/.jpg/.jpeg/.tif/.tiff/.bmp files) and glob patterns;
-grayscale, RGB or RGBA, 8 or 16 bit, any size. Images with a side longer than
+grayscale, RGB or RGBA, 8 or 16 bit, any size. Multi-channel TIFFs (CYX or YXC, ImageJ
+hyperstacks, OME-TIFF) need --channel C (or TEST.PREDICT.CHANNEL): the nuclear channel's
+0-based index or name (OME channel name, ImageJ label), read as a grayscale image; without it
+such a file is skipped with a list of its channels; a Z or T axis is refused. Images with a side longer than
 TEST.PREDICT.MAX_UNTILED_SIZE are predicted in overlapping tiles (TEST.PREDICT.TILE_SIZE,
 TEST.PREDICT.TILE_OVERLAP >= the largest nucleus) and each nucleus is kept once, from the tile
 that sees it whole. Nuclei with score >= TEST.PREDICT.SCORE_THRESH are written. Works for
@@ -53,13 +58,14 @@ import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models
 from maskrcnnpp.engine import setup_cfg
 from maskrcnnpp.inference.prediction_run import predict_to_folder
 from maskrcnnpp.inference.prediction_writer import EXTRA_OUTPUTS
+from maskrcnnpp.model_zoo import add_model_arguments, config_file_of
 from maskrcnnpp.utils.cli import print_error
 from maskrcnnpp.utils.cpu_memory import keep_freed_memory
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Predict nuclei in images with a maskrcnnpp model.")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config (YAML)")
+    add_model_arguments(parser)
     parser.add_argument(
         "--input", required=True, nargs="+", metavar="PATH", help="image files, folders or globs"
     )
@@ -76,6 +82,12 @@ def parse_args(argv=None):
         metavar="FORMAT",
         help=f"also write, per image: {', '.join(EXTRA_OUTPUTS)} (QuPath GeoJSON, Fiji ROI set, "
         "napari label TIFF); default: none",
+    )
+    parser.add_argument(
+        "--channel",
+        metavar="C",
+        help="of multi-channel TIFFs, the nuclear channel: 0-based index or name (sets "
+        "TEST.PREDICT.CHANNEL; of RGB images, 0/red, 1/green or 2/blue)",
     )
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE, e.g. MODEL.WEIGHTS m.pth"
@@ -101,7 +113,10 @@ def main(argv=None):
     keep_freed_memory()  # large CPU tensors without fresh page faults (maskrcnnpp/utils/cpu_memory.py)
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(levelname)s: %(message)s")
     try:
-        cfg = setup_cfg(args.config_file, args.opts)
+        cfg = setup_cfg(config_file_of(args), args.opts, freeze=False)
+        if args.channel is not None:
+            cfg.TEST.PREDICT.CHANNEL = args.channel  # text: parse_channel reads digits as an index
+        cfg.freeze()
     except (KeyError, ValueError, FileNotFoundError) as e:
         print_error("error", e)
         return 2

@@ -108,6 +108,11 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                 f"not a PyTorch or Detectron2 checkpoint: {filename} (it holds {what}, not a "
                 "state dict of tensors)"
             )
+        # Weights stored in half precision (the shipped models) train and predict in float32.
+        loaded["model"] = {
+            key: value.float() if isinstance(value, torch.Tensor) and value.dtype == torch.float16 else value
+            for key, value in state.items()
+        }
         return loaded
 
     def _load_model(self, checkpoint):

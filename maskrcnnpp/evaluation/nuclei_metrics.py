@@ -35,7 +35,8 @@ to U. ``AJI = C / U``.
 
 Pooled numbers (over a split) sum intersections and unions over images before dividing:
 ``iou_pooled = sum |G ∩ P| / sum |G ∪ P|``, ``dice_pooled = 2 sum |G ∩ P| / sum (|G| + |P|)``
-with G, P the foregrounds.
+with G, P the foregrounds. ``accuracy_iou50_pooled = sum TP / sum (TP + FP + FN)`` at IoU > 0.5
+(the "accuracy" StarDist and Cellpose report), with TP the matched pairs of every image.
 """
 
 import cv2
@@ -61,7 +62,9 @@ _DSB_THRESHOLD_DENOMINATOR = 20
 DSB_IOU_THRESHOLDS = tuple(float(k) / _DSB_THRESHOLD_DENOMINATOR for k in _DSB_THRESHOLD_NUMERATORS)
 
 # Keys of summarize_nuclei_stats' result (besides "num_images"), all fractions in [0, 1].
-NUCLEI_METRIC_NAMES = ("iou", "dice", "iou_pooled", "dice_pooled", "dsb_score", "aji", "pq")
+NUCLEI_METRIC_NAMES = (
+    "iou", "dice", "iou_pooled", "dice_pooled", "dsb_score", "aji", "pq", "accuracy_iou50_pooled"
+)
 
 
 def masks_to_label_image(masks, scores=None):
@@ -299,7 +302,8 @@ def summarize_nuclei_stats(per_image_stats):
 
     Returns:
         dict with keys "iou", "dice", "dsb_score", "aji", "pq" (means over images),
-        "iou_pooled", "dice_pooled" (sums over the split before dividing), all fractions in
+        "iou_pooled", "dice_pooled", "accuracy_iou50_pooled" (sums over the split before
+        dividing), all fractions in
         [0, 1] (NaN when the list is empty), and "num_images".
     """
     per_image_stats = list(per_image_stats)
@@ -316,6 +320,7 @@ def summarize_nuclei_stats(per_image_stats):
         return sum(int(stats[key]) for stats in per_image_stats)
 
     intersection = sum_of("fg_intersection")
+    matched = sum_of("num_matched")
     return {
         "iou": mean_of("iou"),
         "dice": mean_of("dice"),
@@ -324,6 +329,7 @@ def summarize_nuclei_stats(per_image_stats):
         "dsb_score": mean_of("dsb_score"),
         "aji": mean_of("aji"),
         "pq": mean_of("pq"),
+        "accuracy_iou50_pooled": _ratio(matched, sum_of("num_gt") + sum_of("num_pred") - matched),
         "num_images": num_images,
     }
 

@@ -1,0 +1,38 @@
+"""The shipped models: one entry a name, with the files inside the package that make it."""
+from dataclasses import dataclass
+
+__all__ = ["ZooModel", "MODELS"]
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """
+    A shipped model. Its files lie in ``maskrcnnpp/model_zoo/``: ``configs/<name>.yaml`` (the
+    whole config; its ``MODEL.WEIGHTS`` is ``maskrcnnpp://<name>``) and ``weights/<name>.pth``
+    (the model's state dict in float16, loaded into float32).
+
+    Attributes:
+        name (str): what users type (``--model NAME``, ``maskrcnnpp://NAME``).
+        sha256 (str): hex SHA-256 of the weights file; loading refuses any other content.
+        summary (str): one line for listings.
+    """
+
+    name: str
+    sha256: str
+    summary: str
+
+    @property
+    def config_file(self) -> str:
+        return f"configs/{self.name}.yaml"
+
+    @property
+    def weights_file(self) -> str:
+        return f"weights/{self.name}.pth"
+
+
+# The card of each model (data, recipe, scores, limits) is docs/models.md.
+MODELS = {
+    model.name: model
+    for model in (
+    )
+}
