@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from ..utils.atomic_io import atomic_write_png, atomic_write_text
 from ..utils.coco_rle import mask_to_annotation_fields
+from ..utils.folder_lock import FolderInUseError, exclusive_folder
 from .dsb2018 import (
     KAGGLE_IMAGES_DIRNAME,
     annotations_dir,
@@ -523,11 +524,17 @@ def prepare_and_report(
     ``datasets/prepare_dsb2018.py`` after its argument parsing.
 
     Returns:
-        int: exit status, 0, or 1 on a :class:`DatasetFormatError` (said on stderr).
+        int: exit status, 0, 1 on a :class:`DatasetFormatError`, 2 when another conversion
+        is writing into the output folder (said on stderr).
     """
     start = time.perf_counter()
     try:
-        summary = prepare_dsb2018(root, out, strict=strict, workers=workers)
+        # one conversion per output folder at a time
+        with exclusive_folder(root if out is None else out, "--out"):
+            summary = prepare_dsb2018(root, out, strict=strict, workers=workers)
+    except FolderInUseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except DatasetFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

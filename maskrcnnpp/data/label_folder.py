@@ -62,6 +62,7 @@ from tqdm import tqdm
 
 from ..utils.atomic_io import atomic_write_png, atomic_write_text
 from ..utils.coco_rle import label_image_to_rles
+from ..utils.folder_lock import FolderInUseError, exclusive_folder
 from .dsb2018 import (
     instances_json_path,
     register_prepared_splits,
@@ -511,11 +512,16 @@ def prepare_and_report(images_dir: str, labels_dir: Optional[str], out: str, **o
     ``datasets/prepare_label_folder.py`` after its argument parsing.
 
     Returns:
-        int: exit status, 0, or 1 on a :class:`DatasetFormatError` (said on stderr).
+        int: exit status, 0, 1 on a :class:`DatasetFormatError`, 2 when another conversion
+        is writing into ``out`` (said on stderr).
     """
     start = time.perf_counter()
     try:
-        summary = prepare_label_folder(images_dir, labels_dir, out, **options)
+        with exclusive_folder(out, "--out"):  # one conversion per output folder at a time
+            summary = prepare_label_folder(images_dir, labels_dir, out, **options)
+    except FolderInUseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except DatasetFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

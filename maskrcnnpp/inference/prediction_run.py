@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from ..data.image_io import ImageReadError, read_image_rgb
 from ..utils.cli import print_error
+from ..utils.folder_lock import FolderInUseError, exclusive_folder
 from ..utils.signal_guard import Interrupted, SignalGuard
 from .input_files import collect_image_files, unique_output_names
 from .prediction_writer import PredictionWriter, check_output_dir, prepare_output_dir
@@ -21,7 +22,19 @@ def _error(message):
     tqdm.write(f"error: {message}", file=sys.stderr)
 
 
-def predict_to_folder(
+def predict_to_folder(cfg, inputs: Sequence[str], output_dir: str, **options) -> int:
+    """:func:`_predict_to_folder` holding ``output_dir``'s one-writer lock
+    (:mod:`maskrcnnpp.utils.folder_lock`): a second run into the same folder at the same time
+    is refused in one line, exit status 2, before any work."""
+    try:
+        with exclusive_folder(output_dir, "--output"):
+            return _predict_to_folder(cfg, inputs, output_dir, **options)
+    except FolderInUseError as e:
+        print_error("error", e)
+        return 2
+
+
+def _predict_to_folder(
     cfg,
     inputs: Sequence[str],
     output_dir: str,
