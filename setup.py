@@ -38,7 +38,18 @@ setup(
         "export": ["onnx", "onnxruntime"],
         # tools/benchmark.py: our UNet++ against segmentation_models_pytorch's UnetPlusPlus
         "bench": ["segmentation-models-pytorch>=0.4"],
+        # the napari plugin (maskrcnnpp/napari): napari with a Qt binding from PyPI wheels
+        # and the pytest plugins of its tests (make_napari_viewer needs pytest-qt's qtbot;
+        # pytest-xvfb gives Qt's OpenGL a virtual display, Xvfb, where there is none)
+        "napari": ["napari[pyqt5]>=0.5", "pytest-qt", "pytest-xvfb"],
         # ruff: the linter .ci/run calls (configured in ruff.toml)
         "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime", "ruff"],
+    },
+    # napari finds the plugin's npe2 manifest through this entry point
+    entry_points={"napari.manifest": ["maskrcnnpp = maskrcnnpp.napari:napari.yaml"]},
+    package_data={
+        "maskrcnnpp": ["napari/napari.yaml"],
+        # the shipped models' configs and float16 weights (maskrcnnpp/model_zoo/)
+        "maskrcnnpp.model_zoo": ["configs/*.yaml", "weights/*.pth"],
     },
 )
