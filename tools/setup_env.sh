@@ -46,8 +46,20 @@ else
   $PIP install -q "$WHEEL"
 fi
 
-echo "[setup] installing maskrcnnpp (editable) with its test and bench extras"
-$PIP install -q -e ".[test,bench]"
+echo "[setup] installing maskrcnnpp (editable) with its test, bench and napari extras"
+$PIP install -q -e ".[test,bench,napari]"
+
+# The napari plugin's tests draw with OpenGL, which Qt (offscreen) gets from an X display:
+# Xvfb where there is none (pytest-xvfb starts it). The Debian package, when missing.
+if ! command -v Xvfb >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing xvfb with apt-get (a virtual X display for the napari tests)"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends xvfb xauth >/dev/null
+  else
+    echo "[setup] warning: no Xvfb: install the xvfb package, or the napari tests fail headless"
+  fi
+fi
 $PIP check
 echo "$FINGERPRINT" > "$STAMP"
 echo "[setup] done: $($PY -c 'import torch, detectron2, maskrcnnpp; print("torch", torch.__version__, "| detectron2", detectron2.__version__)')"
