@@ -18,7 +18,10 @@ Usage::
 
     python datasets/prepare_label_folder.py --images my/images --labels my/masks \\
         --out datasets/mynuclei [--split-file splits.json | --val-fraction 0.2] \\
-        [--strict] [--split-disconnected]
+        [--strict] [--split-disconnected] [--channel C]
+
+Multi-channel TIFFs need ``--channel C``: the nuclear channel, written per image to
+``OUT/channel_images/`` (see :mod:`maskrcnnpp.data.label_folder`).
 """
 
 import argparse
@@ -63,6 +66,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="a label id in several 8-connected regions gives one instance per region "
         "(default: one instance, reported)",
     )
+    parser.add_argument(
+        "--channel",
+        metavar="C",
+        help="of multi-channel TIFFs (CYX/YXC, ImageJ, OME-TIFF), the nuclear channel: 0-based "
+        "index or name, as tools/predict.py --channel; each image's is written to "
+        "OUT/channel_images/ and trained on (default: images as they are)",
+    )
     add_workers_option(parser)
     args = parser.parse_args(argv)
     return prepare_and_report(
@@ -74,6 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         strict=args.strict,
         split_disconnected=args.split_disconnected,
         workers=args.workers,
+        channel=args.channel,
     )
 
 

@@ -74,6 +74,12 @@ def add_maskrcnnpp_config(cfg):
     _C.TEST.PREDICT.TILE_MERGE_IOU = 0.5
     # Nuclei with score >= this value are written (label image, CSV, COCO results).
     _C.TEST.PREDICT.SCORE_THRESH = 0.5
+    # The channel holding the nuclei (tools/predict.py --channel): of a multi-channel TIFF
+    # (CYX or YXC, ImageJ hyperstack, OME-TIFF), a 0-based index or a channel name (OME
+    # channel name, ImageJ label); of an RGB image, a colour (0 or "red", 1 "green", 2
+    # "blue"); grayscale images are read as they are. None: a multi-channel TIFF is refused
+    # with a list of its channels, RGB images are read in colour.
+    _C.TEST.PREDICT.CHANNEL = None
     # Number format of inference (evaluation and tools/predict.py): "float32", or "bfloat16"
     # through torch.autocast (maskrcnnpp/utils/inference_precision.py): about 2x faster on CPUs
     # with AVX512-BF16 / AMX and on recent GPUs, probabilities within the tolerance that

@@ -339,7 +339,7 @@ def test_interrupted_predict_keeps_the_finished_images(signum, status, weights, 
 
 
 # ------------------------------------------------------------------------------------------
-# 5. Multi-page TIFF: refused, named, never read as its first page
+# 5. Multi-image TIFF: refused, named, never read as its first image
 # ------------------------------------------------------------------------------------------
 def test_multi_page_tiff_is_refused_clearly(images, weights, tmp_path, run_script):
     """Before: only page 1 was predicted, silently."""
@@ -351,7 +351,7 @@ def test_multi_page_tiff_is_refused_clearly(images, weights, tmp_path, run_scrip
     with tifffile.TiffWriter(str(stack)) as tif:
         for value in (10, 200, 90):
             tif.write(np.full((40, 50), value, np.uint8))
-    with pytest.raises(ImageReadError, match=r"multi-page TIFF \(3 pages\): only single-image files are read"):
+    with pytest.raises(ImageReadError, match=r"multi-image TIFF \(3 separate images\): only single-image files are read"):
         read_image_rgb(stack)
     # predict names it among the skipped inputs (exit 1) and predicts the others
     out = tmp_path / "out"
@@ -360,7 +360,7 @@ def test_multi_page_tiff_is_refused_clearly(images, weights, tmp_path, run_scrip
         "--output", out, *CPU, *SMALL_RCNN, "MODEL.WEIGHTS", weights["rcnn"]
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert f"skipped {stack}: multi-page TIFF (3 pages)" in proc.stderr
+    assert f"skipped {stack}: multi-image TIFF (3 separate images)" in proc.stderr
     assert os.listdir(out / "labels") == ["img0.png"]
 
 

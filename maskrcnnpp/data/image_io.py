@@ -16,8 +16,14 @@ through these two functions, so that all of them accept the same files:
   nothing (a single hot pixel does compress the contrast of the rest). A constant image
   maps to zeros;
 * any size, down to 1x1;
-* one image per file: a multi-page TIFF (a stack, a time series, several images) is refused
-  with a message saying so, never read as its first page alone.
+* multi-channel TIFFs (CYX or YXC, ImageJ hyperstacks, OME-TIFF; axes from ``tifffile``'s
+  series metadata, an axis the metadata leaves unnamed taken as the channels): one channel is
+  read, chosen by 0-based index or by name (OME channel names, ImageJ slice labels). Without
+  a choice such a file is refused with a message listing its channels; the chosen plane is
+  then read as a grayscale image (stretched on its own). On an RGB(A) image a choice picks a
+  colour (0 ``red``, 1 ``green``, 2 ``blue``); a grayscale image is read as it is;
+* one 2-D image per file: a Z or T axis (a z-stack, a time series) or several images in one
+  TIFF are refused with a message naming the axis, never read as their first plane alone.
 
 Files that are missing, empty, truncated or otherwise undecodable raise
 :class:`ImageReadError`, whose message names the file and the reason.
@@ -25,18 +31,26 @@ Files that are missing, empty, truncated or otherwise undecodable raise
 
 import io
 import os
-from typing import Optional, Tuple, Union
+import xml.etree.ElementTree as ElementTree
+from typing import List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import tifffile
 
-__all__ = ["ImageReadError", "read_image_rgb", "read_image_unchanged", "read_label_image", "read_mask"]
+__all__ = [
+    "ImageReadError",
+    "check_channel_choice",
+    "parse_channel",
+    "read_image_rgb",
+    "read_image_unchanged",
+    "read_label_image",
+    "read_mask",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-_TIFF_SUFFIXES = (".tif", ".tiff")
-
+# A channel choice: None (none), a 0-based index, or a channel's name (see parse_channel).
+Channel = Union[None, int, str]
 
 class ImageReadError(OSError):
     """An image or mask file that cannot be read.
@@ -56,6 +70,14 @@ class ImageReadError(OSError):
         return (type(self), (self.path, self.reason))
 
 
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_COLOUR_NAMES = ("red", "green", "blue")
+# tifffile's letters for axes that are not one 2-D image's: what to call them in a refusal.
+_STACK_AXES = {"Z": "Z axis (depth) of {n} slices", "T": "T axis (time) of {n} frames"}
+_CHANNEL_HINT = "choose the nuclear channel with --channel (0-based index, or name)"
+_LABEL_HINT = "a label image has one channel"
+
+
 def _read_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
@@ -71,31 +93,151 @@ def _read_bytes(path: str) -> bytes:
     return data
 
 
-def _decode_tiff(path: str, data: bytes) -> Optional[np.ndarray]:
-    """The TIFF's first series, or None when its compression (LZW, Deflate, JPEG, ...) needs
-    the optional ``imagecodecs`` package, which tifffile decodes it with."""
+def parse_channel(value) -> Channel:
+    """A channel choice from the command line or a config (``TEST.PREDICT.CHANNEL``).
+
+    Args:
+        value: None or "" (no choice), an int or a string of digits (a 0-based index), or
+            other text (a channel's name).
+
+    Returns:
+        None, an int >= 0 or a non-empty str.
+
+    Raises:
+        ValueError: a negative index, or a value of another type (float, list, ...).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if value.lstrip("-").isdigit():
+            value = int(value)
+        else:
+            return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"channel {value!r}: give a 0-based index (0, 1, ...) or a channel name")
+    if value < 0:
+        raise ValueError(f"channel {value}: indices start at 0 (the first channel is 0)")
+    return value
+
+
+def _select_channel(path: str, names: Sequence[Optional[str]], channel: Channel, what: str, hint: str) -> int:
+    """The index of ``channel`` among ``len(names)`` channels (``names[i]`` None: unnamed)."""
+    listed = ", ".join(f"{i} {name!r}" if name else str(i) for i, name in enumerate(names))
+    listing = f"{len(names)} channels ({what}): {listed}"
+    if channel is None:
+        raise ImageReadError(path, f"{listing}; {hint}")
+    if isinstance(channel, int):
+        if channel >= len(names):
+            raise ImageReadError(path, f"no channel {channel} (0-based): {listing}")
+        return channel
+    matches = [i for i, name in enumerate(names) if name == channel] or [
+        i for i, name in enumerate(names) if name and name.casefold() == channel.casefold()
+    ]
+    if len(matches) != 1:
+        problem = "several channels" if matches else "no channel"
+        raise ImageReadError(path, f"{problem} named {channel!r}: {listing}")
+    return matches[0]
+
+
+def _ome_channel_names(tif: "tifffile.TiffFile") -> List[Optional[str]]:
+    """The channel names of the first OME image, [] when the XML has none or is unreadable."""
+    try:
+        root = ElementTree.fromstring(tif.ome_metadata)
+    except (ElementTree.ParseError, TypeError, ValueError):
+        return []
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return []
+    return [c.get("Name") for c in pixels if c.tag.rsplit("}", 1)[-1] == "Channel"]
+
+
+def _tiff_channels(path: str, tif: "tifffile.TiffFile", channel: Channel, hint: str) -> Tuple[tuple, str, bool]:
+    """Which plane of the first series to read, from its axes alone (no pixels are read).
+
+    Returns:
+        (an index into the series' array, the axes it leaves, e.g. "YX", "SYX", "YXS",
+        whether it picks one of several channels).
+
+    Raises:
+        ImageReadError: several series, a Z, T or other non-image axis, a channel axis
+            without ``channel`` (the message lists the channels) or without that channel.
+    """
+    if len(tif.series) == 0:
+        raise ImageReadError(path, "TIFF holds no image")
+    if len(tif.series) > 1:
+        raise ImageReadError(
+            path,
+            f"multi-image TIFF ({len(tif.series)} separate images): only single-image files "
+            "are read; save each image as its own file (e.g. tifffile, or Fiji's Image > "
+            "Stacks > Stack to Images)",
+        )
+    series = tif.series[0]
+    axes, shape = series.axes, tuple(series.shape)
+    described = f"axes {axes}, shape {shape}"
+    if "Y" not in axes or "X" not in axes:
+        raise ImageReadError(path, f"no Y and X axes ({described}): not a 2-D image")
+    channel_axes, unnamed = [], []
+    for axis, (letter, size) in enumerate(zip(axes, shape)):
+        if size == 1 or letter in "YXS":
+            continue
+        if letter == "C":
+            channel_axes.append(axis)
+        elif letter in "QI":  # tifffile: unknown / a plain sequence of pages
+            unnamed.append(axis)
+        else:
+            what = _STACK_AXES.get(letter, "axis {letter} of size {n}").format(letter=letter, n=size)
+            raise ImageReadError(
+                path,
+                f"a {what} ({described}): only 2-D images (with channels) are read; save "
+                "each plane as its own file, or a projection (Fiji: Image > Stacks > Stack to "
+                "Images, or Z Project)",
+            )
+    if not channel_axes and len(unnamed) == 1:
+        channel_axes, what = unnamed, f"{described}; axis {axes[unnamed[0]]} unnamed in the metadata, taken as channels"
+    elif unnamed:
+        raise ImageReadError(path, f"axes the metadata does not name ({described}): cannot tell channels from planes")
+    else:
+        what = described
+    index = tuple(slice(None) if letter in "YXS" else 0 for letter in axes)
+    if not channel_axes:
+        return index, "".join(letter for letter in axes if letter in "YXS"), False
+    (axis,) = channel_axes
+    if "S" in axes and shape[axes.index("S")] > 1:
+        raise ImageReadError(path, f"channels of several samples each ({described}): not supported")
+    names: List[Optional[str]] = [None] * shape[axis]
+    if tif.is_ome:
+        what += ", OME-TIFF"
+        found = _ome_channel_names(tif)
+        names = found if len(found) == len(names) else names
+    elif tif.is_imagej:
+        what += ", ImageJ hyperstack"
+        labels = (tif.imagej_metadata or {}).get("Labels")
+        names = list(labels) if isinstance(labels, (list, tuple)) and len(labels) == len(names) else names
+    chosen = _select_channel(path, names, channel, what, hint)
+    index = index[:axis] + (chosen,) + index[axis + 1 :]
+    return index, "".join(letter for letter in axes if letter in "YXS"), True
+
+
+def _decode_tiff(path: str, data: bytes, channel: Channel, hint: str) -> Tuple[Optional[np.ndarray], bool]:
+    """The TIFF's image, or its chosen channel, as (H, W) or (H, W, S); None when its
+    compression (LZW, Deflate, JPEG, ...) needs the optional ``imagecodecs`` package, which
+    tifffile decodes it with. Also whether one of several channels was chosen."""
+    chose = False
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            if len(tif.series) == 0:
-                raise ImageReadError(path, "TIFF holds no image")
-            if len(tif.pages) > 1:
-                raise ImageReadError(
-                    path,
-                    f"multi-page TIFF ({len(tif.pages)} pages): only single-image files are "
-                    "read; save each page as its own file (e.g. tifffile, or Fiji's Image > "
-                    "Stacks > Stack to Images) and give those",
-                )
-            image = tif.series[0].asarray()
-            planar = tif.series[0].axes.startswith("S")
+            index, kept_axes, chose = _tiff_channels(path, tif, channel, hint)
+            image = tif.series[0].asarray()[index]
     except ImageReadError:
         raise
     except Exception as e:  # tifffile raises many types on corrupt / truncated files
         if "imagecodecs" in str(e):
-            return None
+            if chose:  # OpenCV would read the first page only
+                raise ImageReadError(path, "compressed multi-plane TIFF: pip install imagecodecs") from e
+            return None, False
         raise ImageReadError(path, f"invalid or truncated TIFF ({type(e).__name__}: {e})") from e
-    if image.ndim == 3 and planar:  # (C, H, W) separate colour planes -> (H, W, C)
-        image = np.moveaxis(image, 0, -1)
-    return image  # colour order is RGB(A) already
+    order = [kept_axes.index(a) for a in "YXS" if a in kept_axes]
+    return np.transpose(image, order), chose  # colour order is RGB(A) already
 
 
 def _decode_with_opencv(path: str, data: bytes) -> np.ndarray:
@@ -125,11 +267,13 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.rint(stretched).astype(np.uint8)
 
 
-def _decode(path: PathLike) -> Tuple[str, np.ndarray]:
-    path = os.fspath(path)
+def _decode(path: PathLike, channel: Channel = None, hint: str = _CHANNEL_HINT) -> Tuple[str, np.ndarray]:
+    """(path, (H, W) or (H, W, 2..4) pixels as stored): the image, or its ``channel``."""
+    path, channel = os.fspath(path), parse_channel(channel)
     data = _read_bytes(path)
+    chose = False
     if path.lower().endswith(_TIFF_SUFFIXES):
-        image = _decode_tiff(path, data)
+        image, chose = _decode_tiff(path, data, channel, hint)
         if image is None:  # OpenCV's libtiff has the codecs (and OpenCV writes LZW itself)
             image = _decode_with_opencv(path, data)
     else:
@@ -142,14 +286,42 @@ def _decode(path: PathLike) -> Tuple[str, np.ndarray]:
         raise ImageReadError(
             path, f"unsupported array shape {image.shape}: expected (H, W) or (H, W, 1..4)"
         )
+    if channel is not None and not chose and image.ndim == 3:  # a colour, or the gray of gray + alpha
+        colour = _select_channel(path, _COLOUR_NAMES, channel, "RGB", hint) if image.shape[2] >= 3 else 0
+        image = np.ascontiguousarray(image[:, :, colour])
     return path, image
 
 
-def read_image_rgb(path: PathLike) -> np.ndarray:
+def check_channel_choice(path: PathLike, channel: Channel = None) -> None:
+    """Check, from a TIFF's metadata alone (no pixels decoded), that :func:`read_image_rgb`
+    can read ``channel`` of it: a quick check of many files before a long run. Other formats
+    are not opened (their problems show when they are read).
+
+    Raises:
+        ImageReadError: as :func:`read_image_rgb` for an axis or channel problem (a file
+            that cannot be opened passes: reading it says why).
+    """
+    path, channel = os.fspath(path), parse_channel(channel)
+    if not path.lower().endswith(_TIFF_SUFFIXES):
+        return
+    try:
+        with tifffile.TiffFile(path) as tif:
+            _tiff_channels(path, tif, channel, _CHANNEL_HINT)
+    except ImageReadError:
+        raise
+    except Exception:  # missing, unreadable, corrupt: reading the file says why
+        return
+
+
+def read_image_rgb(path: PathLike, channel: Channel = None) -> np.ndarray:
     """Read an image file as 8-bit RGB.
 
     Args:
         path: an image file (PNG, JPEG, TIFF, or anything else OpenCV decodes).
+        channel: of a multi-channel TIFF, the channel to read (0-based index or name; the
+            file is refused without one); of an RGB(A) image, a colour (0 or "red", 1
+            "green", 2 "blue"); a grayscale image is read whatever it says. The chosen plane
+            is read as a grayscale image. Any value :func:`parse_channel` takes ("1" is 1).
 
     Returns:
         np.ndarray: (H, W, 3) ``uint8``, RGB order. Grayscale is replicated to the three
@@ -157,10 +329,12 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
         are min/max-stretched per image.
 
     Raises:
-        ImageReadError: the file is missing, empty, truncated, undecodable, or not a
-            single 2-D image.
+        ImageReadError: the file is missing, empty, truncated, undecodable, not a single
+            2-D image (a Z or T axis), a multi-channel TIFF without ``channel`` (the message
+            lists its channels) or without that channel.
+        ValueError: ``channel`` is no channel choice (see :func:`parse_channel`).
     """
-    path, image = _decode(path)
+    path, image = _decode(path, channel)
     image = _to_uint8(image)
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
@@ -182,7 +356,7 @@ def read_mask(path: PathLike) -> np.ndarray:
     Raises:
         ImageReadError: as :func:`read_image_rgb`.
     """
-    path, image = _decode(path)
+    path, image = _decode(path, hint="a mask must be a single 2-D image")
     if image.ndim == 2:
         return image != 0
     if image.shape[2] == 2:  # gray + alpha
@@ -190,17 +364,21 @@ def read_mask(path: PathLike) -> np.ndarray:
     return np.any(image[:, :, :3] != 0, axis=2)
 
 
-def read_image_unchanged(path: PathLike) -> np.ndarray:
-    """Read an image file with its stored pixels unchanged (no stretch, no channel change).
+def read_image_unchanged(path: PathLike, channel: Channel = None) -> np.ndarray:
+    """Read an image file, or its ``channel``, with its stored pixels unchanged (no stretch,
+    no channel change).
+
+    Args:
+        channel: as :func:`read_image_rgb`.
 
     Returns:
         np.ndarray: (H, W) or (H, W, C) with C in 2..4 (colour in RGB(A) order), of the
-        file's own dtype (``uint16``, ``int32``, ``float32``, ...).
+        file's own dtype (``uint16``, ``int32``, ``float32``, ...); (H, W) for a channel.
 
     Raises:
         ImageReadError: as :func:`read_image_rgb`.
     """
-    return _decode(path)[1]
+    return _decode(path, channel)[1]
 
 
 def read_label_image(path: PathLike) -> np.ndarray:
@@ -213,7 +391,7 @@ def read_label_image(path: PathLike) -> np.ndarray:
         ImageReadError: as :func:`read_image_rgb`, or the file has several channels or
             non-integer pixels.
     """
-    path, image = _decode(path)
+    path, image = _decode(path, hint=_LABEL_HINT)
     if image.ndim != 2:
         raise ImageReadError(path, f"a label image must have one channel, got shape {image.shape}")
     if not np.issubdtype(image.dtype, np.integer):

@@ -4,7 +4,8 @@ prepared layout of :mod:`maskrcnnpp.data.dsb2018`, and registered like DSB2018: 
 
 Input::
 
-    IMAGES/<stem>.<ext>            the images: PNG, TIFF, JPEG, BMP (any that read_image_rgb reads)
+    IMAGES/<stem>.<ext>            the images: PNG, TIFF, JPEG, BMP (any that read_image_rgb reads;
+                                   multi-channel TIFFs with ``channel``, see below)
     LABELS/<stem><suffix>.<ext>    one label image per image, PNG or TIFF, same size: 0 is
                                    background, every other value k the pixels of nucleus k
 
@@ -22,6 +23,17 @@ Output ``OUT``, the layout :mod:`maskrcnnpp.data.dsb2018` reads::
                                              instance per label id, by increasing id
     OUT/semantic/<split>/<stem>.png          uint8, 0 background, 1 nucleus (label > 0)
     OUT/splits.json                          the split used, in the --split-file format
+    OUT/channel_images/<stem>.tif            with ``channel`` only: that channel of each image
+                                             (pixels as stored, 16-bit stays 16-bit), which
+                                             the JSON's file_name points to
+
+Channels: multi-channel TIFFs (CYX or YXC, ImageJ hyperstacks, OME-TIFF) need ``channel``
+(``--channel``), the nuclear channel's 0-based index or name, as ``tools/predict.py
+--channel`` (:func:`maskrcnnpp.data.image_io.read_image_rgb`); without it they are left out
+with a list of their channels. With it, every image's chosen channel (of an RGB image the
+colour, a grayscale image as it is) is written to ``OUT/channel_images`` and trained on as a
+grayscale image, the same pixels predict reads; the JSON's ``info.description`` names the
+channel.
 
 Splits: a split file is JSON ``{"train": ["stem", ...], "val": [...], ...}`` (image stems;
 a stem may be in several splits; images in none are not converted). Without one, every
@@ -45,6 +57,7 @@ files last. ``register_label_folder(OUT, name=NAME)``, or the config key
 ``NAME_sem_seg_<split>`` for every split of OUT.
 """
 
+import io
 import json
 import os
 import sys
@@ -60,7 +73,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from scipy import ndimage
 from tqdm import tqdm
 
-from ..utils.atomic_io import atomic_write_png, atomic_write_text
+from ..utils.atomic_io import atomic_write_bytes, atomic_write_png, atomic_write_text
 from ..utils.coco_rle import label_image_to_rles
 from ..utils.folder_lock import FolderInUseError, exclusive_folder
 from .dsb2018 import (
@@ -79,7 +92,7 @@ from .dsb2018_conversion import (
     stable_order_key,
     warn_unlisted_annotations,
 )
-from .image_io import ImageReadError, read_image_rgb, read_image_unchanged
+from .image_io import Channel, ImageReadError, parse_channel, read_image_rgb, read_image_unchanged
 from .synthetic_nuclei import generate_synthetic_nuclei_image
 
 __all__ = [
@@ -94,6 +107,7 @@ IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 LABEL_EXTENSIONS = (".png", ".tif", ".tiff")
 LABEL_SUFFIXES = ("_masks", "_mask", "_labels", "_label")
 SPLITS_FILENAME = "splits.json"
+CHANNEL_IMAGES_DIRNAME = "channel_images"
 _PREPARE_SCRIPT = "datasets/prepare_label_folder.py"
 # 8-connectivity: the regions nuclei are counted in everywhere in the project.
 _CONNECTIVITY = np.ones((3, 3), bool)
@@ -349,15 +363,15 @@ def instances_of(numbered: np.ndarray) -> List[Instance]:
     return instances
 
 
-def convert_pair(job: Tuple[LabelPair, bool]) -> ConvertedPair:
-    """Read and check one image and its label image; write nothing."""
-    pair, split_disconnected = job
+def convert_pair(job: Tuple[LabelPair, bool, Channel]) -> ConvertedPair:
+    """Read and check one image (its ``channel``) and its label image; write nothing."""
+    pair, split_disconnected, channel = job
 
     def left_out(path: str, reason: str) -> ConvertedPair:
         return ConvertedPair(pair.stem, 0, 0, [], [Problem(path, reason)], 0)
 
     try:
-        height, width = read_image_rgb(pair.image_path).shape[:2]
+        height, width = read_image_rgb(pair.image_path, channel).shape[:2]
         labels = read_label_ids(pair.label_path)
     except ImageReadError as e:
         return left_out(e.path, e.reason)
@@ -392,6 +406,17 @@ def semantic_mask(converted: ConvertedPair) -> np.ndarray:
     return np.ascontiguousarray(mask_util.decode(union))
 
 
+def _write_channel_image(image_path: str, channel: Channel, folder: str, stem: str) -> str:
+    """Write ``channel`` of an image (pixels as stored) as ``folder/<stem>.tif``, atomically;
+    returns that path."""
+    encoded = io.BytesIO()
+    plane = read_image_unchanged(image_path, channel)
+    tifffile.imwrite(encoded, plane, photometric="minisblack", compression="zlib")
+    path = os.path.join(folder, f"{stem}.tif")
+    atomic_write_bytes(path, encoded.getvalue())
+    return path
+
+
 # ---------------------------------------------------------------------------------------
 # driver
 
@@ -411,6 +436,7 @@ def prepare_label_folder(
     strict: bool = False,
     split_disconnected: bool = False,
     workers: int = 2,
+    channel: Channel = None,
 ) -> dict:
     """Convert a folder of images + label images into the prepared layout under ``out``.
 
@@ -423,12 +449,17 @@ def prepare_label_folder(
             in ``train``).
         strict: any per-image problem is an error (nothing written).
         split_disconnected: each 8-connected region of a label id is an instance.
+        channel: the nuclear channel (0-based index or name, see
+            :func:`~maskrcnnpp.data.image_io.parse_channel`): each image's is written to
+            ``out/channel_images/<stem>.tif`` and the JSON points there; None: the images
+            are used as they are (multi-channel TIFFs are left out).
         workers: processes reading the images (1: in this process).
 
     Returns:
         dict: ``splits`` (split -> {"images", "instances", "json_file"}), ``left_out`` (the
         problems of the files left out), ``disconnected`` (label ids found in several
-        regions, kept as one), ``split_ids`` (ids split into regions), ``splits_file``.
+        regions, kept as one), ``split_ids`` (ids split into regions), ``splits_file``,
+        ``channel_images`` (the folder of the channel images, None without ``channel``).
 
     Raises:
         DatasetFormatError: a missing or empty folder, no pairs, a bad split file; under
@@ -448,7 +479,14 @@ def prepare_label_folder(
         splits = default_split([p.stem for p in pairs], val_fraction)
 
     listed = {stem for stems in splits.values() for stem in stems}
-    jobs = [(p, split_disconnected) for p in pairs if p.stem in listed]
+    try:
+        channel = parse_channel(channel)
+    except ValueError as e:
+        raise DatasetFormatError("--channel", str(e)) from None
+    channel_dir = os.path.join(out, CHANNEL_IMAGES_DIRNAME)
+    if channel is not None and os.path.realpath(channel_dir) == os.path.realpath(images_dir):
+        raise DatasetFormatError(out, f"the channel images would overwrite {images_dir}: choose another --out")
+    jobs = [(p, split_disconnected, channel) for p in pairs if p.stem in listed]
     converted: Dict[str, ConvertedPair] = {}
     disconnected: List[Problem] = []
     for result in parallel_map(convert_pair, jobs, workers, "read"):
@@ -483,6 +521,12 @@ def prepare_label_folder(
                 atomic_write_png(semantic_mask_path(out, split, stem), semantic_mask(converted[stem]))
     warn_unlisted_annotations(out, splits, lambda split: f"not in {SPLITS_FILENAME} of this conversion")
     image_path = {p.stem: p.image_path for p in pairs}
+    if channel is not None:
+        image_path = {
+            stem: _write_channel_image(image_path[stem], channel, channel_dir, stem)
+            for stem in sorted(converted)
+            if converted[stem].height
+        }
     summary = {}
     for split, stems in splits.items():
         coco = coco_instances(
@@ -491,7 +535,8 @@ def prepare_label_folder(
             image_path.get,
             out,
             f"images {os.path.abspath(images_dir)} + labels {os.path.abspath(labels_dir)}, "
-            f"split '{split}' (prepare_label_folder.py)",
+            f"split '{split}' (prepare_label_folder.py)"
+            + ("" if channel is None else f"; channel {channel!r} of each image, in {CHANNEL_IMAGES_DIRNAME}/"),
         )
         json_file = instances_json_path(out, split)
         atomic_write_text(json_file, json.dumps(coco, separators=(",", ":")))
@@ -504,6 +549,7 @@ def prepare_label_folder(
         "disconnected": disconnected,
         "split_ids": sum(r.split_ids for r in converted.values()),
         "splits_file": splits_file,
+        "channel_images": None if channel is None else channel_dir,
     }
 
 
@@ -536,6 +582,8 @@ def prepare_and_report(images_dir: str, labels_dir: Optional[str], out: str, **o
         )
     if summary["split_ids"]:
         print(f"split into their regions: {summary['split_ids']} label id(s) (--split-disconnected)")
+    if summary["channel_images"]:
+        print(f"channel {options['channel']} of each image: {summary['channel_images']}")
     print(f"splits: {summary['splits_file']}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from ..data.image_io import ImageReadError, read_image_rgb
+from ..data.image_io import ImageReadError, check_channel_choice, parse_channel, read_image_rgb
 from ..utils.cli import print_error
 from ..utils.folder_lock import FolderInUseError, exclusive_folder
 from ..utils.signal_guard import Interrupted, SignalGuard
@@ -61,7 +61,20 @@ def _predict_to_folder(
         and COCO results are kept).
     """
     writer = PredictionWriter(output_dir, extra_outputs)  # refuses an unknown format first
+    try:
+        channel = parse_channel(cfg.TEST.PREDICT.CHANNEL)
+    except ValueError as e:
+        print_error("error", ValueError(f"TEST.PREDICT.CHANNEL (--channel): {e}"))
+        return 2
     files, problems = collect_image_files(inputs)
+    checked = []
+    for path in files:  # multi-channel TIFFs: their axes and channels, before the model is built
+        try:
+            check_channel_choice(path, channel)
+            checked.append(path)
+        except ImageReadError as e:
+            problems.append((e.path, e.reason))
+    files = checked
     for item, reason in problems:
         _error(f"skipped {item}: {reason}")
     if not files:
@@ -84,7 +97,7 @@ def _predict_to_folder(
                 tqdm(list(zip(files, names)), unit="image", disable=None), 1
             ):
                 try:
-                    image = read_image_rgb(path)
+                    image = read_image_rgb(path, channel)
                 except ImageReadError as e:
                     _error(f"skipped {e.path}: {e.reason}")
                     failed += 1
