@@ -46,12 +46,14 @@ def small_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nuclei_image(tmp_path_factory):
-    """A 96x120 gray PNG of bright discs on noise; returns its path and pixels."""
+    """A 96x120 gray PNG of bright discs on noise, values 0..255 (so that a min/max stretch
+    gives it back); returns its path and pixels."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:96, :120]
     image = rng.integers(0, 40, (96, 120)).astype(np.uint8)
+    image[0, 0] = 0
     for cy, cx in [(20, 25), (30, 80), (70, 40), (75, 95), (50, 60)]:
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= 81] = 200
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= 81] = 255
     path = tmp_path_factory.mktemp("images") / "cells.png"
     cv2.imwrite(str(path), image)
     return str(path), image
@@ -135,11 +137,10 @@ def test_reader_opens_output_folder_and_one_image(make_napari_viewer, tmp_path, 
 
 
 def run_widget(qtbot, widget):
-    worker = widget.run()
-    assert worker is not None, widget.status.value
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    assert widget.run_button.enabled
+    """Run the widget and wait for its worker (it re-enables the button when finished)."""
+    assert widget.run() is not None, widget.status.value
+    assert not widget.run_button.enabled
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=300_000)
 
 
 def test_widget_matches_tool_and_saves_its_outputs(make_napari_viewer, qtbot, tmp_path, run_script, small_model, nuclei_image):
@@ -150,6 +151,7 @@ def test_widget_matches_tool_and_saves_its_outputs(make_napari_viewer, qtbot, tm
     viewer = make_napari_viewer()
     (layer,) = viewer.open(image_path)  # napari's own reader: (H, W) uint8
     widget = SegmentNucleiWidget(viewer)
+    viewer.window.add_dock_widget(widget)
     assert widget.image.value is layer and widget.channel.value is None
     widget.model.value = CONFIG_AND_WEIGHTS
     widget.config_file.value, widget.weights.value = small_model
@@ -200,6 +202,7 @@ def test_widget_segments_the_chosen_channel(make_napari_viewer, qtbot, tmp_path,
     viewer = make_napari_viewer()
     viewer.add_image(stack, name="two channels")
     widget = SegmentNucleiWidget(viewer)
+    viewer.window.add_dock_widget(widget)
     assert [choice for choice in widget.channel.choices] == [0, 1]
     widget.channel.value = 1
     widget.model.value = CONFIG_AND_WEIGHTS
@@ -215,6 +218,7 @@ def test_widget_reports_bad_choices(make_napari_viewer, qtbot, tmp_path, small_m
 
     viewer = make_napari_viewer()
     widget = SegmentNucleiWidget(viewer)
+    viewer.window.add_dock_widget(widget)
     assert widget.run() is None and widget.status.value == "no image layer to segment"
     viewer.add_image(np.zeros((2, 3, 16, 16)), name="zstack")
     assert widget.run() is None and "zstack" in widget.status.value
@@ -223,8 +227,27 @@ def test_widget_reports_bad_choices(make_napari_viewer, qtbot, tmp_path, small_m
     widget.model.value = CONFIG_AND_WEIGHTS
     widget.config_file.value = small_model[0]
     widget.weights.value = str(tmp_path / "missing.pth")
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    run_widget(qtbot, widget)
+    assert isinstance(widget.error, FileNotFoundError)
     assert f"no such file: {tmp_path / 'missing.pth'}" in widget.status.value
     assert "flat nuclei" not in viewer.layers
+
+
+def test_screenshot_tool(tmp_path, run_script, small_model, nuclei_image):
+    """The command of docs/viewers.md that makes its napari screenshot."""
+    config, weights = small_model
+    png = tmp_path / "shot.png"
+    proc = run_script(
+        "tools/napari_screenshot.py", "--config-file", config, "--weights", weights,
+        "--input", nuclei_image[0], "--output", png, "--score-thresh", "0.0", "--size", "900x500",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shot = cv2.imread(str(png))
+    assert shot.shape[0] >= 400 and shot.shape[1] >= 800 and shot.std() > 10
+    assert png.stat().st_size < 300_000
+    proc = run_script(
+        "tools/napari_screenshot.py", "--model", "no_such_model", "--input", nuclei_image[0],
+        "--output", tmp_path / "no.png",
+    )
+    assert proc.returncode == 2 and "'no_such_model' is not a shipped model" in proc.stderr
+    assert not (tmp_path / "no.png").exists()

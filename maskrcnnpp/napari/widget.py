@@ -54,12 +54,14 @@ def _path_text(file_edit: FileEdit) -> str:
 
 class SegmentNucleiWidget(Container):
     """The widget; ``run()`` starts a segmentation of the chosen layer and returns its worker
-    (None when the choices are refused: the reason is in ``status``)."""
+    (None when the choices are refused: the reason is in ``status``). The run button is
+    disabled while it runs; ``error`` holds the exception of a run that failed."""
 
     def __init__(self, viewer: "napari.viewer.Viewer"):
         super().__init__()
         self._viewer = viewer
         self._models = ModelCache()
+        self.error: Optional[BaseException] = None  # of the last run, None when it worked
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.channel = ComboBox(label="channel", choices=self._channel_choices)
         self.model = ComboBox(
@@ -177,12 +179,17 @@ class SegmentNucleiWidget(Container):
             _progress={"total": 3, "desc": f"Segment nuclei: {layer.name}"},
         )
         worker.returned.connect(lambda result: self._add_labels(layer, result, model, save))
-        worker.errored.connect(lambda e: self._report(f"{type(e).__name__}: {e}", error=True))
+        worker.errored.connect(self._failed)
         worker.finished.connect(lambda: setattr(self.run_button, "enabled", True))
         self.run_button.enabled = False
+        self.error = None
         self._report(f"segmenting {layer.name} ...")
         worker.start()
         return worker
+
+    def _failed(self, error: BaseException):
+        self.error = error
+        self._report(f"{type(error).__name__}: {error}", error=True)
 
     def _add_labels(self, layer, result, model, save: Optional[dict]):
         prediction, features = result

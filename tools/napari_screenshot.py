@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""
+The napari screenshot of docs/viewers.md, made headless: an image opened in napari, the
+"Segment nuclei" widget docked beside it, run, and the labels layer it added.
+
+    xvfb-run -a .venv/bin/python tools/napari_screenshot.py --model NAME \
+        --input IMAGE --output docs/napari_segment_nuclei.png [--channel K] [--score-thresh S]
+
+or ``--config-file FILE --weights FILE`` instead of ``--model``. Qt draws offscreen; its
+OpenGL needs an X display, which ``xvfb-run`` (Debian package xvfb) provides where there is
+none. The PNG is the napari window at --size (default 1100x620), written atomically.
+
+Exit status: 0 written; 1 the segmentation failed (the reason on stderr); 2 nothing could run
+(bad arguments, no model).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from maskrcnnpp.utils.known_warnings import filter_known_warnings
+
+filter_known_warnings()  # before Detectron2's imports, which emit some of them
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import napari
+
+from maskrcnnpp.napari.widget import CONFIG_AND_WEIGHTS, SegmentNucleiWidget
+from maskrcnnpp.utils.atomic_io import atomic_write_png
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Screenshot of napari's Segment nuclei widget at work.")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", metavar="NAME", help="a shipped model (maskrcnnpp.model_zoo)")
+    model.add_argument("--config-file", metavar="FILE", help="a model config (with --weights)")
+    parser.add_argument("--weights", metavar="FILE", help="the weights of --config-file")
+    parser.add_argument("--input", required=True, metavar="IMAGE", help="the image to segment")
+    parser.add_argument("--output", required=True, metavar="PNG", help="the screenshot file")
+    parser.add_argument("--channel", type=int, default=None, metavar="K", help="channel of a stack or colour of an RGB image")
+    parser.add_argument("--score-thresh", type=float, default=0.5, metavar="S", help="score threshold (default 0.5)")
+    parser.add_argument("--size", default="1100x620", metavar="WxH", help="window size in pixels")
+    args = parser.parse_args(argv)
+    if args.config_file and not args.weights:
+        parser.error("--config-file needs --weights")
+    try:
+        args.size = tuple(int(v) for v in args.size.lower().split("x"))
+        assert len(args.size) == 2 and min(args.size) > 0
+    except (ValueError, AssertionError):
+        parser.error(f"--size {args.size!r}: give WIDTHxHEIGHT, e.g. 1100x620")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isfile(args.input):
+        print(f"error: --input {args.input}: no such file", file=sys.stderr)
+        return 2
+    viewer = napari.Viewer(show=False)
+    try:
+        (layer,) = viewer.open(args.input)[:1]
+        widget = SegmentNucleiWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="Segment nuclei", area="right")
+        widget.image.value = layer
+        if args.model:
+            if args.model not in widget.model.choices:
+                print(f"error: --model {args.model!r} is not a shipped model "
+                      f"({', '.join(widget.model.choices[:-1]) or 'none shipped'})", file=sys.stderr)
+                return 2
+            widget.model.value = args.model
+        else:
+            widget.model.value = CONFIG_AND_WEIGHTS
+            widget.config_file.value, widget.weights.value = args.config_file, args.weights
+        if args.channel is not None:
+            widget.channel.value = args.channel
+        widget.score_threshold.value = args.score_thresh
+        if widget.run() is None:
+            print(f"error: {widget.status.value}", file=sys.stderr)
+            return 2
+        while not widget.run_button.enabled:  # the worker thread re-enables it when done
+            napari.qt.get_qapp().processEvents()
+            time.sleep(0.05)
+        napari.qt.get_qapp().processEvents()
+        if widget.error is not None:
+            print(f"error: {widget.status.value}", file=sys.stderr)
+            return 1
+        viewer.layers.selection.active = viewer.layers[-1]
+        viewer.window._qt_window.resize(*args.size)
+        viewer.reset_view()
+        shot = viewer.screenshot(canvas_only=False, flash=False)
+        atomic_write_png(args.output, shot[:, :, :3])
+    finally:
+        viewer.close()
+    print(f"{args.output}: {widget.status.value}, {os.path.getsize(args.output) // 1024} KB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
