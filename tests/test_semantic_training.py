@@ -369,7 +369,7 @@ def probabilities(model, records, precision):
 
     model.eval()
     out = []
-    with torch.no_grad(), inference_autocast(precision, "cpu"):
+    with torch.no_grad(), inference_autocast(precision, model):
         for record in records:
             image = cv2.imread(record["file_name"])[:, :, ::-1]
             out.append(model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}])[0]["sem_seg"])

@@ -129,8 +129,7 @@ class NucleiTrainer(DefaultTrainer):
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """DefaultTrainer.test in the number format of ``TEST.PRECISION``."""
-        device = next(model.parameters()).device
-        with inference_autocast(cfg.TEST.PRECISION, device):
+        with inference_autocast(cfg.TEST.PRECISION, model):
             return super().test(cfg, model, evaluators)
 
     def build_writers(self):

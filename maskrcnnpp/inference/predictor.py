@@ -179,9 +179,7 @@ class NucleiPredictor:
         aug_input = T.AugInput(np.ascontiguousarray(image))
         self.augmentations(aug_input)
         tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
-        parameter = next(self.model.parameters(), None)  # a parameter-free model runs on the CPU
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        with torch.no_grad(), inference_autocast(self.precision, device):
+        with torch.no_grad(), inference_autocast(self.precision, self.model):
             return self.model([{"image": tensor, "height": height, "width": width}])[0]
 
     def __call__(self, image: np.ndarray) -> NucleiPrediction:
