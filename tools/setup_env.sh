@@ -3,6 +3,12 @@
 # torchvision, Detectron2 and maskrcnnpp (editable). Quick when .venv is already complete.
 #
 #   bash tools/setup_env.sh
+#   bash tools/setup_env.sh --peers   # instead: the peers' environment .venv-peers (below)
+#
+# --peers makes (or refreshes) a second environment, .venv-peers, with the peers of
+# tools/compare.py's `peer:` rows: StarDist 2D on TensorFlow's CPU build and Cellpose 3 on
+# CPU torch, at the versions pinned in tools/peers/requirements.txt. .venv is not touched, and
+# the default set-up and CI never make .venv-peers (docs/peers.md).
 #
 # Environment:
 #   PYTHON=python3.11        interpreter used to create .venv (default: python3.11, else python3)
@@ -12,6 +18,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+
+if [ "${1:-}" = "--peers" ]; then
+  PEERS=.venv-peers
+  PEERS_STAMP=$PEERS/.maskrcnnpp-peers-complete
+  PEERS_FINGERPRINT=$(cat tools/setup_env.sh tools/peers/requirements.txt | sha256sum | cut -c1-16)
+  if [ -f "$PEERS_STAMP" ] && [ "$(cat "$PEERS_STAMP")" = "$PEERS_FINGERPRINT" ]; then
+    exit 0
+  fi
+  rm -f "$PEERS_STAMP"
+  [ -x "$PEERS/bin/python" ] || "$PYTHON" -m venv "$PEERS"
+  PIP="$PEERS/bin/python -m pip --disable-pip-version-check"
+  $PIP install -q --upgrade pip wheel
+  echo "[setup] installing the peers into $PEERS (tools/peers/requirements.txt; TensorFlow is large)"
+  # the CPU torch first, so that cellpose's plain "torch" requirement takes no other build
+  $PIP install -q "$(grep '^torch==' tools/peers/requirements.txt)"
+  $PIP install -q -r tools/peers/requirements.txt
+  $PIP check
+  echo "$PEERS_FINGERPRINT" > "$PEERS_STAMP"
+  echo "[setup] done: $("$PEERS/bin/python" -c 'from importlib.metadata import version as v; print(" | ".join(p + " " + v(p) for p in ("stardist", "tensorflow-cpu", "cellpose", "torch")))' 2>/dev/null)"
+  exit 0
+elif [ -n "${1:-}" ]; then
+  echo "setup_env.sh: unknown option $1 (the only one is --peers)" >&2
+  exit 2
+fi
 VENV=.venv
 STAMP=$VENV/.maskrcnnpp-setup-complete
 # Changing any of these files invalidates the stamp and re-runs the installs.

@@ -26,6 +26,7 @@ import numpy as np
 from detectron2.data import MetadataCatalog
 
 from ..evaluation.classical_baseline import CLASSICAL_BASELINE_NAME, evaluate_classical_baseline
+from ..evaluation.nuclei_metrics import summarize_nuclei_stats
 from ..utils.atomic_io import atomic_open
 from .comparison_runs import plan_runs, read_run_record, run_status, train_runs, train_seconds
 
@@ -53,6 +54,8 @@ COMPARISON_METRICS = (
     ("nuclei", "dsb_score", "DSB", 4),
     ("nuclei", "aji", "AJI", 4),
     ("nuclei", "pq", "PQ", 4),
+    # from the per-image records (collect_run), so that records older than the key have it too
+    ("nuclei", "accuracy_iou50_pooled", "TP/(TP+FP+FN) IoU 0.5 pooled", 4),
 )
 # per-image keys of nuclei_per_image.json compared in pairs, with their titles
 PAIRED_METRICS = (("dsb_score", "DSB"), ("iou", "fg IoU"))
@@ -133,6 +136,12 @@ def _read_json(path, what):
 
 
 def _read_per_image(path):
+    """
+    Returns:
+        (per_image, pooled_accuracy): {image_id: {paired metric: value}} and TP / (TP + FP + FN)
+        at IoU 0.5 pooled over the images (:func:`summarize_nuclei_stats`'s
+        ``accuracy_iou50_pooled``), None when an entry lacks the counts it needs.
+    """
     per_image = _read_json(path, "per-image nuclei statistics")
     if not isinstance(per_image, list):
         raise ValueError(f"{path}: expected a list of per-image dicts")
@@ -142,7 +151,11 @@ def _read_per_image(path):
         if missing:
             raise ValueError(f"{path}: entry {index} lacks {missing}")
         out[stats["image_id"]] = {k: float(stats[k]) for k, _ in PAIRED_METRICS}
-    return out
+    counts = ("num_gt", "num_pred", "num_matched", "fg_intersection", "fg_union", "fg_gt_area",
+              "fg_pred_area", "iou", "dice", "dsb_score", "aji", "pq")
+    complete = per_image and all(all(k in stats for k in counts) for stats in per_image)
+    pooled = summarize_nuclei_stats(per_image)["accuracy_iou50_pooled"] if complete else None
+    return out, pooled
 
 
 def collect_run(output_dir):
@@ -167,7 +180,11 @@ def collect_run(output_dir):
             value = result.get(task, {}).get(key) if isinstance(result, dict) else None
             metrics[_metric_name(task, key)] = None if value is None else float(value)
         per_image_path = os.path.join(output_dir, "inference", dataset, "nuclei_per_image.json")
-        per_image = _read_per_image(per_image_path) if os.path.isfile(per_image_path) else None
+        per_image = None
+        if os.path.isfile(per_image_path):
+            per_image, pooled = _read_per_image(per_image_path)
+            if pooled is not None:
+                metrics[_metric_name("nuclei", "accuracy_iou50_pooled")] = float(pooled)
         datasets[dataset] = {"metrics": metrics, "per_image": per_image}
     record = read_run_record(output_dir)
     seconds = None if record is None else train_seconds(record, output_dir)
@@ -276,7 +293,9 @@ def summarize_comparison(models, pairs=(), baseline=None, *, resamples=10000, se
                   f"each model; mean over images, percentile bootstrap 95% CI ({resamples} resamples "
                   f"of images, numpy default_rng seed {seed})",
             units="COCO AP in %, nuclei metrics as fractions; fg IoU and Dice are means of the "
-                  "per-image values, fg IoU pooled divides pixel counts summed over the images",
+                  "per-image values, fg IoU pooled divides pixel counts summed over the images, "
+                  "TP/(TP+FP+FN) IoU 0.5 pooled divides the nuclei matched at IoU > 0.5 by the "
+                  "true plus predicted nuclei less the matched, each summed over the images",
         ),
         datasets=OrderedDict(),
     )

@@ -10,12 +10,17 @@ A run folder is
   again with ``--resume``;
 - **new** otherwise: it is trained from the start.
 
-Beside Detectron2's files each run folder gets ``compare_run.json`` (written atomically), the
-run's command and its attempts' wall times::
+A model is a config file (trained by ``tools/train_net.py``) or a peer, ``peer:stardist`` or
+``peer:cellpose`` (trained by ``tools/train_peer.py`` in the peers' environment, see
+:mod:`maskrcnnpp.peers.runs`), whose run folders follow the same rules.
 
-    {"config_file": abs path, "opts": [...], "seed": k,
+Beside the run's own files each run folder gets ``compare_run.json`` (written atomically),
+the run's command, its attempts' wall times, thread counts and machine::
+
+    {"config_file": abs path or "peer:KIND", "opts": [...], "seed": k,
      "attempts": [{"command": [...], "resumed": bool, "started": unix time,
-                   "wall_seconds": float or null}, ...],
+                   "wall_seconds": float or null, "threads": OMP_NUM_THREADS,
+                   "machine": {...}}, ...],
      "train_seconds": sum of the attempts}
 
 An attempt is recorded before its subprocess starts (``wall_seconds`` null) and completed when
@@ -29,6 +34,7 @@ import concurrent.futures
 import glob
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -36,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from ..peers.runs import check_peer_opts, peer_kind, peer_train_command
 from ..utils.atomic_io import atomic_open
 
 __all__ = [
@@ -96,6 +103,8 @@ def parse_model_spec(tokens):
         raise ValueError(f"--model {tokens[0]}: no config file after '='")
     opts = tuple(tokens[1:])
     check_opts(opts, f"--model {tokens[0]}")
+    if peer_kind(config_file):
+        check_peer_opts(opts, f"--model {tokens[0]}")
     return ModelSpec(name, config_file, opts)
 
 
@@ -137,7 +146,9 @@ def plan_runs(models: Sequence[ModelSpec], seeds: Sequence[int], output_root, co
         raise ValueError(f"seeds must be unique; got {list(seeds)}")
     runs = []
     for model in models:
-        if not os.path.isfile(model.config_file):
+        if peer_kind(model.config_file):
+            check_peer_opts(tuple(common_opts), f"--opts with the peer '{model.name}'")
+        elif not os.path.isfile(model.config_file):
             raise FileNotFoundError(
                 f"model '{model.name}': config file {model.config_file} does not exist"
             )
@@ -193,7 +204,9 @@ def _attempt_seconds(attempt, output_dir):
         return float(attempt["wall_seconds"])
     # never completed: from its start to the newest checkpoint it left, if any
     started = float(attempt.get("started", 0.0))
-    written = [os.path.getmtime(p) for p in glob.glob(os.path.join(output_dir, "model_*.pth"))]
+    checkpoints = glob.glob(os.path.join(output_dir, "model_*.pth"))
+    checkpoints += glob.glob(os.path.join(output_dir, "last_checkpoint"))  # a peer's, too
+    written = [os.path.getmtime(p) for p in checkpoints]
     written = [t for t in written if t >= started]
     return max(written) - started if written else 0.0
 
@@ -240,10 +253,24 @@ def _run_subprocess(command, env, log_path):
         return subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
+def machine_description():
+    """What a run was trained on, for its ``compare_run.json``."""
+    processor = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            processor = next((line.split(":", 1)[1].strip() for line in f
+                              if line.startswith("model name")), processor)
+    except OSError:
+        pass
+    return {"node": platform.node(), "platform": platform.platform(), "processor": processor,
+            "cpu_count": os.cpu_count()}
+
+
 def _train_one(run, *, train_script, threads, runner):
     """Train one run unless finished; returns None or an error message."""
     status = run_status(run.output_dir)
-    config_file = os.path.abspath(run.model.config_file)
+    kind = peer_kind(run.model.config_file)
+    config_file = run.model.config_file if kind else os.path.abspath(run.model.config_file)
     record = read_run_record(run.output_dir)
     if record is not None and status != "new":
         _check_same_setting(run, record, config_file)
@@ -253,13 +280,17 @@ def _train_one(run, *, train_script, threads, runner):
     if record is None or status == "new":
         # a folder without a checkpoint starts again: earlier attempts bought nothing
         record = {"config_file": config_file, "opts": list(run.opts), "seed": run.seed, "attempts": []}
-    command = [sys.executable, train_script, "--config-file", config_file]
     if status == "stopped":
-        command.append("--resume")
         _close_stopped_attempts(record, run.output_dir)
-    command += [*run.opts, "SEED", str(run.seed), "OUTPUT_DIR", run.output_dir]
+    if kind:
+        command = peer_train_command(kind, run.opts, seed=run.seed, output_dir=run.output_dir,
+                                     resume=status == "stopped")
+    else:
+        command = [sys.executable, train_script, "--config-file", config_file]
+        command += ["--resume"] if status == "stopped" else []
+        command += [*run.opts, "SEED", str(run.seed), "OUTPUT_DIR", run.output_dir]
     attempt = {"command": command, "resumed": status == "stopped", "started": time.time(),
-               "wall_seconds": None}
+               "wall_seconds": None, "threads": threads, "machine": machine_description()}
     record["attempts"].append(attempt)
     record["train_seconds"] = train_seconds(record, run.output_dir)
     _write_run_record(run.output_dir, record)
@@ -270,11 +301,12 @@ def _train_one(run, *, train_script, threads, runner):
     attempt["wall_seconds"] = time.perf_counter() - start
     record["train_seconds"] = train_seconds(record, run.output_dir)
     _write_run_record(run.output_dir, record)
+    tool = os.path.basename(command[1])
     if returncode != 0:
-        return (f"model '{run.model.name}' seed {run.seed}: train_net.py exited with status "
+        return (f"model '{run.model.name}' seed {run.seed}: {tool} exited with status "
                 f"{returncode}; see {os.path.join(run.output_dir, _LOG_NAME)}")
     if run_status(run.output_dir) != "finished":
-        return (f"model '{run.model.name}' seed {run.seed}: train_net.py wrote no "
+        return (f"model '{run.model.name}' seed {run.seed}: {tool} wrote no "
                 f"{os.path.join(run.output_dir, 'final_metrics.json')} (is DATASETS.TEST empty?); "
                 f"see {os.path.join(run.output_dir, _LOG_NAME)}")
     return None
