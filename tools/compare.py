@@ -2,8 +2,10 @@
 """
 Compare models over seeds, with error bars and the classical (Otsu + watershed) floor.
 
-Each --model is NAME=CONFIG.yaml followed by its own KEY VALUE overrides (Detectron2's opts).
-Every (model, seed) is trained by tools/train_net.py into OUTPUT_ROOT/NAME/seed<k>/ and scored
+Each --model is NAME=CONFIG.yaml followed by its own KEY VALUE overrides (Detectron2's opts),
+or NAME=peer:stardist / NAME=peer:cellpose, a peer trained from scratch by its own recipe by
+tools/train_peer.py in .venv-peers (overrides TRAIN_MINUTES, DATASETS.TRAIN, DATASETS.TEST;
+docs/peers.md). Every (model, seed) is trained into OUTPUT_ROOT/NAME/seed<k>/ and scored
 on the config's DATASETS.TEST; a rerun skips finished runs (final_metrics.json present) and
 continues stopped ones (last_checkpoint present) with --resume. Then OUTPUT_ROOT gets
 comparison.md, comparison.json and comparison.png:
@@ -19,6 +21,12 @@ Examples:
       --model fpn=configs/quick/mask_rcnn_FPN.yaml \\
       --model nested=configs/quick/mask_rcnn_NestedFPN.yaml MODEL.NESTED_FPN.FUSION concat \\
       --pair fpn nested --pair classical nested --jobs 2
+
+  # StarDist and Cellpose beside our model, 60 training minutes each (bash tools/setup_env.sh --peers):
+  python tools/compare.py --output-root output/compare --seeds 0 1 2 \\
+      --model nested=configs/DSB2018/cpu/mask_rcnn_R_18_NestedFPN.yaml \\
+      --model stardist=peer:stardist --model cellpose=peer:cellpose \\
+      --pair stardist nested --pair cellpose nested
 
   # the same overrides for every model (the model's own win):
   python tools/compare.py ... --opts SOLVER.MAX_ITER 200 DATALOADER.NUM_WORKERS 0
@@ -41,7 +49,7 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", action="append", nargs="+", required=True,
-                        metavar=("NAME=CONFIG.yaml", "KEY VALUE"),
+                        metavar=("NAME=CONFIG.yaml|peer:KIND", "KEY VALUE"),
                         help="a model to compare, with its own overrides; repeat for each model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
     parser.add_argument("--output-root", required=True, help="runs and the comparison go here")
