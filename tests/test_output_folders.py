@@ -4,6 +4,7 @@ second run refused in one line, exit status 2, before any work), a full disk sto
 prediction run at the first failed write keeping what finished whole, and ``predict
 --resume`` finishes a stopped run. Two real processes in each concurrency test.
 """
+import errno
 import json
 import os
 import pathlib
@@ -163,3 +164,143 @@ def test_folder_lock_is_per_folder_and_leaves_nothing(tmp_path):
     with exclusive_folder(str(tmp_path / "kept")):
         pass
     assert (tmp_path / "kept").is_dir()  # not created by the lock: left
+
+
+# ------------------------------------------------------------------------------------------
+# A full disk, and --resume
+# ------------------------------------------------------------------------------------------
+def coco_files(out):
+    """The two COCO files of a run, as parsed JSON."""
+    return (
+        json.loads((out / "coco_images.json").read_text()),
+        json.loads((out / "coco_instances_results.json").read_text()),
+    )
+
+
+def run_files(out):
+    return sorted(
+        os.path.relpath(os.path.join(root, name), out)
+        for root, _, names in os.walk(out) for name in names
+    )
+
+
+@pytest.fixture
+def in_process_run(weights, monkeypatch):
+    """``run(inputs, out, **options)``: predict_to_folder in this process with one thread
+    (the runs a test compares then agree bit for bit)."""
+    from maskrcnnpp.inference.prediction_run import predict_to_folder
+
+    cfg = setup_cfg(
+        RCNN_CONFIG,
+        [*CPU, "MODEL.WEIGHTS", weights, "TEST.PREDICT.SCORE_THRESH", "0.0",
+         "TEST.DETECTIONS_PER_IMAGE", "20"],
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield lambda inputs, out, **options: predict_to_folder(cfg, [str(inputs)], str(out), **options)
+    torch.set_num_threads(threads)
+
+
+def fill_the_disk(monkeypatch, *, after_writes, coco_too):
+    """From write ``after_writes + 1`` of a PNG on, every PNG write (and with ``coco_too``
+    every atomic write, the COCO files') raises ENOSPC, as on a full disk."""
+    import maskrcnnpp.inference.prediction_writer as writer_module
+
+    calls = {"png": 0}
+    real_png, real_open = writer_module.atomic_write_png, writer_module.atomic_open
+
+    def full():
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def png(path, image):
+        calls["png"] += 1
+        if calls["png"] > after_writes:
+            raise full()
+        return real_png(path, image)
+
+    def atomic_open(path, mode="wb"):
+        if coco_too and calls["png"] > after_writes:
+            raise full()
+        return real_open(path, mode)
+
+    monkeypatch.setattr(writer_module, "atomic_write_png", png)
+    monkeypatch.setattr(writer_module, "atomic_open", atomic_open)
+
+
+@pytest.mark.parametrize("coco_too", [False, True])
+def test_full_disk_stops_at_the_first_failed_write_and_resume_finishes(
+    coco_too, in_process_run, monkeypatch, tmp_path, capsys
+):
+    """Before: inference went on for every image ("skipped ... No space left"), the label
+    PNGs of the images reported as skipped stayed, writer.close ended in a traceback and no
+    COCO file was written."""
+    from maskrcnnpp.inference.predictor import NucleiPredictor
+
+    inputs = image_folder(tmp_path / "in", 5, size=96)
+    reference = tmp_path / "reference"
+    assert in_process_run(inputs, reference) == 0
+    capsys.readouterr()
+
+    predicted = []
+    real_call = NucleiPredictor.__call__
+    monkeypatch.setattr(
+        NucleiPredictor, "__call__", lambda self, image: predicted.append(1) or real_call(self, image)
+    )
+    # the label PNG of image 3 fits, its overlay does not
+    fill_the_disk(monkeypatch, after_writes=5, coco_too=coco_too)
+    out = tmp_path / "out"
+    assert in_process_run(inputs, out) == 1
+    errors = lines(capsys.readouterr().err)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"error: stopped at {inputs / 'im02.png'}: cannot write into {out} ")
+    assert "No space left on device" in errors[0] and "--resume" in errors[0]
+    assert len(predicted) == 3  # stopped at the failed write, no inference after it
+    finished = ["im00", "im01"]
+    for kind, ext in (("labels", "png"), ("overlays", "png"), ("measurements", "csv")):
+        assert sorted(os.listdir(out / kind)) == [f"{n}.{ext}" for n in finished]  # im02's removed
+    if coco_too:
+        assert "the COCO files could not be written" in errors[0]
+        assert not (out / "coco_images.json").exists()
+        assert ".predict_progress.jsonl" in os.listdir(out)  # the record --resume reads
+    else:
+        images, results = coco_files(out)
+        assert [i["output_name"] for i in images["images"]] == finished
+        assert {r["image_id"] for r in results} == {1, 2}
+        assert not [n for n in run_files(out) if os.path.basename(n).startswith(".")]
+
+    monkeypatch.undo()  # space freed
+    torch.set_num_threads(1)
+    assert in_process_run(inputs, out, resume=True) == 0
+    captured = capsys.readouterr()
+    assert "resuming: 2 of 5 image(s) finished already" in captured.err
+    assert coco_files(out) == coco_files(reference)
+    assert run_files(out) == run_files(reference)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_stopped_run_resumed_equals_an_uninterrupted_run(signum, weights, tmp_path, run_script):
+    """Before: no --resume; a killed run (SIGKILL) left no COCO file at all."""
+    inputs = image_folder(tmp_path / "in", 8, size=96)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    proc = run_script(*predict_command(weights, inputs, reference)[1:])
+    assert proc.returncode == 0, proc.stderr
+    stopped = subprocess.Popen(
+        predict_command(weights, inputs, out), cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+    wait_for_first_image(stopped, out)
+    stopped.send_signal(signal.SIGSTOP)  # stopped after one image or more, before the last
+    done = len(os.listdir(out / "measurements"))
+    stopped.send_signal(signum)
+    stopped.send_signal(signal.SIGCONT)
+    stopped.communicate(timeout=120)
+    assert stopped.returncode in (130, -signal.SIGKILL)
+    assert 1 <= done < 8
+
+    proc = run_script(*predict_command(weights, inputs, out, "--resume")[1:])
+    assert proc.returncode == 0, proc.stderr
+    finished = int(proc.stderr.split("resuming: ")[1].split(" of 8")[0])
+    assert finished >= done
+    assert "8 image(s)" in proc.stdout and f"({finished} image(s) finished by the stopped run, kept)" in proc.stdout
+    assert coco_files(out) == coco_files(reference)
+    assert run_files(out) == run_files(reference)  # no temporary, no progress file left

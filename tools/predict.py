@@ -32,14 +32,22 @@ top-left corner of the top-left pixel (maskrcnnpp/inference/exchange_formats.py)
 
 One run per output folder: a folder that is not empty is refused unless --overwrite is given,
 which removes the files of a previous run of this tool (the layout above, every format's) and
-nothing else. The folder is checked (a file, not writable, not empty) before the model is built.
+nothing else, or --resume (below). The folder is checked (a file, not writable, not empty) before the model is built.
+
+One writer per output folder: a second run into a folder another run is writing into is
+refused (exit status 2), before any work.
 
 Ctrl-C (SIGINT) or SIGTERM stops the run after the image being written: the COCO files then
 list exactly the images whose files are complete, one line says how many, and the exit
-status is 130 (SIGINT) or 143 (SIGTERM).
+status is 130 (SIGINT) or 143 (SIGTERM). A write that fails (a full disk) stops the run at
+once: that image's files are removed, the finished ones and their COCO files kept, one line,
+exit status 1. --resume (the same command plus --resume) finishes a stopped run, also one
+that was killed: the images it finished are kept (same input file, all their files
+present), the rest predicted, and the COCO files list all of them.
 
 Exit status: 0 when every image was predicted; 1 when some input could not be read or
-predicted (each is named on stderr with the reason, the others are still processed); 2 when
+predicted (each is named on stderr with the reason, the others are still processed) or a
+write failed (see above); 2 when
 nothing could run (bad config, key, weights, output folder or no input), in one line
 (MASKRCNNPP_TRACEBACK=1 adds the traceback).
 
@@ -70,10 +78,17 @@ def parse_args(argv=None):
         "--input", required=True, nargs="+", metavar="PATH", help="image files, folders or globs"
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder (new or empty)")
-    parser.add_argument(
+    reuse = parser.add_mutually_exclusive_group()
+    reuse.add_argument(
         "--overwrite",
         action="store_true",
         help="reuse a non-empty --output: remove a previous prediction run's files there first",
+    )
+    reuse.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish a stopped run into --output (same inputs): keep the images it finished, "
+        "predict the rest",
     )
     parser.add_argument(
         "--extra-outputs",
@@ -121,7 +136,12 @@ def main(argv=None):
         print_error("error", e)
         return 2
     return predict_to_folder(
-        cfg, args.input, args.output, overwrite=args.overwrite, extra_outputs=args.extra_outputs
+        cfg,
+        args.input,
+        args.output,
+        overwrite=args.overwrite,
+        extra_outputs=args.extra_outputs,
+        resume=args.resume,
     )
 
 

@@ -8,8 +8,12 @@ Layout of ``output_dir``::
     overlays/<name>.png       the image with each nucleus outlined in its own colour
     measurements/<name>.csv   one row per nucleus (MEASUREMENT_COLUMNS, floats to 4 decimals)
     coco_instances_results.json   COCO results (RLE masks) of every image
-    coco_images.json          {"images": [{"id", "file_name", "height", "width", "num_tiles"}],
-                               "categories": [{"id": 1, "name": "nucleus"}]}
+    coco_images.json          {"images": [{"id", "file_name", "output_name", "height",
+                               "width", "num_tiles"}], "categories": [{"id": 1, "name": "nucleus"}]}
+                              (file_name: the input file; output_name: its <name> above)
+    .predict_progress.jsonl   while a run is under way: one line per finished image (its
+                              coco_images entry and COCO results), read by --resume; removed
+                              once the COCO files are written
 
 and, with ``extra_outputs`` (tools/predict.py ``--extra-outputs``; the files:
 :mod:`maskrcnnpp.inference.exchange_formats`)::
@@ -20,17 +24,20 @@ and, with ``extra_outputs`` (tools/predict.py ``--extra-outputs``; the files:
 
 Label ``k`` of an image is row ``k`` of its CSV, its ``k``-th result in the COCO file, and the
 ``nucleus-<k>`` of its GeoJSON and ROI set. The COCO files list exactly the images whose files
-are all complete (also after an interrupt, see tools/predict.py). One run per folder:
+are all complete (also after an interrupt or a failed write, see tools/predict.py): an image
+whose files cannot all be written has the ones written removed. :func:`finished_images` reads
+a stopped run's finished images back (``--resume``). One run per folder:
 :func:`check_output_dir` refuses a non-empty folder unless ``--overwrite``, and
 :func:`prepare_output_dir` then removes only the files of the layout above (every format's,
 whichever the new run writes).
 """
 
+import contextlib
 import csv
 import fnmatch
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -50,12 +57,15 @@ __all__ = [
     "OutputFolderError",
     "PredictionWriter",
     "check_output_dir",
+    "finished_images",
     "prepare_output_dir",
 ]
 
 MAX_LABELS_16_BIT = 2**16 - 1
 
 COCO_FILES = ("coco_instances_results.json", "coco_images.json")
+# One JSON line per finished image while a run is under way (removed by PredictionWriter.close).
+PROGRESS_FILE = ".predict_progress.jsonl"
 # The extra outputs by the name --extra-outputs takes: (folder, file extension).
 EXTRA_OUTPUTS = {
     "geojson": ("geojson", ".geojson"),
@@ -72,7 +82,7 @@ _IMAGE_FILES = {
 # The files a prediction run writes (and the temporaries atomic_open may leave), relative to
 # the output folder: all that --overwrite removes.
 _RUN_FILE_PATTERNS = {
-    "": [*COCO_FILES, *(f".{name}.*.tmp" for name in COCO_FILES)],
+    "": [*COCO_FILES, *(f".{name}.*.tmp" for name in COCO_FILES), PROGRESS_FILE],
     **{folder: [f"*{ext}", f".*{ext}.*.tmp"] for folder, ext in _IMAGE_FILES.items()},
 }
 
@@ -136,19 +146,20 @@ def prepare_output_dir(output_dir: str, *, overwrite: bool) -> List[str]:
     """
     Create ``output_dir`` and, with ``overwrite``, remove the files a previous prediction run
     left there (``labels/*.png``, ``overlays/*.png``, ``measurements/*.csv``, the extra
-    outputs' ``geojson/*.geojson``, ``rois/*.zip``, ``labels_tiff/*.tif``, the two COCO files
-    and their temporaries; nothing else). Call :func:`check_output_dir` first.
+    outputs' ``geojson/*.geojson``, ``rois/*.zip``, ``labels_tiff/*.tif``, the two COCO files,
+    PROGRESS_FILE and the temporaries; nothing else); without, only the temporaries a killed
+    run left. Call :func:`check_output_dir` first.
 
     Returns:
         list[str]: the removed files, relative to ``output_dir``.
     """
     os.makedirs(output_dir, exist_ok=True)
     removed = []
-    if overwrite:
-        for relative in _folder_contents(output_dir):
-            if _is_run_file(relative):
-                os.remove(os.path.join(output_dir, relative))
-                removed.append(relative)
+    for relative in _folder_contents(output_dir):
+        # without overwrite (--resume), the temporaries of a killed run only
+        if _is_run_file(relative) and (overwrite or relative.endswith(".tmp")):
+            os.remove(os.path.join(output_dir, relative))
+            removed.append(relative)
     return removed
 
 
@@ -171,6 +182,7 @@ class PredictionWriter:
         self.extra_outputs = [name for name in EXTRA_OUTPUTS if name in extra_outputs]
         self.images: List[Dict] = []
         self.results: List[Dict] = []
+        self._progress = None  # PROGRESS_FILE, opened at the first finished image
 
     def path(self, kind: str, name: str) -> str:
         """Path of image ``name``'s file in folder ``kind`` of the layout ("labels",
@@ -178,6 +190,24 @@ class PredictionWriter:
         return os.path.join(self.output_dir, kind, name + _IMAGE_FILES[kind])
 
     def write_image(self, image_id: int, name: str, file_name: str, image: np.ndarray, prediction) -> int:
+        """
+        Write image ``name``'s files and record it as finished; when any of its files cannot be
+        written (a full disk), the ones written are removed and the error is raised.
+
+        Args: as :meth:`_write_files`.
+
+        Returns:
+            int: the number of nuclei written.
+        """
+        try:
+            entry, results = self._write_files(image_id, name, file_name, image, prediction)
+        except BaseException:
+            self._remove_files(name)
+            raise
+        self._record(entry, results)
+        return len(results)
+
+    def _write_files(self, image_id: int, name: str, file_name: str, image: np.ndarray, prediction):
         """
         Args:
             image_id (int): the image's id in the COCO files.
@@ -187,7 +217,7 @@ class PredictionWriter:
             prediction (NucleiPrediction): its nuclei.
 
         Returns:
-            int: the number of nuclei written.
+            (dict, list[dict]): its ``coco_images.json`` entry and its COCO results.
         """
         labels, scores = prediction.labels, prediction.scores
         if labels.max(initial=0) > MAX_LABELS_16_BIT:
@@ -206,17 +236,15 @@ class PredictionWriter:
             writer.writeheader()
             writer.writerows(rows)
         self._write_extra_outputs(name, labels, rows)
-        self.results.extend(coco_instance_results(image_id, labels, measurements))
-        self.images.append(
-            {
-                "id": image_id,
-                "file_name": file_name,
-                "height": int(labels.shape[0]),
-                "width": int(labels.shape[1]),
-                "num_tiles": int(prediction.num_tiles),
-            }
-        )
-        return len(measurements)
+        entry = {
+            "id": image_id,
+            "file_name": file_name,
+            "output_name": name,
+            "height": int(labels.shape[0]),
+            "width": int(labels.shape[1]),
+            "num_tiles": int(prediction.num_tiles),
+        }
+        return entry, coco_instance_results(image_id, labels, measurements)
 
     def _write_extra_outputs(self, name: str, labels: np.ndarray, rows: List[Dict]) -> None:
         outlines = None
@@ -232,16 +260,90 @@ class PredictionWriter:
             else:
                 write_imagej_rois(path, labels, outlines=outlines)
 
+    def image_files(self, name: str) -> List[str]:
+        """The paths of every file this run writes for image ``name``."""
+        kinds = ["labels", "overlays", "measurements"]
+        return [self.path(kind, name) for kind in kinds + [EXTRA_OUTPUTS[o][0] for o in self.extra_outputs]]
+
+    def _remove_files(self, name: str) -> None:
+        for path in self.image_files(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+    def _record(self, entry: Dict, results: List[Dict]) -> None:
+        """Record a finished image (its files complete) in memory and in PROGRESS_FILE;
+        on a failure (a full disk) remove its files and raise."""
+        try:
+            if self._progress is None:
+                self._progress = open(os.path.join(self.output_dir, PROGRESS_FILE), "a")
+            self._progress.write(json.dumps({"image": entry, "results": results}) + "\n")
+            self._progress.flush()
+            os.fsync(self._progress.fileno())
+        except BaseException:
+            self._remove_files(entry["output_name"])
+            raise
+        self.images.append(entry)
+        self.results.extend(results)
+
+    def add_finished(self, image_id: int, entry: Dict, results: List[Dict]) -> None:
+        """Take over an image a stopped run finished (:func:`finished_images`) as image
+        ``image_id`` of this run."""
+        self._record(dict(entry, id=image_id), [dict(r, image_id=image_id) for r in results])
+
     def close(self) -> None:
-        """Write ``coco_instances_results.json`` and ``coco_images.json``."""
+        """Write ``coco_instances_results.json`` and ``coco_images.json`` (images by id),
+        then remove PROGRESS_FILE."""
+        images = sorted(self.images, key=lambda entry: entry["id"])
+        results = sorted(self.results, key=lambda result: result["image_id"])  # stable
         with atomic_open(os.path.join(self.output_dir, "coco_instances_results.json"), "w") as f:
-            json.dump(self.results, f)
+            json.dump(results, f)
         with atomic_open(os.path.join(self.output_dir, "coco_images.json"), "w") as f:
             json.dump(
                 {
-                    "images": self.images,
+                    "images": images,
                     "categories": [{"id": NUCLEUS_CATEGORY_ID, "name": "nucleus"}],
                 },
                 f,
                 indent=1,
             )
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.output_dir, PROGRESS_FILE))
+
+
+def finished_images(output_dir: str) -> Dict[str, Tuple[Dict, List[Dict]]]:
+    """
+    The images a stopped prediction run into ``output_dir`` finished: those of its COCO files
+    (written at every normal end, interrupt or failed write) and of PROGRESS_FILE (which
+    outlives a killed run). A torn last line of PROGRESS_FILE (a full disk) is ignored.
+
+    Returns:
+        dict: output name -> (its ``coco_images.json`` entry, its COCO results).
+    """
+    finished: Dict[str, Tuple[Dict, List[Dict]]] = {}
+    try:
+        with open(os.path.join(output_dir, COCO_FILES[1])) as f:
+            images = json.load(f)["images"]
+        with open(os.path.join(output_dir, COCO_FILES[0])) as f:
+            results = json.load(f)
+    except (OSError, ValueError, KeyError, TypeError):
+        images, results = [], []
+    by_id: Dict[int, List[Dict]] = {}
+    for result in results:
+        by_id.setdefault(result.get("image_id"), []).append(result)
+    for entry in images:
+        if "output_name" in entry:
+            finished[entry["output_name"]] = (entry, by_id.get(entry["id"], []))
+    try:
+        with open(os.path.join(output_dir, PROGRESS_FILE)) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                    finished[record["image"]["output_name"]] = (record["image"], record["results"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except OSError:
+        pass
+    return finished
