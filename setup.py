@@ -5,6 +5,12 @@ Install after Detectron2 and PyTorch (see README: ``bash tools/setup_env.sh`` do
 """
 from setuptools import find_packages, setup
 
+# tools/export_model.py --format bioimageio: bioimageio.core (its model test) brings
+# bioimageio.spec (writes the rdf.yaml); bioimageio.spec 0.5.12 fails to serialise file
+# entries under pydantic 2.14. The one place these versions are set: the "bioimageio" and
+# "test" extras below both use it.
+BIOIMAGEIO = ["bioimageio.core>=0.11,<0.12", "pydantic>=2.7,<2.14"]
+
 setup(
     name="maskrcnnpp",
     version="0.1.0",
@@ -42,8 +48,11 @@ setup(
         # and the pytest plugins of its tests (make_napari_viewer needs pytest-qt's qtbot;
         # pytest-xvfb gives Qt's OpenGL a virtual display, Xvfb, where there is none)
         "napari": ["napari[pyqt5]>=0.5", "pytest-qt", "pytest-xvfb"],
-        # ruff: the linter .ci/run calls (configured in ruff.toml)
-        "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime", "ruff"],
+        # bioimage.io packages (tools/export_model.py --format bioimageio), see BIOIMAGEIO
+        "bioimageio": BIOIMAGEIO,
+        # ruff: the linter .ci/run calls (configured in ruff.toml); BIOIMAGEIO: the package
+        # tests run bioimageio.core's model test
+        "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime", "ruff", *BIOIMAGEIO],
     },
     # napari finds the plugin's npe2 manifest through this entry point
     entry_points={"napari.manifest": ["maskrcnnpp = maskrcnnpp.napari:napari.yaml"]},

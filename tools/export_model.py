@@ -11,7 +11,11 @@ said so). ``--sample-image`` may be repeated and take files, folders or globs; w
 first images of the config's ``DATASETS.TEST[0]`` are used, or synthetic nuclei when that
 dataset is not prepared. Writes ``DIR/model.ts`` or ``DIR/model.onnx`` and
 ``DIR/export_info.json`` (inputs, outputs, post-processing, the check's largest absolute
-difference per output). Exit status: 0 written, 1 outputs differ, 2 cannot export.
+difference per output). ``bioimageio`` writes ``DIR/bioimageio.zip`` and the same package
+unpacked in ``DIR/bioimageio/`` (``rdf.yaml``, TorchScript ``weights.pt`` with the
+post-processing inside, test tensors, cover, model card, licence), after ``bioimageio.core``'s
+model test passed on it; the first sample image is the package's test input. Exit status: 0
+written, 1 outputs differ (or the bioimage.io test failed), 2 cannot export.
 """
 import argparse
 import json
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
     try:
         cfg = setup_cfg(config_file_of(args), args.opts)
         model = build_model(cfg).to(torch.device(cfg.MODEL.DEVICE)).eval()
-        load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=True)
+        load_model_weights(model, cfg.MODEL.WEIGHTS)
         samples = load_sample_inputs(cfg, args.sample_image, count=args.num_samples)
     except (KeyError, ValueError, OSError) as e:  # config, weights, unreadable sample image
         print(f"export_model: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)

@@ -2,7 +2,7 @@
 user's files, else the config's test dataset, else synthetic nuclei."""
 import logging
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -36,12 +36,14 @@ class SampleInput:
             semantic models (``SEMANTIC_META_ARCHITECTURES``) at the original size.
         height, width: size of the original image, before the resize.
         source: where it came from (a file, ``<dataset>:<file>`` or ``synthetic:<seed>``).
+        rgb: the original (H, W, 3) uint8 RGB image (bioimage.io packages take it as it is).
     """
 
     image: torch.Tensor
     height: int
     width: int
     source: str
+    rgb: Optional[np.ndarray] = None
 
 
 def resizes_at_test(cfg) -> bool:
@@ -71,7 +73,7 @@ def image_to_model_input(rgb: np.ndarray, cfg, device, source: str) -> SampleInp
     if cfg.INPUT.FORMAT == "BGR":
         image = image[:, :, ::-1]
     tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=torch.float32)
-    return SampleInput(image=tensor.to(device), height=height, width=width, source=source)
+    return SampleInput(image=tensor.to(device), height=height, width=width, source=source, rgb=rgb)
 
 
 def _test_dataset_images(cfg, count: int) -> List[str]:
