@@ -73,7 +73,7 @@ class ImageReadError(OSError):
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _COLOUR_NAMES = ("red", "green", "blue")
 # tifffile's letters for axes that are not one 2-D image's: what to call them in a refusal.
-_STACK_AXES = {"Z": "Z axis (depth) of {n} slices", "T": "T axis (time) of {n} frames"}
+_STACK_AXES = {"Z": "a Z axis (depth) of {n} slices", "T": "a T axis (time) of {n} frames"}
 _CHANNEL_HINT = "choose the nuclear channel with --channel (0-based index, or name)"
 _LABEL_HINT = "a label image has one channel"
 
@@ -186,10 +186,10 @@ def _tiff_channels(path: str, tif: "tifffile.TiffFile", channel: Channel, hint: 
         elif letter in "QI":  # tifffile: unknown / a plain sequence of pages
             unnamed.append(axis)
         else:
-            what = _STACK_AXES.get(letter, "axis {letter} of size {n}").format(letter=letter, n=size)
+            what = _STACK_AXES.get(letter, "an axis {letter} of size {n}").format(letter=letter, n=size)
             raise ImageReadError(
                 path,
-                f"a {what} ({described}): only 2-D images (with channels) are read; save "
+                f"{what} ({described}): only 2-D images (with channels) are read; save "
                 "each plane as its own file, or a projection (Fiji: Image > Stacks > Stack to "
                 "Images, or Z Project)",
             )
@@ -202,6 +202,8 @@ def _tiff_channels(path: str, tif: "tifffile.TiffFile", channel: Channel, hint: 
     index = tuple(slice(None) if letter in "YXS" else 0 for letter in axes)
     if not channel_axes:
         return index, "".join(letter for letter in axes if letter in "YXS"), False
+    if len(channel_axes) > 1:
+        raise ImageReadError(path, f"several channel axes ({described}): cannot tell which to choose from")
     (axis,) = channel_axes
     if "S" in axes and shape[axes.index("S")] > 1:
         raise ImageReadError(path, f"channels of several samples each ({described}): not supported")
