@@ -87,6 +87,24 @@ def add_maskrcnnpp_config(cfg):
     _C.TEST.PRECISION = "float32"
 
     # ---------------------------------------------------------------------------------------
+    # Test-time caps of Mask R-CNN(++) that follow the image's area
+    # (maskrcnnpp/modeling/detection_caps.py): each of MODEL.RPN.PRE_NMS_TOPK_TEST,
+    # MODEL.RPN.POST_NMS_TOPK_TEST and TEST.DETECTIONS_PER_IMAGE is the floor of a cap
+    # max(KEY, KEY_PER_MEGAPIXEL x megapixels of the model input: the image or tile after
+    # INPUT.SCALE_FACTOR_TEST), in evaluation and tools/predict.py; a reached cap is named in a
+    # warning. Exported models keep the floors (export_info.json says so).
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.RPN = CN()
+    # Proposals kept per pyramid level before the RPN's NMS, per megapixel (the NMS's time
+    # grows with it: up to quadratically on the CPU).
+    _C.MODEL.RPN.PRE_NMS_TOPK_TEST_PER_MEGAPIXEL = 4000
+    # Proposals kept after the RPN's NMS, per megapixel.
+    _C.MODEL.RPN.POST_NMS_TOPK_TEST_PER_MEGAPIXEL = 4000
+    # Detections kept per image, per megapixel (2,000: one nucleus per 22 x 22 pixels of model
+    # input).
+    _C.TEST.DETECTIONS_PER_MEGAPIXEL = 2000
+
+    # ---------------------------------------------------------------------------------------
     # Pixel scale of instance models (maskrcnnpp/data/pixel_scale.py): images are resized by a
     # factor, never to a size, so that nuclei keep one size in pixels whatever the image size.
     # Used by training, evaluation, tools/predict.py (every image and tile) and export; replaces

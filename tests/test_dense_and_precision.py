@@ -107,3 +107,149 @@ def test_train_net_bfloat16_amp_and_evaluation_write_final_metrics(tmp_path, tmp
     assert final["nuclei"]["num_images"] == 16
     assert 0.0 <= final["nuclei"]["dsb_score"] <= 1.0
 
+
+# ------------------------------------------------------------------------------------------
+# 2. Dense images: the caps follow the image's area, and a reached cap is named
+# ------------------------------------------------------------------------------------------
+INSTANCE_CONFIGS = sorted(
+    str(path.relative_to(REPO / "configs"))
+    for path in [*QUICK.glob("mask_rcnn_*.yaml"), *(REPO / "configs" / "DSB2018").rglob("mask_rcnn_*.yaml")]
+)
+PEAK_STRIDE = 8
+
+
+class _Intensity(torch.nn.Module):
+    """Stand-in backbone: each pyramid level is the mean normalized intensity pooled to the
+    level's stride (one channel), plus a tiny ramp that makes every value distinct."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.shapes = backbone.output_shape()
+        self.size_divisibility = backbone.size_divisibility
+        self.padding_constraints = backbone.padding_constraints
+
+    def output_shape(self):
+        return self.shapes
+
+    def forward(self, x):
+        gray = x.mean(dim=1, keepdim=True)
+        out = {}
+        for name, shape in self.shapes.items():
+            level = torch.nn.functional.avg_pool2d(gray, shape.stride, ceil_mode=True)
+            ramp = torch.arange(level.numel(), dtype=level.dtype).view_as(level) / level.numel()
+            out[name] = level + 1e-3 * ramp
+        return out
+
+
+class _PeakObjectness(torch.nn.Module):
+    """Stand-in RPN head: one proposal (the square anchor) at each bright local maximum of the
+    stride-8 level, no other anchor (-inf, which Detectron2's RPN drops at test time)."""
+
+    def __init__(self, strides, num_anchors, square_anchor):
+        super().__init__()
+        self.strides, self.num_anchors, self.square_anchor = strides, num_anchors, square_anchor
+
+    def forward(self, features):
+        logits, deltas = [], []
+        for stride, level in zip(self.strides, features):
+            n, _, h, w = level.shape
+            objectness = torch.full((n, self.num_anchors, h, w), float("-inf"))
+            if stride == PEAK_STRIDE:
+                value = level[:, 0]
+                # a local maximum at least a sixth covered by a disc (background: about -95)
+                peak = (value == torch.nn.functional.max_pool2d(value, 3, 1, 1)) & (value > -60)
+                objectness[:, self.square_anchor] = torch.where(peak, 10.0, float("-inf"))
+            logits.append(objectness)
+            deltas.append(torch.zeros(n, self.num_anchors * 4, h, w))
+        return logits, deltas
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, row):
+        super().__init__()
+        self.row = torch.tensor(row)
+
+    def forward(self, x):
+        return self.row.expand(len(x), -1)
+
+
+class _FullBoxMasks(torch.nn.Module):
+    def forward(self, features, instances):
+        for inst in instances:
+            inst.pred_masks = torch.ones(len(inst), 1, 28, 28)
+        return instances
+
+
+def disc_detector(config, *opts):
+    """The model of a shipped config (its anchors, RPN and ROI heads with their caps, NMS and
+    post-processing) whose networks are stand-ins that find each bright disc exactly once:
+    counts then show what the caps keep, not how well a network learned. Returns (cfg, model)."""
+    cfg = setup_cfg(str(REPO / "configs" / config), [*CPU, "MODEL.WEIGHTS", "", *opts])
+    model = build_model(cfg).eval()
+    rpn = model.proposal_generator
+    strides = [model.backbone.output_shape()[f].stride for f in rpn.in_features]
+    ratios = list(cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS[0])
+    assert PEAK_STRIDE in strides and 1.0 in ratios, config
+    model.backbone = _Intensity(model.backbone)
+    rpn.rpn_head = _PeakObjectness(strides, rpn.anchor_generator.num_anchors[0], ratios.index(1.0))
+    roi = model.roi_heads
+    roi.box_head = _Constant([0.0])
+    roi.box_predictor.cls_score = _Constant([10.0, -10.0])  # nucleus, background
+    roi.box_predictor.bbox_pred = _Constant([0.0] * 4)
+    roi.mask_head = _FullBoxMasks()
+    return cfg, model
+
+
+def disc_image(rows, cols, spacing=32, radius=6, margin=12):
+    """(H, W, 3) uint8: rows x cols bright discs on a dark background, centres 2 px off the
+    stride-8 grid, the last ones at least ``margin`` px from the border."""
+    height, width = rows * spacing, cols * spacing
+    image = np.full((height, width, 3), 20, np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            centre = (c * spacing + margin - 2, r * spacing + margin - 2)
+            cv2.circle(image, centre, radius, (230, 230, 230), -1)
+    return image
+
+
+def count(config, image, *opts):
+    from maskrcnnpp.inference import NucleiPredictor
+
+    cfg, model = disc_detector(config, "TEST.PREDICT.SCORE_THRESH", "0.5", *opts)
+    prediction = NucleiPredictor(cfg, model=model)(image)
+    return int(prediction.labels.max()), prediction.caps_reached
+
+
+@pytest.mark.parametrize("config", INSTANCE_CONFIGS)
+def test_mosaics_keep_every_nucleus_with_every_shipped_config(config):
+    """A 256 x 256 image of 64 discs and its 2x2 and 3x3 mosaics: 64, 256 and 576 nuclei with
+    every shipped instance config. Before: the 3x3 mosaic gave 200 (quick configs,
+    TEST.DETECTIONS_PER_IMAGE) and nothing said so."""
+    one = disc_image(8, 8)
+    single, reached = count(config, one)
+    assert single == 64 and not reached, (single, reached)
+    for k in (2, 3):
+        found, reached = count(config, np.tile(one, (k, k, 1)))
+        assert abs(found - k * k * single) <= 0.15 * k * k * single, (k, found)
+        assert not reached, reached
+
+
+def test_image_with_more_nuclei_than_any_cap(tmp_path):
+    """1,600 nuclei in a 1024 x 1024 image (more than any shipped fixed cap: 200-500
+    detections, 500-2000 proposals): all of them with the per-megapixel caps; with the
+    per-megapixel rates at 0 (the fixed caps alone, as before) the count stops at the cap and
+    the cap is named with its key (before: silently)."""
+    dense = disc_image(40, 40, spacing=25, radius=5)
+    dense = np.pad(dense, ((0, 24), (0, 24), (0, 0)), constant_values=20)
+    assert dense.shape[:2] == (1024, 1024)
+    found, reached = count("quick/mask_rcnn_NestedFPN.yaml", dense)
+    assert found == 1600 and not reached, (found, reached)
+    found, reached = count(
+        "quick/mask_rcnn_NestedFPN.yaml", dense, "TEST.DETECTIONS_PER_MEGAPIXEL", "0",
+        "MODEL.RPN.POST_NMS_TOPK_TEST_PER_MEGAPIXEL", "0",
+    )
+    assert found == 200
+    assert len(reached) == 2, reached
+    assert "reached the cap of 500 proposals (MODEL.RPN.POST_NMS_TOPK_TEST 500" in reached[0]
+    assert "reached the cap of 200 detections (TEST.DETECTIONS_PER_IMAGE 200" in reached[1]
+

@@ -14,6 +14,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_nuclei_mapper, build_nuclei_train_loader
+from ..modeling.detection_caps import scale_caps_with_area
 from ..utils.inference_precision import inference_autocast
 from .checkpointer import AtomicDetectionCheckpointer
 from .config_checks import check_frozen_parameters_have_weights
@@ -107,6 +108,12 @@ class NucleiTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        """DefaultTrainer.build_model, with test-time caps that follow the image's area
+        (:func:`~maskrcnnpp.modeling.detection_caps.scale_caps_with_area`)."""
+        return scale_caps_with_area(super().build_model(cfg), cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.pixel_scale import scale_factor_at_test
+from ..modeling.detection_caps import export_caps
 from ..utils.atomic_io import atomic_open
 from .onnx_export import DEFAULT_ONNX_OPSET, check_onnx_opset, export_onnx_bytes, load_onnx
 from .output_check import ExportMismatchError, OutputTolerance, check_exported_outputs
@@ -198,10 +199,23 @@ def export_model(
             if getattr(model, "target", None) == "interior_boundary"
             else _SEMANTIC_POSTPROCESSING if "sem_seg" in names else None
         ),
+        # a traced graph keeps the fixed caps for every image, whatever its size (the
+        # per-megapixel caps of evaluation and tools/predict.py need the eager model's hooks)
+        "detection_caps": export_caps(cfg) if is_rcnn else None,
         "export_seconds": round(export_seconds, 2),
         "check_seconds": round(check_seconds, 2),
         "check": report,
     }
+    if is_rcnn:
+        caps = info["detection_caps"]
+        logger.warning(
+            "the exported model keeps at most %d detections (TEST.DETECTIONS_PER_IMAGE) and %d "
+            "proposals (MODEL.RPN.POST_NMS_TOPK_TEST) per image whatever its size (the "
+            "*_PER_MEGAPIXEL caps do not apply; export_info.json 'detection_caps'): feed it tiles "
+            "with fewer nuclei, or export with higher values",
+            caps["TEST.DETECTIONS_PER_IMAGE"],
+            caps["MODEL.RPN.POST_NMS_TOPK_TEST"],
+        )
     with atomic_open(os.path.join(output_dir, EXPORT_INFO_FILE), "w") as f:
         json.dump(info, f, indent=2)
     return info

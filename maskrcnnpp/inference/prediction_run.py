@@ -116,6 +116,8 @@ def _predict_to_folder(
                     continue
                 try:
                     prediction = predictor(image)
+                    for reached in prediction.caps_reached:
+                        tqdm.write(f"warning: {path}: {reached}", file=sys.stderr)
                     with guard.deferred():
                         num_nuclei += writer.write_image(image_id, name, path, image, prediction)
                 except OSError as e:  # a failed write (a full disk): stop, keep what finished

@@ -3,7 +3,8 @@
 ``{"sem_seg": (C, H, W)}``), as one label image."""
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import List
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.pixel_scale import build_instance_augmentations
 from ..engine.checkpointer import load_model_weights
 from ..evaluation.nuclei_metrics import semantic_to_label_image
+from ..modeling.detection_caps import scale_caps_with_area
 from ..utils.inference_precision import check_inference_precision, inference_autocast
 from .instance_painting import crop_masks, paint_instances
 from .tile_duplicates import suppress_cross_tile_duplicates
@@ -34,11 +36,15 @@ class NucleiPrediction:
             decreasing score (instance models) or in raster order (semantic models).
         scores (ndarray): (K,) float64, ``scores[k - 1]`` the score of nucleus ``k``.
         num_tiles (int): 1 when the image was predicted whole.
+        caps_reached (list[str]): the detection caps that the image or one of its tiles
+            reached (:mod:`maskrcnnpp.modeling.detection_caps`), one line each; empty when
+            none was.
     """
 
     labels: np.ndarray
     scores: np.ndarray
     num_tiles: int
+    caps_reached: List[str] = field(default_factory=list)
 
 
 def _as_probabilities(sem_seg: torch.Tensor) -> torch.Tensor:
@@ -134,11 +140,14 @@ class NucleiPredictor:
     def from_config(cls, cfg, model=None):
         """
         Builds the model of ``cfg`` on ``cfg.MODEL.DEVICE`` and loads ``cfg.MODEL.WEIGHTS``
-        (random weights, with a warning, when it is empty) unless ``model`` is given.
+        (random weights, with a warning, when it is empty) unless ``model`` is given. An
+        instance model's test-time caps follow the area of each image or tile
+        (:func:`~maskrcnnpp.modeling.detection_caps.scale_caps_with_area`).
         """
         if model is None:
             model = build_model(cfg)
             load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=True)
+        scale_caps_with_area(model, cfg)
         semantic = cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES
         return {
             "model": model,
@@ -195,10 +204,13 @@ class NucleiPredictor:
         height, width = image.shape[:2]
         tiles = self.tiles(height, width)
         instances, tile_ids = [], []  # CroppedMask and its tile's index, from instance models
+        caps_reached = []
         nucleus_prob = foreground = None  # (H, W) float32 / bool, from semantic models
         for tile_index, tile in enumerate(tiles):
             output = self.run_model(image[tile.y0 : tile.y1, tile.x0 : tile.x1])
             tile_shape = (tile.y1 - tile.y0, tile.x1 - tile.x0)
+            where = f"tile y {tile.y0}:{tile.y1}, x {tile.x0}:{tile.x1}: " if len(tiles) > 1 else ""
+            caps_reached.extend(where + reached for reached in output.get("caps_reached", ()))
             if "instances" in output:
                 kept = self._kept_instances(output["instances"], tile, tile_shape)
                 instances.extend(kept)
@@ -219,7 +231,7 @@ class NucleiPredictor:
         else:
             instances = suppress_cross_tile_duplicates(instances, tile_ids, self.tile_merge_iou)
             labels, scores = paint_instances(height, width, instances)
-        return NucleiPrediction(labels, scores, len(tiles))
+        return NucleiPrediction(labels, scores, len(tiles), caps_reached)
 
     def _kept_instances(self, instances, tile, tile_shape):
         """The tile's detections above the threshold whose box centre lies in its core, as
