@@ -253,3 +253,37 @@ def test_image_with_more_nuclei_than_any_cap(tmp_path):
     assert "reached the cap of 500 proposals (MODEL.RPN.POST_NMS_TOPK_TEST 500" in reached[0]
     assert "reached the cap of 200 detections (TEST.DETECTIONS_PER_IMAGE 200" in reached[1]
 
+
+# ------------------------------------------------------------------------------------------
+# 3. No prediction or export with random weights; overrides swallowed by --input
+# ------------------------------------------------------------------------------------------
+def test_predict_and_export_refuse_random_weights(tmp_path, run_script):
+    """Before: predict wrote 58 "nuclei" of the randomly initialised quick model, exit 0 with
+    a warning; export exported it."""
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), generate_synthetic_nuclei_image(0, image_size=(64, 64))[0])
+    config = QUICK / "mask_rcnn_FPN.yaml"
+    for args in (
+        ["tools/predict.py", "--config-file", config, "--input", image, "--output", tmp_path / "out"],
+        ["tools/export_model.py", "--config-file", config, "--format", "torchscript", "--output", tmp_path / "out"],
+    ):
+        proc = run_script(*args)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert len(lines) == 1 and "MODEL.WEIGHTS is empty" in lines[0], lines
+        assert not (tmp_path / "out").exists()
+
+
+def test_predict_refuses_overrides_swallowed_by_input(tmp_path, run_script):
+    """``--output DIR --input a.png MODEL.WEIGHTS w.pth``: argparse gives the overrides to
+    --input. Before: "skipped MODEL.WEIGHTS: ... looks like a config key", then the run went
+    on with random weights, exit 1."""
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((16, 16), np.uint8))
+    proc = run_script(
+        "tools/predict.py", "--config-file", QUICK / "mask_rcnn_FPN.yaml", "--output", tmp_path / "out",
+        "--input", image, "MODEL.WEIGHTS", tmp_path / "w.pth",
+    )
+    assert proc.returncode == 2
+    assert "'MODEL.WEIGHTS' looks like a config key: put KEY VALUE overrides last" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()

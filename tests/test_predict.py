@@ -474,6 +474,19 @@ def check_extra_outputs(out, expected_sizes):
             np.testing.assert_array_equal(rasterise(roi.coordinates(multi=True), labels.shape), mask)
 
 
+def random_weights(config, folder):
+    """A checkpoint of ``config``'s model with seeded random weights (prediction refuses an
+    empty MODEL.WEIGHTS)."""
+    from detectron2.modeling import build_model
+
+    from maskrcnnpp.engine import setup_cfg
+
+    torch.manual_seed(0)
+    path = os.path.join(folder, "random_init.pth")
+    torch.save({"model": build_model(setup_cfg(config, ["MODEL.DEVICE", "cpu"])).state_dict()}, path)
+    return path
+
+
 def test_predict_tool_on_mixed_folder(tmp_path, run_script):
     bad = write_mixed_folder(tmp_path / "in")
     out = tmp_path / "out"
@@ -490,6 +503,7 @@ def test_predict_tool_on_mixed_folder(tmp_path, run_script):
             "INPUT.SCALE_FACTOR_TEST", "0.1",
             "TEST.DETECTIONS_PER_IMAGE", "8",
             # random weights: keep every detection, so that there are nuclei to check
+            "MODEL.WEIGHTS", random_weights(QUICK_CONFIG, tmp_path),
             "TEST.PREDICT.SCORE_THRESH", "0.0",
             "TEST.PREDICT.TILE_SIZE", "1400", "TEST.PREDICT.TILE_OVERLAP", "200",
         ],
@@ -539,8 +553,8 @@ def test_predict_tool_with_semantic_unetpp(tmp_path, run_script):
         "tools/predict.py",
         *[
             "--config-file", UNETPP_CONFIG, "--input", str(tmp_path / "noisy.png"),
-            "--output", str(out), "TEST.PREDICT.SCORE_THRESH", "0.0",
-            "TEST.PREDICT.MAX_UNTILED_SIZE", "100", "TEST.PREDICT.TILE_SIZE", "96",
+            "--output", str(out), "MODEL.WEIGHTS", random_weights(UNETPP_CONFIG, tmp_path),
+            "TEST.PREDICT.SCORE_THRESH", "0.0", "TEST.PREDICT.MAX_UNTILED_SIZE", "100", "TEST.PREDICT.TILE_SIZE", "96",
             "TEST.PREDICT.TILE_OVERLAP", "32",
         ],
     )

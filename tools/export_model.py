@@ -6,8 +6,8 @@ match the eager model's on sample images, and write it only when they do.
     tools/export_model.py {--model NAME | --config-file C} --format {torchscript,onnx} --output DIR \
         [--sample-image PATH ...] [KEY VALUE ...]
 
-``--model NAME`` exports a shipped model (maskrcnnpp.model_zoo). Weights come from ``MODEL.WEIGHTS`` (without them the model is randomly initialised, and
-said so). ``--sample-image`` may be repeated and take files, folders or globs; without it the
+``--model NAME`` exports a shipped model (maskrcnnpp.model_zoo). Weights come from ``MODEL.WEIGHTS``, every weight of the model (an empty one, a random
+model, is refused: exit status 2). ``--sample-image`` may be repeated and take files, folders or globs; without it the
 first images of the config's ``DATASETS.TEST[0]`` are used, or synthetic nuclei when that
 dataset is not prepared. Writes ``DIR/model.ts`` or ``DIR/model.onnx`` and
 ``DIR/export_info.json`` (inputs, outputs, post-processing, the check's largest absolute

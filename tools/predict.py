@@ -64,6 +64,7 @@ filter_known_warnings()  # before Detectron2's imports, which emit some of them
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models
 from maskrcnnpp.engine import setup_cfg
+from maskrcnnpp.inference.input_files import looks_like_config_key
 from maskrcnnpp.inference.prediction_run import predict_to_folder
 from maskrcnnpp.inference.prediction_writer import EXTRA_OUTPUTS
 from maskrcnnpp.model_zoo import add_model_arguments, config_file_of
@@ -120,6 +121,13 @@ def parse_args(argv=None):
             args.opts = args.extra_outputs[index:] + args.opts
             args.extra_outputs = args.extra_outputs[:index]
             break
+    # ... and --input every word up to the next option: overrides there would be lost
+    swallowed = [item for item in args.input if looks_like_config_key(item)]
+    if swallowed:
+        parser.error(
+            f"argument --input: {swallowed[0]!r} looks like a config key: put KEY VALUE "
+            "overrides last, after --output DIR and the other options"
+        )
     return args
 
 

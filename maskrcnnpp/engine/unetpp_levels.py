@@ -54,7 +54,7 @@ def evaluate_unetpp_levels(cfg, *, runs: int = 10) -> Dict:
             column (no deep supervision), so it cannot be pruned.
     """
     model = build_model(cfg).eval()
-    load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=False)
+    load_model_weights(model, cfg.MODEL.WEIGHTS)
     depth = len(model.in_features) - 1
     if model.head_columns != list(range(1, depth + 1)):
         raise ValueError(

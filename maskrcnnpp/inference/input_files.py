@@ -7,12 +7,18 @@ import re
 from collections import Counter
 from typing import List, Sequence, Tuple
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_image_files", "unique_output_names"]
+__all__ = ["IMAGE_EXTENSIONS", "collect_image_files", "looks_like_config_key", "unique_output_names"]
 
 # Files taken from a folder (a file named explicitly is tried whatever its extension).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def looks_like_config_key(item: str) -> bool:
+    """Whether a command-line word that names no file is a config key (``MODEL.WEIGHTS``): the
+    KEY VALUE overrides placed before an option were taken as its arguments."""
+    return bool(_CONFIG_KEY.match(item)) and not os.path.exists(item)
 
 
 def _is_glob(path: str) -> bool:
@@ -61,7 +67,7 @@ def collect_image_files(inputs: Sequence[str]) -> Tuple[List[str], List[Tuple[st
                 problems.append((item, "pattern matches no file"))
             for path in found:
                 add(path)
-        elif _CONFIG_KEY.match(item):
+        elif looks_like_config_key(item):
             problems.append(
                 (item, "no such file; it looks like a config key: put KEY VALUE overrides last, "
                  "after --output DIR")

@@ -140,13 +140,13 @@ class NucleiPredictor:
     def from_config(cls, cfg, model=None):
         """
         Builds the model of ``cfg`` on ``cfg.MODEL.DEVICE`` and loads ``cfg.MODEL.WEIGHTS``
-        (random weights, with a warning, when it is empty) unless ``model`` is given. An
+        (every weight; empty is refused) unless ``model`` is given. An
         instance model's test-time caps follow the area of each image or tile
         (:func:`~maskrcnnpp.modeling.detection_caps.scale_caps_with_area`).
         """
         if model is None:
             model = build_model(cfg)
-            load_model_weights(model, cfg.MODEL.WEIGHTS, allow_random=True)
+            load_model_weights(model, cfg.MODEL.WEIGHTS)
         scale_caps_with_area(model, cfg)
         semantic = cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES
         return {
