@@ -29,7 +29,7 @@ filter_known_warnings()  # before Detectron2's imports, which emit some of them
 
 from maskrcnnpp.data.dsb2018 import KAGGLE_IMAGES_DIRNAME  # noqa: E402
 from maskrcnnpp.data.dsb2018_conversion import prepare_and_report  # noqa: E402
-from maskrcnnpp.utils.cli import add_workers_option  # noqa: E402
+from maskrcnnpp.utils.cli import add_workers_option, exit_on_interrupt  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -47,4 +47,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with exit_on_interrupt("prepare_dsb2018", "no file is left half written; run it again"):
+        sys.exit(main())

@@ -33,7 +33,7 @@ from maskrcnnpp.utils.known_warnings import filter_known_warnings
 filter_known_warnings()  # before Detectron2's imports, which emit some of them
 
 from maskrcnnpp.data.label_folder import prepare_and_report  # noqa: E402
-from maskrcnnpp.utils.cli import add_workers_option  # noqa: E402
+from maskrcnnpp.utils.cli import add_workers_option, exit_on_interrupt  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -89,4 +89,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with exit_on_interrupt("prepare_label_folder", "no file is left half written; run it again"):
+        sys.exit(main())

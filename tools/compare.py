@@ -41,6 +41,7 @@ from detectron2.utils.logger import setup_logger
 
 from maskrcnnpp.engine.comparison import run_comparison
 from maskrcnnpp.engine.comparison_runs import parse_model_spec
+from maskrcnnpp.utils.cli import exit_on_errors
 
 
 def build_parser():
@@ -73,13 +74,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     setup_logger(name="maskrcnnpp")
     logging.getLogger("maskrcnnpp").setLevel(logging.INFO)
-    models = [parse_model_spec(tokens) for tokens in args.model]
-    run_comparison(
-        models, args.seeds, args.output_root, pairs=[tuple(p) for p in args.pair],
-        common_opts=args.opts, jobs=args.jobs, threads=args.threads, baseline=not args.no_baseline,
-        resamples=args.bootstrap_resamples, bootstrap_seed=args.bootstrap_seed,
-        train=not args.table_only,
-    )
+    # bad arguments (checked before the first training) and no finished run: one line, exit 2
+    with exit_on_errors("compare: error", (KeyError, ValueError, FileNotFoundError)):
+        models = [parse_model_spec(tokens) for tokens in args.model]
+        run_comparison(
+            models, args.seeds, args.output_root, pairs=[tuple(p) for p in args.pair],
+            common_opts=args.opts, jobs=args.jobs, threads=args.threads,
+            baseline=not args.no_baseline, resamples=args.bootstrap_resamples,
+            bootstrap_seed=args.bootstrap_seed, train=not args.table_only,
+        )
     print(open(f"{args.output_root}/comparison.md").read())
 
 

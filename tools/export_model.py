@@ -44,6 +44,7 @@ from maskrcnnpp.export import (
     load_sample_inputs,
 )
 from maskrcnnpp.model_zoo import add_model_arguments, config_file_of
+from maskrcnnpp.utils.output_folder import check_writable_folder
 
 logger = logging.getLogger("maskrcnnpp.export_model")
 
@@ -75,6 +76,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="maskrcnnpp")
     try:
+        check_writable_folder(args.output, "--output")  # before the model is built
         cfg = setup_cfg(config_file_of(args), args.opts)
         model = build_model(cfg).to(torch.device(cfg.MODEL.DEVICE)).eval()
         load_model_weights(model, cfg.MODEL.WEIGHTS)

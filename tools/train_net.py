@@ -34,9 +34,11 @@ from maskrcnnpp.engine import (
     setup_cfg,
 )
 from maskrcnnpp.engine.checkpointer import WeightsError
+from maskrcnnpp.engine.config_checks import check_datasets_ready
 from maskrcnnpp.utils.atomic_io import atomic_open
-from maskrcnnpp.utils.cli import exit_on_errors
+from maskrcnnpp.utils.cli import exit_on_errors, exit_on_interrupt
 from maskrcnnpp.utils.cpu_memory import keep_freed_memory
+from maskrcnnpp.utils.output_folder import check_writable_folder
 
 # Config and checkpoint errors: one line on stderr and exit status 2 (MASKRCNNPP_TRACEBACK=1
 # adds the traceback).
@@ -45,7 +47,10 @@ _ERROR_PREFIX = "train_net: error"
 
 def setup(args):
     cfg = setup_cfg(args.config_file, args.opts)
-    check_datasets_registered(cfg, ("DATASETS.TEST",) if args.eval_only else ("DATASETS.TRAIN", "DATASETS.TEST"))
+    keys = ("DATASETS.TEST",) if args.eval_only else ("DATASETS.TRAIN", "DATASETS.TEST")
+    check_datasets_registered(cfg, keys)
+    check_datasets_ready(cfg, keys)  # prepared, images in place: before the model is built
+    check_writable_folder(cfg.OUTPUT_DIR, "OUTPUT_DIR")
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="maskrcnnpp")
     return cfg
@@ -117,12 +122,13 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    with exit_on_interrupt("train_net", "--resume continues from the last checkpoint in OUTPUT_DIR"):
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
     sys.exit(0)

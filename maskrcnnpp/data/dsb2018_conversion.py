@@ -47,6 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..utils.atomic_io import atomic_write_png, atomic_write_text
+from ..utils.cli import ignore_interrupts
 from ..utils.coco_rle import mask_to_annotation_fields
 from ..utils.folder_lock import FolderInUseError, exclusive_folder
 from .dsb2018 import (
@@ -376,7 +377,7 @@ def parallel_map(function, jobs, workers: int, description: str):
     if workers <= 1:
         yield from tqdm(map(function, jobs), **progress)
         return
-    with Pool(workers) as pool:
+    with Pool(workers, initializer=ignore_interrupts) as pool:  # Ctrl-C: the main process says so
         yield from tqdm(pool.imap(function, jobs, chunksize=4), **progress)
 
 

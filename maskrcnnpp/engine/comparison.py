@@ -28,6 +28,7 @@ from detectron2.data import MetadataCatalog
 from ..evaluation.classical_baseline import CLASSICAL_BASELINE_NAME, evaluate_classical_baseline
 from ..evaluation.nuclei_metrics import summarize_nuclei_stats
 from ..utils.atomic_io import atomic_open
+from ..utils.output_folder import check_writable_folder
 from .comparison_runs import plan_runs, read_run_record, run_status, train_runs, train_seconds
 
 __all__ = [
@@ -299,11 +300,7 @@ def summarize_comparison(models, pairs=(), baseline=None, *, resamples=10000, se
         ),
         datasets=OrderedDict(),
     )
-    known = list(models) + ([BASELINE_KEY] if baseline else [])
-    for a, b in pairs:
-        for name in (a, b):
-            if name not in known:
-                raise ValueError(f"--pair {a} {b}: no model named '{name}'; models: {known}")
+    check_pairs(pairs, list(models) + ([BASELINE_KEY] if baseline else []))
     for images in dataset_images:
         rows, per_image = OrderedDict(), {}
         for name, entry in models.items():
@@ -418,6 +415,14 @@ def _baseline_results(dataset_images, output_root):
     return baseline
 
 
+def check_pairs(pairs, known):
+    """Raise ValueError naming a ``--pair`` whose model is not among ``known``."""
+    for a, b in pairs:
+        for name in (a, b):
+            if name not in known:
+                raise ValueError(f"--pair {a} {b}: no model named '{name}'; models: {known}")
+
+
 def run_comparison(
     models,
     seeds,
@@ -459,7 +464,10 @@ def run_comparison(
         raise ValueError("no models to compare: give at least one --model NAME=CONFIG.yaml")
     if baseline and any(m.name == BASELINE_KEY for m in models):
         raise ValueError(f"model name '{BASELINE_KEY}' is the classical baseline's; choose another")
+    # every argument is checked before the first training
+    check_writable_folder(output_root, "--output-root")
     runs = plan_runs(models, seeds, output_root, common_opts)
+    check_pairs(pairs, [m.name for m in models] + ([BASELINE_KEY] if baseline else []))
     if train:
         train_runs(runs, jobs=jobs, threads=threads, train_script=train_script, runner=runner)
     finished = [run for run in runs if run_status(run.output_dir) == "finished"]

@@ -44,6 +44,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..peers.runs import check_peer_opts, peer_kind, peer_train_command
 from ..utils.atomic_io import atomic_open
+from ..utils.cli import error_message
+from .setup import setup_cfg
 
 __all__ = [
     "ModelSpec",
@@ -152,6 +154,11 @@ def plan_runs(models: Sequence[ModelSpec], seeds: Sequence[int], output_root, co
             raise FileNotFoundError(
                 f"model '{model.name}': config file {model.config_file} does not exist"
             )
+        else:  # unknown keys and bad values now, not after the other models' trainings
+            try:
+                setup_cfg(model.config_file, tuple(common_opts) + tuple(model.opts))
+            except (KeyError, ValueError, FileNotFoundError) as e:
+                raise type(e)(f"model '{model.name}': {error_message(e)}") from e
         for seed in seeds:
             runs.append(
                 TrainingRun(

@@ -133,6 +133,29 @@ def check_datasets_registered(cfg, keys=("DATASETS.TRAIN", "DATASETS.TEST")):
             )
 
 
+def check_datasets_ready(cfg, keys=("DATASETS.TRAIN", "DATASETS.TEST")):
+    """
+    Check, before the model is built, that every dataset the config names is prepared (loading
+    it raises the loader's FileNotFoundError, which names the missing file and the command
+    that prepares it) and that its image files are where its annotations say (images moved
+    after the preparation). A dataset some of whose images are missing is trained on without
+    them, each named when it is read.
+
+    Raises:
+        FileNotFoundError: naming the dataset, the missing files and what to do.
+    """
+    for key in keys:
+        for name in _lookup(cfg, key) or ():
+            records = DatasetCatalog.get(name)
+            missing = [r["file_name"] for r in records if not os.path.isfile(r["file_name"])]
+            if records and len(missing) == len(records):
+                raise FileNotFoundError(
+                    f"{key}: dataset '{name}': {len(missing)} of {len(records)} image file(s) "
+                    f"do not exist, e.g. {missing[0]}: were the images moved after the dataset "
+                    "was prepared? Move them back, or prepare the dataset again from where they are"
+                )
+
+
 # (key, test, what the value must be): numbers that Detectron2 takes as they are and fails on
 # much later (ZeroDivisionError in the data loader, a diverging or silent run).
 _VALUE_RULES = (

@@ -1,7 +1,10 @@
 """Build a config from a YAML file and command-line overrides, with errors that name the fault."""
 import logging
+import os
+import re
 
 import torch
+import yaml
 from detectron2.config import get_cfg
 
 from ..config import add_maskrcnnpp_config
@@ -22,6 +25,20 @@ def resolve_device(cfg):
         print(f"[maskrcnnpp] MODEL.DEVICE={device} but CUDA is not available: using the CPU.")
         cfg.MODEL.DEVICE = "cpu"
     return cfg.MODEL.DEVICE
+
+
+def _ints_as_floats(cfg, opts):
+    """The overrides with an integer literal given to a float key (``INPUT.SCALE_FACTOR_TEST 2``)
+    written as that float (``2.0``), which yacs would refuse as a type mismatch."""
+    opts = list(opts)
+    for index in range(0, len(opts) - 1, 2):
+        node = cfg
+        for part in str(opts[index]).split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        value = str(opts[index + 1]).strip()
+        if isinstance(node, float) and re.fullmatch(r"[+-]?[0-9]+", value):
+            opts[index + 1] = repr(float(int(value)))
+    return opts
 
 
 def setup_cfg(config_file, opts=(), *, freeze=True):
@@ -45,11 +62,22 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
     cfg = get_cfg()
     add_maskrcnnpp_config(cfg)
     if config_file:
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(
+                f"config file not found: {config_file}" + (" (a folder)" if os.path.isdir(config_file) else "")
+            )
         try:
             cfg.merge_from_file(config_file)
         except (KeyError, ValueError) as e:  # unknown key / type mismatch
             raise type(e)(
                 f"{config_file} (or one of its _BASE_ files): {e.args[0] if e.args else e}"
+            ) from e
+        except yaml.YAMLError as e:
+            raise ValueError(f"{config_file} (or one of its _BASE_ files) is not valid YAML: {e}") from e
+        except (TypeError, AttributeError, AssertionError) as e:  # a YAML list, text, nothing
+            raise ValueError(
+                f"{config_file} (or one of its _BASE_ files) is not a config (a YAML mapping of "
+                f"KEY: value): {type(e).__name__}: {e}"
             ) from e
         except FileNotFoundError as e:
             missing = e.filename or config_file
@@ -61,7 +89,7 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
         if len(opts) % 2:
             raise ValueError(f"overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
         try:
-            cfg.merge_from_list(list(opts))
+            cfg.merge_from_list(_ints_as_floats(cfg, opts))
         except (KeyError, AssertionError) as e:  # yacs asserts on an unknown key here
             raise KeyError(f"command-line override: {e.args[0] if e.args else e}") from e
         except ValueError as e:  # type mismatch

@@ -42,6 +42,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..utils.atomic_io import atomic_open, atomic_write_png
+from ..utils.output_folder import OutputFolderError, check_writable_folder
 from ..utils.visualization import draw_labels
 from .coco_results import NUCLEUS_CATEGORY_ID, coco_instance_results
 from .exchange_formats import (
@@ -87,10 +88,6 @@ _RUN_FILE_PATTERNS = {
 }
 
 
-class OutputFolderError(ValueError):
-    """An output folder that cannot be used; the message names it and says why."""
-
-
 def _is_run_file(relative: str) -> bool:
     folder, name = os.path.split(relative)
     return any(fnmatch.fnmatchcase(name, p) for p in _RUN_FILE_PATTERNS.get(folder, ()))
@@ -117,17 +114,7 @@ def check_output_dir(output_dir: str, *, overwrite: bool) -> None:
         OutputFolderError: naming the folder and the fault.
     """
     where = f"--output {output_dir}"
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise OutputFolderError(f"{where} is a file, not a folder: give a folder (it is created if missing)")
-    existing = output_dir
-    while not os.path.exists(existing or "."):
-        existing = os.path.dirname(existing)
-    existing = existing or "."
-    if not os.path.isdir(existing):
-        raise OutputFolderError(f"{where} cannot be created: {existing} is a file")
-    # root ignores permission bits; a folder that says read-only is refused all the same
-    if not os.access(existing, os.W_OK | os.X_OK) or not os.stat(existing).st_mode & 0o222:
-        raise OutputFolderError(f"{where} is not writable ({existing} is read-only)")
+    check_writable_folder(output_dir, "--output")
     if not os.path.isdir(output_dir):
         return
     contents = _folder_contents(output_dir)

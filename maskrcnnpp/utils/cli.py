@@ -3,10 +3,19 @@ fault; the traceback is printed only when the environment variable ``MASKRCNNPP_
 is set to a non-empty value other than ``0``. Also the options several tools share."""
 import contextlib
 import os
+import signal
 import sys
 import traceback
 
-__all__ = ["TRACEBACK_ENV", "add_workers_option", "error_message", "exit_on_errors", "print_error"]
+__all__ = [
+    "TRACEBACK_ENV",
+    "add_workers_option",
+    "error_message",
+    "exit_on_errors",
+    "exit_on_interrupt",
+    "ignore_interrupts",
+    "print_error",
+]
 
 TRACEBACK_ENV = "MASKRCNNPP_TRACEBACK"
 
@@ -35,6 +44,26 @@ def exit_on_errors(prefix: str, errors, status: int = 2):
     except errors as e:
         print_error(prefix, e)
         raise SystemExit(status) from None
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(prefix: str, hint: str = ""):
+    """Ctrl-C (SIGINT) in the block: ``prefix: interrupted by SIGINT[; hint]`` on stderr
+    instead of a KeyboardInterrupt traceback, and the process ends by SIGINT as before (the
+    shell sees exit status 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted by SIGINT" + (f"; {hint}" if hint else ""), file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        raise SystemExit(130) from None  # where the signal cannot end the process
+
+
+def ignore_interrupts() -> None:
+    """A worker process's initializer: Ctrl-C reaches the whole process group, and the main
+    process alone reports it and stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def add_workers_option(parser) -> None:
