@@ -490,13 +490,13 @@ def prepare_dsb2018(
         )
         for image_id, image_splits in sorted(splits_of_image.items())
     ]
-    for split in splits:
-        os.makedirs(semantic_dir(out, split), exist_ok=True)
     converted: Dict[str, ConvertedImage] = {}
     for result in parallel_map(convert_image, jobs, workers, "convert"):
         for problem in result.problems:
             _report(problem, strict)
         converted[result.image_id] = result
+    for split in splits:  # also a split without images (after --strict's checks)
+        os.makedirs(semantic_dir(out, split), exist_ok=True)
 
     warn_unlisted_annotations(out, splits, lambda s: f"{os.path.join(root, s + '.txt')} is gone")
     summary = {}

@@ -573,6 +573,13 @@ def prepare_and_report(images_dir: str, labels_dir: Optional[str], out: str, **o
         return 1
     for split, counts in summary["splits"].items():
         print(f"{split}: {counts['images']} images, {counts['instances']} instances -> {counts['json_file']}")
+    if not any(counts["instances"] for counts in summary["splits"].values()):
+        print(
+            f"warning: every label image of {labels_dir or images_dir} is empty (all 0): no "
+            "nucleus to train on; are these the right label images (0 background, k > 0 "
+            "nucleus k)?",
+            file=sys.stderr,
+        )
     if summary["left_out"]:
         print(f"left out: {len(summary['left_out'])} file(s) with problems (listed on stderr)")
     if summary["disconnected"]:

@@ -169,6 +169,12 @@ _VALUE_RULES = (
     ("DATALOADER.NUM_WORKERS", lambda v: v >= 0, "an integer >= 0"),
     ("TEST.EVAL_PERIOD", lambda v: v >= 0, "an integer >= 0"),
     ("TEST.DETECTIONS_PER_IMAGE", lambda v: v >= 1, "an integer >= 1"),
+    # scores are probabilities: a threshold above 1 keeps no nucleus, below 0 every one
+    ("TEST.PREDICT.SCORE_THRESH", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("TEST.NUCLEI.SCORE_THRESH", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    # a tile must hold a nucleus and its surroundings, and the backbone's coarsest stride
+    ("TEST.PREDICT.TILE_SIZE", lambda v: v >= 64, "an integer >= 64 (pixels)"),
 )
 
 

@@ -33,19 +33,28 @@ def collect_image_files(inputs: Sequence[str]) -> Tuple[List[str], List[Tuple[st
 
     Returns:
         (list[str], list[(str, str)]): the image files in input order (a folder's and a
-        glob's files sorted; a file reached twice is listed once), and ``(input, reason)``
-        for each input that named nothing.
+        glob's files sorted; a path reached twice is listed once; a symbolic link and its
+        target are two inputs, each predicted), and ``(input, reason)`` for each input that
+        named nothing and each symbolic link in a folder whose target is missing.
     """
     files, problems, seen = [], [], set()
 
     def add(path):
-        key = os.path.realpath(path)
+        key = os.path.abspath(path)
         if key not in seen:
             seen.add(key)
             files.append(path)
 
     for item in inputs:
         if os.path.isdir(item):
+            for entry in sorted(os.listdir(item)):
+                link = os.path.join(item, entry)
+                if (
+                    entry.lower().endswith(IMAGE_EXTENSIONS)
+                    and os.path.islink(link)
+                    and not os.path.exists(link)
+                ):
+                    problems.append((link, f"a symbolic link to {os.readlink(link)}, which does not exist"))
             found = sorted(
                 os.path.join(item, entry)
                 for entry in os.listdir(item)
