@@ -257,17 +257,21 @@ class PredictionWriter:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
 
-    def _record(self, entry: Dict, results: List[Dict]) -> None:
+    def _record(self, entry: Dict, results: List[Dict], *, remove_on_failure: bool = True) -> None:
         """Record a finished image (its files complete) in memory and in PROGRESS_FILE;
-        on a failure (a full disk) remove its files and raise."""
+        on a failure (a full disk) remove its files (unless ``remove_on_failure`` is False:
+        a stopped run's image) and raise."""
         try:
             if self._progress is None:
                 self._progress = open(os.path.join(self.output_dir, PROGRESS_FILE), "a")
+                if self._progress.tell():  # a stopped run's record, maybe with a torn last line
+                    self._progress.write("\n")
             self._progress.write(json.dumps({"image": entry, "results": results}) + "\n")
             self._progress.flush()
             os.fsync(self._progress.fileno())
         except BaseException:
-            self._remove_files(entry["output_name"])
+            if remove_on_failure:
+                self._remove_files(entry["output_name"])
             raise
         self.images.append(entry)
         self.results.extend(results)
@@ -275,7 +279,11 @@ class PredictionWriter:
     def add_finished(self, image_id: int, entry: Dict, results: List[Dict]) -> None:
         """Take over an image a stopped run finished (:func:`finished_images`) as image
         ``image_id`` of this run."""
-        self._record(dict(entry, id=image_id), [dict(r, image_id=image_id) for r in results])
+        self._record(
+            dict(entry, id=image_id),
+            [dict(r, image_id=image_id) for r in results],
+            remove_on_failure=False,  # its files stay for the next --resume
+        )
 
     def close(self) -> None:
         """Write ``coco_instances_results.json`` and ``coco_images.json`` (images by id),
