@@ -87,7 +87,7 @@ def main(argv=None):
             print(f"error: {widget.status.value}", file=sys.stderr)
             return 1
         viewer.layers.selection.active = viewer.layers[-1]
-        viewer.window._qt_window.resize(*args.size)
+        viewer.window.resize(*args.size)
         viewer.reset_view()
         shot = viewer.screenshot(canvas_only=False, flash=False)
         atomic_write_png(args.output, shot[:, :, :3])

@@ -46,6 +46,12 @@ def _shipped_models():
     return model_zoo.list_models()
 
 
+def _full_resolution(layer):
+    """The layer's pixels: its data, or the first (full-resolution) level of a multiscale
+    layer."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
 def _path_text(file_edit: FileEdit) -> str:
     """The path in a FileEdit, "" when empty (magicgui gives Path('.') then)."""
     text = str(file_edit.value or "")
@@ -108,9 +114,7 @@ class SegmentNucleiWidget(Container):
         if layer is None:
             return []
         try:
-            return [
-                {"text": text, "data": value} for text, value in channel_choices(layer.data.shape, layer.rgb)
-            ]
+            return channel_choices(_full_resolution(layer).shape, layer.rgb)  # (text, value)
         except ValueError:
             return []
 
@@ -138,8 +142,9 @@ class SegmentNucleiWidget(Container):
         if layer is None:
             self._report("no image layer to segment", error=True)
             return None
+        data = _full_resolution(layer)
         try:
-            channel_choices(layer.data.shape, layer.rgb)  # refuses 4-D layers
+            channel_choices(data.shape, layer.rgb)  # refuses 4-D layers
         except ValueError as e:
             self._report(f"{layer.name}: {e}", error=True)
             return None
@@ -171,7 +176,7 @@ class SegmentNucleiWidget(Container):
         worker = create_worker(
             _segment,
             self._models,
-            layer.data,
+            data,
             layer.rgb,
             self.channel.value,
             model,
