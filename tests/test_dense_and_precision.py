@@ -113,7 +113,7 @@ def test_train_net_bfloat16_amp_and_evaluation_write_final_metrics(tmp_path, tmp
 # ------------------------------------------------------------------------------------------
 INSTANCE_CONFIGS = sorted(
     str(path.relative_to(REPO / "configs"))
-    for path in [*QUICK.glob("mask_rcnn_*.yaml"), *(REPO / "configs" / "DSB2018").rglob("mask_rcnn_*.yaml")]
+    for path in [*QUICK.glob("mask_rcnn*.yaml"), *(REPO / "configs" / "DSB2018").rglob("mask_rcnn*.yaml")]
 )
 PEAK_STRIDE = 8
 

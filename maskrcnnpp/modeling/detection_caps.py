@@ -9,9 +9,12 @@ every forward pass, ``max(KEY, ceil(KEY_PER_MEGAPIXEL * megapixels))`` of the la
 the batch as the model sees it (after ``INPUT.SCALE_FACTOR_TEST``; the predictor passes one
 image or tile at a time), the fixed keys being the floors; and it names, in each image's
 output (``output["caps_reached"]``, a list of one-line strings), the caps that image reached
-all the same, so that evaluation and ``tools/predict.py`` can say so. A reached pre-NMS cap
-is not reported: it keeps the best anchors of each level out of tens of thousands and is
-reached on every image.
+all the same, so that evaluation and ``tools/predict.py`` can say so. A cap counts as reached
+when it kept its full count and the last item it kept was still likely a nucleus (objectness
+probability or score >= :data:`LIKELY`): what a cap drops ranks below what it kept, so
+otherwise only unlikely background went (the RPN fills its post-NMS cap with background boxes
+on most images). A reached pre-NMS cap is not reported: it keeps the best anchors of each level
+out of tens of thousands on every image.
 
 A traced or exported model keeps the caps it was traced with (the floors); see
 :func:`export_caps`.
@@ -21,7 +24,7 @@ from typing import Dict, List
 
 from torch import nn
 
-__all__ = ["AREA_SCALED_CAPS", "export_caps", "scale_caps_with_area"]
+__all__ = ["AREA_SCALED_CAPS", "LIKELY", "export_caps", "scale_caps_with_area"]
 
 # The fixed cap's key -> the key of its per-megapixel rate (maskrcnnpp/config.py).
 AREA_SCALED_CAPS = {
@@ -29,6 +32,9 @@ AREA_SCALED_CAPS = {
     "MODEL.RPN.POST_NMS_TOPK_TEST": "MODEL.RPN.POST_NMS_TOPK_TEST_PER_MEGAPIXEL",
     "TEST.DETECTIONS_PER_IMAGE": "TEST.DETECTIONS_PER_MEGAPIXEL",
 }
+# A full cap is reported when the last proposal it kept has objectness probability, or the
+# last detection score, >= this (the default score thresholds of evaluation and prediction).
+LIKELY = 0.5
 
 
 def _value(cfg, key):
@@ -78,15 +84,15 @@ class _AreaScaledCaps:
     # forward hooks: record the caps reached, then hand them to the outputs
     def after_rpn(self, rpn, args, output):
         if not rpn.training:
-            self._record(output[0], "MODEL.RPN.POST_NMS_TOPK_TEST", "proposals")
+            self._record(output[0], "MODEL.RPN.POST_NMS_TOPK_TEST", "proposals", lambda p: p.objectness_logits.sigmoid())
 
     def after_roi_heads(self, roi_heads, args, output):
         if not roi_heads.training:
-            self._record(output[0], "TEST.DETECTIONS_PER_IMAGE", "detections")
+            self._record(output[0], "TEST.DETECTIONS_PER_IMAGE", "detections", lambda d: d.scores)
 
-    def _record(self, per_image, key, what):
+    def _record(self, per_image, key, what, likelihood):
         for index, instances in enumerate(per_image):
-            if len(instances) >= self.cap(key):
+            if len(instances) >= self.cap(key) and float(likelihood(instances).min()) >= LIKELY:
                 self.reached.setdefault(index, []).append(self.describe(key, what))
 
     def after_model(self, model, args, outputs):
