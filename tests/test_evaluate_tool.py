@@ -232,3 +232,13 @@ def test_empty_results_say_no_predictions(gt_file, tmp_path, capsys):
     pred = write_json(tmp_path / "empty.json", [])
     assert evaluate_results_file(gt_file, pred) == 0
     assert f"No predictions: {pred} is an empty list" in capsys.readouterr().out
+
+
+def test_results_table_printed_once_on_stdout(gt_file, tmp_path):
+    """Before: the AP tables also went to stderr (Detectron2's INFO log and COCOeval's
+    summary), so a user saw the results twice."""
+    pred = write_json(tmp_path / "pred.json", perfect_results())
+    proc = run_tool("--gt", gt_file, "--pred", pred)
+    assert proc.returncode == 0, proc.stderr
+    assert "AP50" in proc.stdout
+    assert "AP50" not in proc.stderr and "Average Precision" not in proc.stderr, proc.stderr

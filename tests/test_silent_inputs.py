@@ -65,3 +65,27 @@ def test_label_folder_without_any_nucleus_warns(tmp_path, capsys):
     assert prepare_and_report(str(tmp_path / "images"), str(tmp_path / "masks"), str(tmp_path / "out"), workers=1) == 0
     err = capsys.readouterr().err
     assert f"warning: every label image of {tmp_path / 'masks'} is empty (all 0)" in err
+
+
+def test_exif_orientation_is_named_not_applied(tmp_path, caplog):
+    """Before: the tag was ignored without a word. The pixels stay as stored (the labels then
+    match the stored image, as other readers of the raw pixels see it)."""
+    from PIL import Image
+
+    from maskrcnnpp.data.image_io import read_image_rgb
+
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:5, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    Image.fromarray(pixels).save(tmp_path / "plain.jpg", quality=100)
+    with caplog.at_level("WARNING"):
+        image = read_image_rgb(tmp_path / "phone.jpg")
+        read_image_rgb(tmp_path / "phone.jpg")  # said once
+        read_image_rgb(tmp_path / "plain.jpg")
+    assert image.shape == (20, 40, 3)
+    warnings = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
+    assert warnings == [f"{tmp_path / 'phone.jpg'}: EXIF orientation 6 (the file asks viewers to rotate or "
+                        "mirror it) is not applied: the image is read, and its nuclei are written, as "
+                        "its pixels are stored"]

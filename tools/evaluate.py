@@ -48,7 +48,8 @@ def main(argv=None):
         help="predictions with score >= this count for the nuclei metrics (default 0.5)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s: %(message)s")
+    # warnings only: the tables are printed once, on stdout (Detectron2 logs them at INFO)
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(levelname)s: %(message)s")
     return evaluate_results_file(
         args.gt, args.pred, out=args.out, score_thresh=args.score_thresh, images_path=args.images
     )

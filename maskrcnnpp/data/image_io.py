@@ -16,6 +16,8 @@ through these two functions, so that all of them accept the same files:
   nothing (a single hot pixel does compress the contrast of the rest). A constant image
   maps to zeros;
 * any size, down to 1x1;
+* pixels as stored: an EXIF orientation tag (a camera's "rotate me", JPEG and PNG) is not
+  applied, and a warning names the file (once per process);
 * multi-channel TIFFs (CYX or YXC, ImageJ hyperstacks, OME-TIFF; axes from ``tifffile``'s
   series metadata, an axis the metadata leaves unnamed taken as the channels): one channel is
   read, chosen by 0-based index or by name (OME channel names, ImageJ slice labels). Without
@@ -30,6 +32,7 @@ Files that are missing, empty, truncated or otherwise undecodable raise
 """
 
 import io
+import logging
 import os
 import xml.etree.ElementTree as ElementTree
 from typing import List, Optional, Sequence, Tuple, Union
@@ -71,6 +74,10 @@ class ImageReadError(OSError):
 
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
+_EXIF_ORIENTATION_TAG = 0x0112
+_EXIF_WARNED = set()  # files whose EXIF orientation was reported (once per process)
+
+logger = logging.getLogger(__name__)
 _COLOUR_NAMES = ("red", "green", "blue")
 # tifffile's letters for axes that are not one 2-D image's: what to call them in a refusal.
 _STACK_AXES = {"Z": "a Z axis (depth) of {n} slices", "T": "a T axis (time) of {n} frames"}
@@ -242,11 +249,34 @@ def _decode_tiff(path: str, data: bytes, channel: Channel, hint: str) -> Tuple[O
     return np.transpose(image, order), chose  # colour order is RGB(A) already
 
 
+def _warn_exif_orientation(path: str, data: bytes) -> None:
+    """Say once per file that its EXIF orientation (a camera's "rotate me" tag) is not applied."""
+    if path in _EXIF_WARNED:
+        return
+    try:
+        from PIL import Image  # here: only JPEG / PNG / ... files need it
+
+        with Image.open(io.BytesIO(data)) as opened:
+            orientation = int(opened.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # no EXIF, or one Pillow cannot parse: nothing to say
+        return
+    if orientation != 1:
+        _EXIF_WARNED.add(path)
+        logger.warning(
+            "%s: EXIF orientation %d (the file asks viewers to rotate or mirror it) is not "
+            "applied: the image is read, and its nuclei are written, as its pixels are stored",
+            path,
+            orientation,
+        )
+
+
 def _decode_with_opencv(path: str, data: bytes) -> np.ndarray:
-    # cv2.imdecode (unlike cv2.imread) rejects truncated JPEGs instead of filling them grey.
+    # cv2.imdecode (unlike cv2.imread) rejects truncated JPEGs instead of filling them grey,
+    # and with IMREAD_UNCHANGED ignores the EXIF orientation, as every reader here does.
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(path, "not a decodable image (unknown format, corrupt or truncated)")
+    _warn_exif_orientation(path, data)
     if image.ndim == 3 and image.shape[2] >= 3:  # OpenCV decodes to BGR(A)
         image = image[..., [2, 1, 0] + list(range(3, image.shape[2]))]
     return image

@@ -25,6 +25,7 @@ Bad input raises :class:`InputError`, a message naming the file and the fault.
 """
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -207,7 +208,8 @@ def evaluate_coco(coco_gt, results, iou_type):
     if len(results) == 0:
         logger.warning(f"No predictions: {iou_type} AP is NaN")
         return OrderedDict((name, float("nan")) for name in COCO_METRICS)
-    with contextlib.redirect_stdout(sys.stderr):  # COCOeval prints its progress and summary
+    # COCOeval prints its progress and summary table: the tables are printed once, by the caller
+    with contextlib.redirect_stdout(io.StringIO()):
         coco_eval = _evaluate_predictions_on_coco(
             coco_gt,
             results,
