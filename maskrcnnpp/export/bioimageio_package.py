@@ -193,8 +193,8 @@ nuclei images see the project's documentation of the model.
 
 ## Limits
 
-{limits}- Trained on 2-D nuclei images (fluorescence, bright-field and stained histology of the
-  2018 Data Science Bowl); other structures, 3-D stacks and time series are out of scope.
+{limits}- Trained on the 2-D nuclei images of the datasets named above; other structures, 3-D
+  stacks and time series are out of scope.
 - Pixel size: the model learnt the nucleus sizes of its training images in pixels; nuclei
   much larger or smaller than those (tens of pixels across) need the image rescaled first.
 """
@@ -286,7 +286,9 @@ def _write_package_files(
             else bio.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0))
         ),
     )
-    citations = _CITATIONS[GeneralizedRCNN if is_rcnn else None] + [_DSB2018_CITATION]
+    citations = _CITATIONS[GeneralizedRCNN if is_rcnn else None]
+    if any("dsb2018" in name.lower() for name in cfg.DATASETS.TRAIN):
+        citations = citations + [_DSB2018_CITATION]
     descr = bio.ModelDescr(
         name=name,
         description=description,
