@@ -17,6 +17,7 @@ from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.pixel_scale import scale_factor_at_test
 from ..modeling.detection_caps import export_caps
 from ..utils.atomic_io import atomic_open
+from .bioimageio_package import BIOIMAGEIO_ZIP, export_bioimageio_package
 from .onnx_export import DEFAULT_ONNX_OPSET, check_onnx_opset, export_onnx_bytes, load_onnx
 from .output_check import ExportMismatchError, OutputTolerance, check_exported_outputs
 from .sample_inputs import SampleInput, resizes_at_test
@@ -27,8 +28,9 @@ __all__ = ["EXPORT_FORMATS", "EXPORT_INFO_FILE", "export_model"]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx"}
-"""Format -> name of the model file written into the output folder."""
+EXPORT_FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "bioimageio": BIOIMAGEIO_ZIP}
+"""Format -> name of the model file written into the output folder (bioimageio: also the
+unpacked package, :mod:`.bioimageio_package`)."""
 EXPORT_INFO_FILE = "export_info.json"
 
 _RCNN_POSTPROCESSING = (
@@ -99,13 +101,15 @@ def export_model(
     """
     Trace ``model`` on ``samples[0]``, export it, load the export back from its bytes, run it
     and the eager model on every sample, compare (``check_exported_outputs``), and write
-    ``<output_dir>/model.ts`` or ``model.onnx`` plus ``export_info.json``.
+    ``<output_dir>/model.ts`` or ``model.onnx`` plus ``export_info.json``. "bioimageio":
+    a BioImage Model Zoo package of the model, post-processing inside
+    (:func:`.bioimageio_package.export_bioimageio_package`), plus ``export_info.json``.
 
     Args:
         cfg: the model's config (device, input format and size, score threshold).
         model: built from ``cfg``, weights loaded, in eval mode, on ``cfg.MODEL.DEVICE``.
         samples: preprocessed images (``load_sample_inputs``); the first one is traced.
-        export_format: "torchscript" or "onnx".
+        export_format: "torchscript", "onnx" or "bioimageio".
         opset: ONNX opset (ONNX only).
         dump_ir: also write Detectron2's TorchScript IR dump (TorchScript only).
 
@@ -121,6 +125,13 @@ def export_model(
         raise ValueError(f"--format {export_format!r}: choose one of {sorted(EXPORT_FORMATS)}")
     if not samples:
         raise ValueError("export needs at least one sample image")
+    if export_format == "bioimageio":
+        info = export_bioimageio_package(
+            cfg, model, samples, output_dir=output_dir, atol=tolerance.atol, rtol=tolerance.rtol, config_file=config_file
+        )
+        with atomic_open(os.path.join(output_dir, EXPORT_INFO_FILE), "w") as f:
+            json.dump(info, f, indent=2)
+        return info
     if export_format == "onnx":
         check_onnx_opset(model, opset)  # before the slow part
     device = cfg.MODEL.DEVICE
