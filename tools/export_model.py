@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """
-Export a trained model to TorchScript (tracing) or ONNX, check that the export's outputs
-match the eager model's on sample images, and write it only when they do.
+Export a trained model to TorchScript (tracing), ONNX or a BioImage Model Zoo package, check
+that the export's outputs match the eager model's on sample images, and write it only when
+they do.
 
-    tools/export_model.py {--model NAME | --config-file C} --format {torchscript,onnx} --output DIR \
+    tools/export_model.py {--model NAME | --config-file C} --format {torchscript,onnx,bioimageio} --output DIR \
         [--sample-image PATH ...] [KEY VALUE ...]
 
 ``--model NAME`` exports a shipped model (maskrcnnpp.model_zoo). Weights come from ``MODEL.WEIGHTS``, every weight of the model (an empty one, a random
