@@ -25,7 +25,12 @@ from maskrcnnpp.utils.atomic_io import atomic_open
 
 ZOO = os.path.join(os.path.dirname(os.path.abspath(maskrcnnpp.__file__)), "model_zoo")
 # Keys of a training run that say nothing about the model.
-RUN_ONLY = ("OUTPUT_DIR", "SEED", "DATASETS", "SOLVER", "DATALOADER", "VERSION", "CUDNN_BENCHMARK", "VIS_PERIOD")
+RUN_ONLY = ("OUTPUT_DIR", "SEED", "DATASETS", "SOLVER", "DATALOADER", "CUDNN_BENCHMARK", "VIS_PERIOD")
+
+
+def _plain(value):
+    """Tuples as lists (a dumped config reads back lists where the defaults hold tuples)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _differences(cfg: CfgNode, default: CfgNode) -> dict:
@@ -35,7 +40,7 @@ def _differences(cfg: CfgNode, default: CfgNode) -> dict:
             sub = _differences(value, default[key])
             if sub:
                 out[key] = sub
-        elif value != default[key]:
+        elif _plain(value) != _plain(default[key]):
             out[key] = value
     return out
 
@@ -53,10 +58,17 @@ def main(argv=None):
     cfg.MODEL.WEIGHTS = SCHEME + args.name
     cfg.MODEL.DEVICE = "cpu"
     model_keys = {k: v for k, v in _differences(cfg, default).items() if k not in RUN_ONLY}
+    model_keys["VERSION"] = cfg.VERSION  # Detectron2 warns about a config without it
 
     state = torch.load(os.path.join(args.run_dir, "model_final.pth"), map_location="cpu", weights_only=False)
+    # Float16 halves the file; a tensor with values beyond its range (the stem's BatchNorm
+    # running variance of 0-255 pixels) stays float32.
+    half_max = torch.finfo(torch.float16).max
     half = {
-        key: value.half() if value.is_floating_point() else value for key, value in state["model"].items()
+        key: value.half()
+        if value.is_floating_point() and float(value.abs().max()) < half_max / 2
+        else value
+        for key, value in ((k, torch.as_tensor(v)) for k, v in state["model"].items())
     }
     weights = os.path.join(ZOO, "weights", f"{args.name}.pth")
     with atomic_open(weights, "wb") as f:
@@ -64,8 +76,8 @@ def main(argv=None):
     config = os.path.join(ZOO, "configs", f"{args.name}.yaml")
     with atomic_open(config, "w") as f:
         f.write(
-            f"# The shipped model {args.name!r} (docs/models.md): its architecture and test-time keys;\n"
-            f"# trained by the recipe recorded in {args.run_dir}/config.yaml.\n"
+            f"# The shipped model {args.name!r}: the keys of its architecture and of prediction that\n"
+            "# differ from maskrcnnpp's defaults. Its recipe and card: docs/models.md.\n"
         )
         f.write(CfgNode(model_keys).dump())
     with open(weights, "rb") as f:

@@ -34,5 +34,10 @@ class ZooModel:
 MODELS = {
     model.name: model
     for model in (
+        ZooModel(
+            name="mask_rcnnpp_nuclei",
+            sha256="61e69238be9a2425f78d0326d698cfc11c127577769454efca80495fca679258",
+            summary="Mask R-CNN++ (ResNet-18, the paper's nested node), DSB2018 nuclei of every type",
+        ),
     )
 }
