@@ -38,6 +38,10 @@ setup(
         "tabulate",
         # Detectron2's transforms resize masks and images through PIL
         "Pillow",
+        # config files read as YAML (maskrcnnpp/engine/setup.py)
+        "PyYAML",
+        # the maskrcnnpp:// weights scheme (a PathManager handler, maskrcnnpp/model_zoo)
+        "iopath",
     ],
     # "export": tools/export_model.py --format onnx writes with onnx and checks with onnxruntime.
     extras_require={
@@ -47,7 +51,7 @@ setup(
         # the napari plugin (maskrcnnpp/napari): napari with a Qt binding from PyPI wheels
         # and the pytest plugins of its tests (make_napari_viewer needs pytest-qt's qtbot;
         # pytest-xvfb gives Qt's OpenGL a virtual display, Xvfb, where there is none)
-        "napari": ["napari[pyqt5]>=0.5", "pytest-qt", "pytest-xvfb"],
+        "napari": ["napari[pyqt5]>=0.5", "magicgui", "pytest-qt", "pytest-xvfb"],
         # bioimage.io packages (tools/export_model.py --format bioimageio), see BIOIMAGEIO
         "bioimageio": BIOIMAGEIO,
         # ruff: the linter .ci/run calls (configured in ruff.toml); BIOIMAGEIO: the package

@@ -98,7 +98,7 @@ def test_compare_tool_trains_tabulates_and_resumes(tmp_path):
     lines = markdown.splitlines()
     header = next(line for line in lines if line.startswith("| model |"))
     assert header.split(" | ")[1:4] == ["evaluated on", "seeds", "train min/run"]
-    assert header.rstrip(" |").endswith("| fg IoU | fg IoU pooled | Dice | DSB | AJI | PQ")
+    assert header.rstrip(" |").endswith("| fg IoU | fg IoU pooled | Dice | DSB | AJI | PQ | TP/(TP+FP+FN) IoU 0.5 pooled")
     fpn_row = next(line for line in lines if line.startswith("| fpn |")).split(" | ")
     mean, sd = block["models"]["fpn"]["mean"]["nuclei/dsb_score"], block["models"]["fpn"]["sd"]["nuclei/dsb_score"]
     assert f"{mean:.4f} ± {sd:.4f}" in fpn_row and fpn_row[2] == "2"

@@ -10,14 +10,43 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "maskrcnnpp"
 
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"cv2": "opencv-python-headless", "PIL": "Pillow", "segmentation_models_pytorch": "segmentation-models-pytorch"}
+DISTRIBUTION = {
+    "cv2": "opencv-python-headless",
+    "PIL": "Pillow",
+    "segmentation_models_pytorch": "segmentation-models-pytorch",
+    "yaml": "pyyaml",
+    "bioimageio": "bioimageio.core",
+}
+# subpackages that only their extra's host loads (napari loads the plugin): all theirs
+SUBPACKAGE_EXTRAS = {"napari": "napari"}
 
 
 def declared():
     """(install_requires, {extra: [distributions]}) read from setup.py without running it."""
     tree = ast.parse((REPO / "setup.py").read_text())
     call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
-    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg in ("install_requires", "extras_require")}
+    # module-level constants of setup.py (lists of requirements named once, e.g. BIOIMAGEIO)
+    constants = {
+        target.id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+    def value(node):
+        if isinstance(node, ast.Name):
+            return constants[node.id]
+        if isinstance(node, ast.List):
+            items = []
+            for element in node.elts:
+                items += value(element.value) if isinstance(element, ast.Starred) else [value(element)]
+            return items
+        if isinstance(node, ast.Dict):
+            return {value(k): value(v) for k, v in zip(node.keys, node.values)}
+        return ast.literal_eval(node)
+
+    kwargs = {k.arg: value(k.value) for k in call.keywords if k.arg in ("install_requires", "extras_require")}
 
     def names(requirements):
         return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
@@ -44,7 +73,10 @@ def imports():
                     continue
                 extra = re.search(r"install the '(\w+)' extra", source)
                 in_function = node.col_offset > 0
-                found.setdefault(top, []).append((path.relative_to(REPO), extra.group(1) if extra and in_function else None))
+                guard = extra.group(1) if extra and in_function else None
+                subpackage = path.relative_to(PACKAGE).parts[0]
+                guard = SUBPACKAGE_EXTRAS.get(subpackage, guard)
+                found.setdefault(top, []).append((path.relative_to(REPO), guard))
     return found
 
 

@@ -70,7 +70,8 @@ def _bioimageio():
         import bioimageio.spec
     except ImportError as e:
         raise ImportError(
-            f"--format bioimageio needs bioimageio.core ({e}): pip install -e '.[bioimageio]'"
+            f"--format bioimageio needs bioimageio.core ({e}): install the 'bioimageio' extra "
+            "(pip install -e '.[bioimageio]')"
         ) from e
     return bioimageio.spec, bioimageio.core
 
