@@ -1,5 +1,5 @@
 """The model zoo: shipped models by name, SHA-256-checked float16 weights, ``maskrcnnpp://``."""
-import os
+import hashlib
 import pathlib
 import shutil
 import subprocess
@@ -24,9 +24,9 @@ SHIPPED = "mask_rcnnpp_nuclei"
 # The first 8 images of the DSB2018 val list (the shipped weights saw them in training: this
 # guards the weights file and the prediction path, it does not measure generalisation).
 FLOOR_IMAGES = 8
-# The shipped weights scored DSB 0.5427 on those 8 images when they were packaged (2 threads);
+# The shipped weights scored DSB 0.6248 on those 8 images when they were packaged (2 threads);
 # the floor leaves a margin for thread-count and platform differences.
-DSB_FLOOR = 0.50
+DSB_FLOOR = 0.58
 
 
 def test_shipped_models_are_listed():
@@ -105,7 +105,7 @@ def test_train_net_fine_tunes_from_the_scheme(run_script, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     log = (out / "log.txt").read_text()
-    assert f"Loading checkpoint from maskrcnnpp://{SHIPPED}" in log
+    assert f"Loading from maskrcnnpp://{SHIPPED}" in log
     trained = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     stored = torch.load(model_zoo.get_weights_path(SHIPPED), map_location="cpu", weights_only=True)["model"]
     convs = [key for key in stored if key.startswith("backbone.") and key.endswith("conv.weight")]
@@ -138,20 +138,17 @@ def test_shipped_model_scores_above_its_floor_on_dsb2018(shared_dsb2018):
 
 @pytest.mark.slow
 def test_pip_install_ships_the_weights(tmp_path):
-    """A plain `pip install .` (no editable install) carries the configs and weights."""
+    """A plain `pip install .` (not editable) into a fresh venv carries the configs and the
+    weights, byte for byte (the venv has no torch: the files are checked, not imported)."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(REPO_ROOT)],
-        check=True, cwd=tmp_path,
-    )
-    code = (
-        "import maskrcnnpp, maskrcnnpp.model_zoo as z; print(z.get_weights_path('%s')); "
-        "print(z.get_config_file('%s'))" % (SHIPPED, SHIPPED)
-    )
-    env = {**os.environ, "PYTHONPATH": ""}
-    out = subprocess.run([str(python), "-c", code], check=True, cwd=tmp_path, capture_output=True, text=True, env=env)
-    weights, config = out.stdout.split()
-    assert pathlib.Path(weights).is_file() and str(venv) in weights
-    assert pathlib.Path(config).is_file() and str(venv) in config
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(REPO_ROOT)], check=True, cwd=tmp_path)
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    installed = pathlib.Path(site) / "maskrcnnpp" / "model_zoo"
+    entry = zoo_module.MODELS[SHIPPED]
+    assert (installed / entry.config_file).read_bytes() == pathlib.Path(model_zoo.get_config_file(SHIPPED)).read_bytes()
+    assert hashlib.sha256((installed / entry.weights_file).read_bytes()).hexdigest() == entry.sha256
