@@ -209,6 +209,7 @@ def test_summary_means_and_pooled_numbers():
         "dsb_score",
         "aji",
         "pq",
+        "accuracy_iou50_pooled",
         "num_images",
     }
     # Means: (9/25 + 1)/2, (9/17 + 1)/2, (0.5 + 1)/2, (9/25 + 1)/2, (2/3 + 1)/2.
@@ -221,6 +222,8 @@ def test_summary_means_and_pooled_numbers():
     assert summary["dsb_score"] == pytest.approx(0.75)
     assert summary["aji"] == pytest.approx((9 / 25 + 1) / 2)
     assert summary["pq"] == pytest.approx((2 / 3 + 1) / 2)
+    # TP / (TP + FP + FN) summed: one of two true nuclei found, nothing false: 1 / (1 + 0 + 1)
+    assert summary["accuracy_iou50_pooled"] == pytest.approx(0.5)
     empty_summary = summarize_nuclei_stats([])
     assert empty_summary["num_images"] == 0 and np.isnan(empty_summary["dsb_score"])
 
