@@ -91,9 +91,10 @@ def main(argv=None):
         viewer.reset_view()
         shot = viewer.screenshot(canvas_only=False, flash=False)
         atomic_write_png(args.output, shot[:, :, :3])
+        status = widget.status.value  # read before the window (and the label) is closed
     finally:
         viewer.close()
-    print(f"{args.output}: {widget.status.value}, {os.path.getsize(args.output) // 1024} KB")
+    print(f"{args.output}: {status}, {os.path.getsize(args.output) // 1024} KB")
     return 0
 
 
