@@ -58,7 +58,9 @@ def images(tmp_path):
 
 
 def error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.strip()]
+    """The lines of stderr but the detection-cap warnings, which the random-weight test models
+    (proposals and detections everywhere) raise on every image."""
+    return [line for line in stderr.splitlines() if line.strip() and "reached the cap" not in line]
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,7 +216,7 @@ def test_predict_run_prints_no_warning(weights, images, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr.strip() == "", proc.stderr[-3000:]
+    assert error_lines(proc.stderr) == [], proc.stderr[-3000:]
     assert "3 image(s)" in proc.stdout
 
 
