@@ -211,8 +211,10 @@ def _attempt_seconds(attempt, output_dir):
         return float(attempt["wall_seconds"])
     # never completed: from its start to the newest checkpoint it left, if any
     started = float(attempt.get("started", 0.0))
-    checkpoints = glob.glob(os.path.join(output_dir, "model_*.pth"))
-    checkpoints += glob.glob(os.path.join(output_dir, "last_checkpoint"))  # a peer's, too
+    # Detectron2's checkpoints; a peer's run (other checkpoint names) by its last_checkpoint
+    checkpoints = glob.glob(os.path.join(output_dir, "model_*.pth")) or glob.glob(
+        os.path.join(output_dir, "last_checkpoint")
+    )
     written = [os.path.getmtime(p) for p in checkpoints]
     written = [t for t in written if t >= started]
     return max(written) - started if written else 0.0
