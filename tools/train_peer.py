@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """
 Train a peer (StarDist 2D or Cellpose 3) from scratch by its own documented recipe
-(docs/peers.md) on a registered dataset for a wall-clock budget, predict the test dataset and
+(docs/peers.md) on a registered dataset for a CPU-time budget, predict the test dataset and
 score it with our evaluator, into a run folder laid out like tools/train_net.py's
 (final_metrics.json, inference/<test dataset>/nuclei_per_image.json). The peers run in
 .venv-peers (`bash tools/setup_env.sh --peers`); tools/compare.py calls this for its
@@ -44,7 +44,10 @@ def build_parser():
     parser.add_argument("--output-dir", required=True, help="the run folder")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--minutes", type=float, default=DEFAULT_TRAIN_MINUTES,
-                        help=f"wall-clock training budget (default {DEFAULT_TRAIN_MINUTES:g})")
+                        help=f"training budget: minutes on --cores busy cores, in CPU time "
+                             f"(default {DEFAULT_TRAIN_MINUTES:g})")
+    parser.add_argument("--cores", type=int, default=None,
+                        help="the cores of the budget (default: the CPU count)")
     parser.add_argument("--threads", type=int, default=None,
                         help="compute threads (default: OMP_NUM_THREADS, else the CPU count)")
     parser.add_argument("--train-dataset", default="dsb2018_train")
@@ -64,7 +67,8 @@ def main(argv=None):
     with exit_on_errors("train_peer.py", (PeersNotInstalled, ValueError, FileNotFoundError)):
         peers_python()
     try:
-        run_peer(args.peer, args.output_dir, seed=args.seed, minutes=args.minutes, threads=threads,
+        run_peer(args.peer, args.output_dir, seed=args.seed, minutes=args.minutes, cores=args.cores,
+                 threads=threads,
                  train_dataset=args.train_dataset, test_dataset=args.test_dataset,
                  data_cache=args.data_cache, resume=args.resume)
     except (ValueError, FileNotFoundError) as e:

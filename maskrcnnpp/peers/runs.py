@@ -5,7 +5,8 @@ comparison reads it the same way:
 
 1. the training and test datasets are exported for the peer (:func:`.data.export_split`,
    kept in ``$MASKRCNNPP_CACHE/peer_data`` and shared by every peer run);
-2. ``tools/peers/<kind>_peer.py train`` trains from scratch within the wall-clock budget, in
+2. ``tools/peers/<kind>_peer.py train`` trains from scratch within the budget (CPU time: the minutes on
+   ``cores`` busy cores), in
    ``.venv-peers`` (a stopped run continues from its last checkpoint, ``last_checkpoint`` in
    the run folder names it);
 3. ``tools/peers/<kind>_peer.py predict`` writes one label image per test image into
@@ -153,15 +154,17 @@ def score_predictions(dataset_name, predictions_dir, index, output_dir, *, metho
     return results
 
 
-def run_peer(kind, output_dir, *, seed, minutes=DEFAULT_TRAIN_MINUTES, threads,
+def run_peer(kind, output_dir, *, seed, minutes=DEFAULT_TRAIN_MINUTES, cores=None, threads,
              train_dataset="dsb2018_train", test_dataset="dsb2018_val", data_cache=None, resume=False):
     """
     Train, predict and score one peer run (module docstring).
 
     Args:
         kind (str): a key of :data:`PEER_KINDS`.
-        minutes (float): the wall-clock training budget (threshold optimisation and prediction
-            come after it).
+        minutes (float): the training budget, ``minutes`` x ``cores`` CPU minutes of the
+            peer's process (threshold optimisation and prediction come after it).
+        cores (int or None): the cores of the budget, ``minutes`` x ``cores`` CPU minutes
+            (default: this machine's CPU count, the cores our CPU recipes train on).
         threads (int): the peer's compute threads (TensorFlow's intra-op pool, torch's).
         data_cache (str or None): where the exported datasets are kept (default
             :func:`.data.default_cache_dir`).
@@ -177,6 +180,9 @@ def run_peer(kind, output_dir, *, seed, minutes=DEFAULT_TRAIN_MINUTES, threads,
         raise ValueError(f"--minutes must be > 0; got {minutes}")
     if threads < 1:
         raise ValueError(f"--threads must be >= 1; got {threads}")
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if cores < 1:
+        raise ValueError(f"--cores must be >= 1; got {cores}")
     for name in (train_dataset, test_dataset):
         if name not in DatasetCatalog.list():
             raise ValueError(f"dataset '{name}' is not registered")
@@ -190,7 +196,7 @@ def run_peer(kind, output_dir, *, seed, minutes=DEFAULT_TRAIN_MINUTES, threads,
     test_data = export_split(test_dataset, data_cache, with_labels=False)
     common = ["--run-dir", output_dir, "--threads", str(threads)]
     _run([python, script, "train", "--train-data", train_data, "--seed", str(seed),
-          "--minutes", str(minutes), *common], f"{kind} training")
+          "--minutes", str(minutes), "--cores", str(cores), *common], f"{kind} training")
     _run([python, script, "predict", "--data", test_data, *common], f"{kind} prediction")
     with open(os.path.join(test_data, "index.json")) as f:
         index = json.load(f)

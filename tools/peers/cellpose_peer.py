@@ -17,22 +17,21 @@ docs/peers.md lists each parameter and where it comes from. In short:
   (``_loss_fn_seg``);
 - train_seg's learning-rate schedule (linear warm-up over 10 epochs from 0, then constant;
   halved 10 times at the end for more than 100 epochs) for the number of epochs that fits
-  the budget, estimated from the first epoch's time; train_seg's default of 2000 epochs does
-  not fit an hour on a CPU. The budget is checked after every batch;
+  the budget, estimated from the first epoch's CPU time; train_seg's default of 2000 epochs does
+  not fit an hour on a CPU. The budget (CPU time: ``--minutes`` on ``--cores`` busy cores)
+  is checked after every batch;
 - each epoch's image order and augmentation drawn from NumPy seeded by (run seed, epoch)
   (train_seg seeds by the epoch alone), the weights' initialisation by the run seed;
 - prediction: ``CellposeModel.eval`` with channels [0, 0] and its defaults (diameter None,
   so the images are not resized: ``diam_mean`` = ``diam_labels``; flow threshold 0.4, cell
   probability threshold 0, min size 15).
 
-    python tools/peers/cellpose_peer.py train --train-data D --run-dir R --seed 0 --minutes 60 --threads 2
+    python tools/peers/cellpose_peer.py train --train-data D --run-dir R --seed 0 --minutes 60 --cores 2 --threads 2
     python tools/peers/cellpose_peer.py predict --data D --run-dir R --threads 2
 """
 import os
 import sys
 import time
-
-STARTED = time.time()
 
 import numpy as np  # noqa: E402
 import peer_common  # noqa: E402
@@ -95,19 +94,19 @@ def train(args):
     optimizer = torch.optim.AdamW(net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     if state is None:
         state = {"peer": "cellpose", "seed": args.seed, "minutes": args.minutes, "epochs_done": 0,
-                 "num_epochs": None, "trained_seconds": 0.0, "training_done": False,
+                 "num_epochs": None, "cores": args.cores, "cpu_seconds": 0.0, "training_done": False,
                  "diam_mean": diam_mean, "num_train_images": len(train_data), "history": []}
     else:
         checkpoint = torch.load(os.path.join(run_dir, CHECKPOINT), map_location="cpu")
         net.load_state_dict(checkpoint["net"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-    budget = peer_common.TimeBudget(args.minutes, state["trained_seconds"], STARTED)
+    budget = peer_common.ComputeBudget(args.minutes, args.cores, state["cpu_seconds"])
     num_images = len(train_data)
     # a first attempt trains at least one batch, whatever the budget
     while (state["epochs_done"] == 0 or not budget.exhausted()) and (
             state["num_epochs"] is None or state["epochs_done"] < state["num_epochs"]):
         epoch = state["epochs_done"]
-        epoch_start = time.time()
+        epoch_start, epoch_cpu_start = time.time(), budget.spent()
         # the schedule's first epochs do not depend on its length (warm-up over 10 epochs)
         rates = learning_rates(LEARNING_RATE, state["num_epochs"] or 10)
         for group in optimizer.param_groups:
@@ -132,16 +131,17 @@ def train(args):
                 break
         state["epochs_done"] = epoch + 1
         state["history"].append({"epoch": epoch, "lr": float(rates[epoch]),
-                                 "loss": float(np.mean(losses)), "seconds": time.time() - epoch_start})
+                                 "loss": float(np.mean(losses)), "seconds": time.time() - epoch_start,
+                                 "cpu_seconds": budget.spent() - epoch_cpu_start})
         if state["num_epochs"] is None:
             # the schedule's length: the epochs that fit the budget at this epoch's pace
-            state["num_epochs"] = max(10, 1 + int(budget.left() // (time.time() - epoch_start)))
-        state["trained_seconds"] = budget.spent()
+            state["num_epochs"] = max(10, 1 + int(budget.left() // (budget.spent() - epoch_cpu_start)))
+        state["cpu_seconds"] = budget.spent()
         _save_checkpoint(torch, run_dir, net, optimizer)
         peer_common.write_checkpoint_state(run_dir, state, CHECKPOINT)
     state["training_done"] = True
     state["stopped_by"] = "budget" if budget.exhausted() else "epochs"
-    state["trained_seconds"] = budget.spent()
+    state["cpu_seconds"] = budget.spent()
     os.makedirs(os.path.join(run_dir, "models"), exist_ok=True)
     net.save_model(os.path.join(run_dir, MODEL_FILE))
     peer_common.write_checkpoint_state(run_dir, state, CHECKPOINT)

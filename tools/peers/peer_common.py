@@ -96,20 +96,23 @@ def write_checkpoint_state(run_dir, state, checkpoint):
     os.replace(temporary, os.path.join(run_dir, LAST_CHECKPOINT_NAME))
 
 
-class TimeBudget:
+class ComputeBudget:
     """
-    The wall-clock budget of a training, kept across attempts: an attempt counts from its own
-    start (``started``, the start of the script, data loading included) and adds the seconds
-    the earlier attempts recorded in ``peer_state.json``.
+    The training budget in CPU time, kept across attempts: ``minutes`` x ``cores`` x 60
+    seconds of this process's CPU time (all its threads, counted from the start of the script,
+    data loading included), the earlier attempts' CPU seconds (recorded in
+    ``peer_state.json``) included. CPU time, not wall time, so that a peer gets the compute of
+    ``minutes`` on ``cores`` busy cores whatever else the machine runs meanwhile and however
+    many threads it uses; our CPU recipes' ``minutes`` of wall time on ``cores`` cores used at
+    most as much.
     """
 
-    def __init__(self, minutes, spent_before, started):
-        self.seconds = 60.0 * float(minutes)
+    def __init__(self, minutes, cores, spent_before):
+        self.seconds = 60.0 * float(minutes) * int(cores)
         self.spent_before = float(spent_before)
-        self.started = started
 
     def spent(self):
-        return self.spent_before + (time.time() - self.started)
+        return self.spent_before + time.process_time()
 
     def left(self):
         return self.seconds - self.spent()
@@ -195,7 +198,9 @@ def build_parser(description):
     train.add_argument("--train-data", required=True, help="exported training split")
     train.add_argument("--run-dir", required=True)
     train.add_argument("--seed", type=int, required=True)
-    train.add_argument("--minutes", type=float, required=True, help="wall-clock training budget")
+    train.add_argument("--minutes", type=float, required=True,
+                       help="training budget: minutes on --cores busy cores, counted in CPU time")
+    train.add_argument("--cores", type=int, required=True, help="the cores of the budget")
     train.add_argument("--threads", type=int, required=True)
     predict = sub.add_parser("predict", help="label images of an exported split")
     predict.add_argument("--data", required=True, help="exported split to predict")

@@ -14,13 +14,14 @@ docs/peers.md lists each parameter and where it comes from. In short:
   epoch, 400 epochs at most; TensorBoard logging off (it logs, it does not train);
 - the example's augmenter: random flips and 90-degree rotations, intensity x U(0.6, 2) +
   U(-0.2, 0.2), Gaussian noise of sd 0.02 x U(0, 1);
-- training stops when the wall-clock budget is spent (checked after every batch); then the
+- training stops when the budget is spent (CPU time: ``--minutes`` on ``--cores`` busy
+  cores; checked after every batch); then the
   best weights by validation loss are kept, as StarDist's ``train`` does, and
   ``optimize_thresholds`` is run on the held-out images;
 - prediction: ``predict_instances`` of the normalised image with ``n_tiles`` from
   ``_guess_n_tiles``, as the example does.
 
-    python tools/peers/stardist_peer.py train --train-data D --run-dir R --seed 0 --minutes 60 --threads 2
+    python tools/peers/stardist_peer.py train --train-data D --run-dir R --seed 0 --minutes 60 --cores 2 --threads 2
     python tools/peers/stardist_peer.py predict --data D --run-dir R --threads 2
 """
 import os
@@ -28,10 +29,8 @@ import random
 import sys
 import time
 
-STARTED = time.time()
-
-import numpy as np  # noqa: E402
-import peer_common  # noqa: E402
+import numpy as np
+import peer_common
 
 MODEL_NAME = "stardist"
 VALIDATION_FRACTION = 0.15  # the example's split
@@ -86,7 +85,7 @@ def _budget_callback(model, budget, run_dir, state):
 
         def on_epoch_end(self, epoch, logs=None):
             state["epochs_done"] += 1
-            state["trained_seconds"] = budget.spent()
+            state["cpu_seconds"] = budget.spent()
             state["learning_rate"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
             for callback in model.callbacks:
                 if isinstance(callback, keras.callbacks.ModelCheckpoint) and callback.save_best_only:
@@ -134,14 +133,14 @@ def train(args):
 
     if state is None:
         state = {"peer": "stardist", "seed": args.seed, "minutes": args.minutes, "epochs_done": 0,
-                 "trained_seconds": 0.0, "training_done": False, "history": [],
+                 "cores": args.cores, "cpu_seconds": 0.0, "training_done": False, "history": [],
                  "num_train_images": len(train_ids), "num_val_images": len(val_ids)}
         config = Config2D(n_rays=N_RAYS, grid=GRID, n_channel_in=3, use_gpu=False,
                           train_tensorboard=False)
         model = StarDist2D(config, name=MODEL_NAME, basedir=run_dir)
     else:
         model = StarDist2D(None, name=MODEL_NAME, basedir=run_dir)
-    budget = peer_common.TimeBudget(args.minutes, state["trained_seconds"], STARTED)
+    budget = peer_common.ComputeBudget(args.minutes, args.cores, state["cpu_seconds"])
     epochs_left = model.config.train_epochs - state["epochs_done"]
     # a first attempt trains at least one batch, whatever the budget
     if not state["training_done"] and epochs_left > 0 and (state["epochs_done"] == 0 or not budget.exhausted()):
@@ -158,7 +157,7 @@ def train(args):
                     seed=seed, epochs=epochs_left)
     state["training_done"] = True
     state["stopped_by"] = "budget" if budget.exhausted() else "epochs"
-    state["trained_seconds"] = budget.spent()
+    state["cpu_seconds"] = budget.spent()
     # the weights StarDist keeps: the best validation loss (train() loads them when it ends)
     model.load_weights("weights_best.h5")
     start = time.perf_counter()
