@@ -180,7 +180,14 @@ def test_ctrl_c_of_train_net_is_one_line(tmp_path):
 
 def test_ctrl_c_of_prepare_label_folder_is_one_line(tmp_path):
     """Before: tracebacks of the main process and of every worker (exit status -SIGINT kept)."""
-    write_example_label_folder(str(tmp_path / "example"), num_images=400, size=64)
+    write_example_label_folder(str(tmp_path / "example"), num_images=100, size=64)
+    # 10,000 pairs (hard links of the 100), so that a fast machine is still reading when the
+    # signal comes: 400 pairs were read in 0.4 s, and the signal arrived at the exit
+    for folder, suffix in (("images", ".png"), ("masks", ".tif")):
+        folder = tmp_path / "example" / folder
+        for k in range(100):
+            for copy in range(1, 100):
+                os.link(folder / f"nuclei_{k}{suffix}", folder / f"copy{copy}_nuclei_{k}{suffix}")
     status, stderr = interrupt_after(
         [sys.executable, str(REPO / "datasets" / "prepare_label_folder.py"), "--images",
          str(tmp_path / "example" / "images"), "--labels", str(tmp_path / "example" / "masks"),
