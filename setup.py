@@ -38,7 +38,7 @@ setup(
         "tabulate",
         # Detectron2's transforms resize masks and images through PIL
         "Pillow",
-        # config files read as YAML (maskrcnnpp/engine/setup.py)
+        # config files read as YAML (maskrcnnpp/config/setup.py)
         "PyYAML",
         # the maskrcnnpp:// weights scheme (a PathManager handler, maskrcnnpp/model_zoo)
         "iopath",

@@ -6,9 +6,9 @@ import platform
 import pytest
 import torch
 
-from maskrcnnpp.benchmark.flops import count_active_parameters
-from maskrcnnpp.benchmark.runner import RECORD_FIELDS
-from maskrcnnpp.benchmark.timing import median_paired_ratio, summarize_seconds, time_interleaved
+from maskrcnnpp_bench.flops import count_active_parameters
+from maskrcnnpp_bench.runner import RECORD_FIELDS
+from maskrcnnpp_bench.timing import median_paired_ratio, summarize_seconds, time_interleaved
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def test_inference_options_reach_the_models(tmp_path, run_script):
 
 def test_pinned_detectors_keep_the_same_boxes_whatever_the_backbone():
     """Equal counts are not enough (ROIAlign's cost grows with box area): same boxes too."""
-    from maskrcnnpp.benchmark.rcnn_cases import rcnn_cases
+    from maskrcnnpp_bench.rcnn_cases import rcnn_cases
 
     cases = rcnn_cases(
         str(REPO_ROOT / "configs" / "Base-RCNN-FPN-Nuclei.yaml"),
@@ -168,7 +168,7 @@ def test_pinned_detectors_keep_the_same_boxes_whatever_the_backbone():
 
 
 def test_quick_training_suite_takes_the_configs_batch_and_size():
-    from maskrcnnpp.benchmark.rcnn_cases import quick_training_cases
+    from maskrcnnpp_bench.rcnn_cases import quick_training_cases
 
     quick = REPO_ROOT / "configs" / "quick"
     configs = [str(quick / "mask_rcnn_FPN.yaml"), str(quick / "mask_rcnn_NestedFPN.yaml")]
@@ -186,12 +186,12 @@ def test_quick_training_suite_takes_the_configs_batch_and_size():
 
 def test_module_profile_accounts_for_the_whole_inference():
     """--profile-modules: every component timed, the parts add up to the total."""
-    from maskrcnnpp.benchmark.module_profile import (
+    from maskrcnnpp_bench.module_profile import (
         COMPONENTS,
         format_module_profile,
         profile_case_group,
     )
-    from maskrcnnpp.benchmark.rcnn_cases import rcnn_cases
+    from maskrcnnpp_bench.rcnn_cases import rcnn_cases
 
     cases = rcnn_cases(
         str(REPO_ROOT / "configs" / "Base-RCNN-FPN-Nuclei.yaml"),

@@ -15,9 +15,9 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from test_export_model import MASK_RCNNPP, NARROW_UNETPP, SMALL_RCNN, _unetpp_config
 
+from maskrcnnpp.checkpoint import load_model_weights
+from maskrcnnpp.config.setup import setup_cfg
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
-from maskrcnnpp.engine import load_model_weights
-from maskrcnnpp.engine.setup import setup_cfg
 from maskrcnnpp.export.bioimageio_module import NucleusLabelImage
 from maskrcnnpp.inference.predictor import NucleiPredictor
 

@@ -1,4 +1,4 @@
-"""tools/compare.py and maskrcnnpp.engine.comparison: the table's numbers against the per-run
+"""tools/compare.py and maskrcnnpp.comparison.tables: the table's numbers against the per-run
 JSONs, resume (finished runs skipped, stopped ones resumed), the paired bootstrap."""
 import json
 import os
@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from maskrcnnpp.engine.comparison import (
+from maskrcnnpp.comparison.runs import ModelSpec, parse_model_spec, plan_runs
+from maskrcnnpp.comparison.tables import (
     format_comparison_markdown,
     paired_bootstrap,
     run_comparison,
 )
-from maskrcnnpp.engine.comparison_runs import ModelSpec, parse_model_spec, plan_runs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FPN = REPO / "configs" / "quick" / "mask_rcnn_FPN.yaml"

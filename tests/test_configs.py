@@ -6,7 +6,7 @@ import torch
 from detectron2.modeling import build_model
 
 import maskrcnnpp  # noqa: F401
-from maskrcnnpp.engine import setup_cfg
+from maskrcnnpp.config import setup_cfg
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 ALL_CONFIGS = sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.yaml"))

@@ -60,7 +60,7 @@ def test_predictions_are_the_same_with_memory_kept(tmp_path, run_script):
     import torch
     from detectron2.modeling import build_model
 
-    from maskrcnnpp.engine import setup_cfg
+    from maskrcnnpp.config import setup_cfg
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = os.path.join(repo, "configs", "quick", "unetpp_vgg.yaml")

@@ -16,8 +16,8 @@ import torch
 from detectron2.modeling import build_backbone, build_model
 from detectron2.utils.events import EventStorage
 
-from maskrcnnpp.benchmark.rcnn_cases import random_nuclei_instances
-from maskrcnnpp.engine.setup import setup_cfg
+from maskrcnnpp.config.setup import setup_cfg
+from maskrcnnpp_bench.rcnn_cases import random_nuclei_instances
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
-from maskrcnnpp.engine import setup_cfg
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 QUICK = REPO / "configs" / "quick"

@@ -24,11 +24,12 @@ from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 from detectron2.utils.events import EventStorage
 
+from maskrcnnpp.config import check_datasets_registered, setup_cfg
+from maskrcnnpp.config.checks import check_frozen_parameters_have_weights
 from maskrcnnpp.data.build import build_nuclei_mapper
 from maskrcnnpp.data.image_io import ImageReadError
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
-from maskrcnnpp.engine import NucleiTrainer, check_datasets_registered, setup_cfg
-from maskrcnnpp.engine.config_checks import check_frozen_parameters_have_weights
+from maskrcnnpp.engine import NucleiTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_NET = REPO / "tools" / "train_net.py"

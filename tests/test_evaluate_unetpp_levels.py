@@ -9,7 +9,7 @@ import torch
 from detectron2.modeling import build_model
 
 import maskrcnnpp  # noqa: F401
-from maskrcnnpp.engine import setup_cfg
+from maskrcnnpp.config import setup_cfg
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 QUICK = REPO / "configs" / "quick" / "unetpp_vgg.yaml"

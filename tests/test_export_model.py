@@ -13,8 +13,8 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from maskrcnnpp.config.setup import setup_cfg
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
-from maskrcnnpp.engine.setup import setup_cfg
 from maskrcnnpp.export import (
     EXPORT_INFO_FILE,
     ExportMismatchError,

@@ -13,12 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from maskrcnnpp.engine import (
-    AtomicDetectionCheckpointer,
-    drop_partial_last_line,
-    read_metrics_json,
-    setup_cfg,
-)
+from maskrcnnpp.checkpoint import AtomicDetectionCheckpointer
+from maskrcnnpp.config import setup_cfg
+from maskrcnnpp.engine import drop_partial_last_line, read_metrics_json
 from maskrcnnpp.utils.atomic_io import atomic_open
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -39,7 +36,7 @@ TINY = NARROW + [
 _KILLING_DRIVER = '''
 import io, os, runpy, signal, sys
 import torch
-from maskrcnnpp.engine import checkpointer
+from maskrcnnpp.checkpoint import checkpointer
 
 kill_at, kill_when = os.environ["KILL_AT"], os.environ["KILL_WHEN"]
 original_save = checkpointer.AtomicDetectionCheckpointer.save

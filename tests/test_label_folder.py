@@ -13,9 +13,10 @@ import tifffile
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data import dsb2018_conversion, label_folder, register_label_folder
 from maskrcnnpp.data.dsb2018 import kaggle_image_path
-from maskrcnnpp.engine import NucleiTrainer, setup_cfg, training_curves
+from maskrcnnpp.engine import NucleiTrainer, training_curves
 
 SIZE = (20, 30)  # (H, W) of the hand-made images
 

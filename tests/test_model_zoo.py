@@ -13,7 +13,7 @@ from detectron2.modeling import build_model
 
 import maskrcnnpp  # noqa: F401
 from maskrcnnpp import model_zoo
-from maskrcnnpp.engine import load_model_weights
+from maskrcnnpp.checkpoint import load_model_weights
 from maskrcnnpp.evaluation.nuclei_metrics import image_nuclei_stats, summarize_nuclei_stats
 from maskrcnnpp.inference.predictor import NucleiPredictor
 from maskrcnnpp.model_zoo import model_zoo as zoo_module

@@ -19,6 +19,7 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
+from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data import register_label_folder
 from maskrcnnpp.data.image_io import (
     ImageReadError,
@@ -29,7 +30,6 @@ from maskrcnnpp.data.image_io import (
 )
 from maskrcnnpp.data.instance_mapper import InstanceDatasetMapper
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
-from maskrcnnpp.engine import setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_CONFIG = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")

@@ -20,7 +20,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before the QApplication
 
 from detectron2.modeling import build_model  # noqa: E402
 
-from maskrcnnpp.engine import setup_cfg  # noqa: E402
+from maskrcnnpp.config import setup_cfg  # noqa: E402
 from maskrcnnpp.napari.reader import get_reader  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,8 +10,8 @@ from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling import build_backbone
 from torch import nn
 
-from maskrcnnpp.engine.setup import setup_cfg
-from maskrcnnpp.modeling.backbone.norm_folding import fold_conv_norms
+from maskrcnnpp.config.setup import setup_cfg
+from maskrcnnpp_bench.norm_folding import fold_conv_norms
 
 
 def _nested_fpn(skip, fusion, node_conv, norm):

@@ -18,9 +18,9 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data.label_folder import write_example_label_folder
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
-from maskrcnnpp.engine import setup_cfg
 from maskrcnnpp.utils.folder_lock import FolderInUseError, exclusive_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

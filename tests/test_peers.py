@@ -7,9 +7,9 @@ import pathlib
 
 import pytest
 
-from maskrcnnpp.engine.comparison import format_comparison_markdown, run_comparison
-from maskrcnnpp.engine.comparison_runs import ModelSpec, parse_model_spec, plan_runs
-from maskrcnnpp.peers.runs import PEERS_ENV_NAME, PEERS_PYTHON_ENV
+from maskrcnnpp.comparison.peers.runs import PEERS_ENV_NAME, PEERS_PYTHON_ENV
+from maskrcnnpp.comparison.runs import ModelSpec, parse_model_spec, plan_runs
+from maskrcnnpp.comparison.tables import format_comparison_markdown, run_comparison
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FPN = REPO / "configs" / "quick" / "mask_rcnn_FPN.yaml"

@@ -13,6 +13,7 @@ import torch
 from detectron2.structures import BoxMode
 from test_reliability import DISC_RADIUS, ScaleSensitiveModel, disc_grid_image
 
+from maskrcnnpp.config.setup import setup_cfg
 from maskrcnnpp.data.build import build_nuclei_mapper
 from maskrcnnpp.data.pixel_scale import (
     ScaleByFactor,
@@ -20,7 +21,6 @@ from maskrcnnpp.data.pixel_scale import (
     scale_factor_at_test,
     scaled_size,
 )
-from maskrcnnpp.engine.setup import setup_cfg
 from maskrcnnpp.export.sample_inputs import image_to_model_input
 from maskrcnnpp.inference import NucleiPredictor
 

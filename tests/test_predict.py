@@ -28,15 +28,13 @@ from maskrcnnpp.inference import (
     MEASUREMENT_COLUMNS,
     NucleiPredictor,
     collect_image_files,
-    crop_masks,
-    label_image_to_rles,
     mask_iou,
     measure_nuclei,
-    paint_instances,
     tile_axis,
     tile_image,
     unique_output_names,
 )
+from maskrcnnpp.structures import crop_masks, label_image_to_rles, paint_instances
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_CONFIG = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
@@ -479,7 +477,7 @@ def random_weights(config, folder):
     empty MODEL.WEIGHTS)."""
     from detectron2.modeling import build_model
 
-    from maskrcnnpp.engine import setup_cfg
+    from maskrcnnpp.config import setup_cfg
 
     torch.manual_seed(0)
     path = os.path.join(folder, "random_init.pth")

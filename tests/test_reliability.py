@@ -19,9 +19,9 @@ import torch
 from detectron2.modeling import build_model
 from torch import nn
 
+from maskrcnnpp.checkpoint.checkpointer import AtomicDetectionCheckpointer, WeightsError
+from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
-from maskrcnnpp.engine import setup_cfg
-from maskrcnnpp.engine.checkpointer import AtomicDetectionCheckpointer, WeightsError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RCNN_CONFIG = str(REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml")

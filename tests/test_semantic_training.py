@@ -11,18 +11,19 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.samplers import TrainingSampler
 from detectron2.modeling import build_model
 
+from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data.build import build_nuclei_train_loader
-from maskrcnnpp.data.interior_boundary import (
+from maskrcnnpp.data.samplers import PixelAreaTrainingSampler
+from maskrcnnpp.data.semantic_patch_mapper import SemanticPatchDatasetMapper
+from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
+from maskrcnnpp.engine import NucleiTrainer, build_optimizer
+from maskrcnnpp.structures.interior_boundary import (
     BACKGROUND,
     BOUNDARY,
     INTERIOR,
     interior_boundary_target,
     nuclei_from_interior_boundary,
 )
-from maskrcnnpp.data.samplers import PixelAreaTrainingSampler
-from maskrcnnpp.data.semantic_patch_mapper import SemanticPatchDatasetMapper
-from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
-from maskrcnnpp.engine import NucleiTrainer, build_optimizer, setup_cfg
 
 # --------------------------------------------------------------------------------------------
 # A small dataset whose imaging type follows the aspect ratio, as in DSB2018 (colour

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from detectron2.modeling import build_model
 
 import maskrcnnpp  # noqa: F401
-from maskrcnnpp.engine import setup_cfg
+from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.modeling.unetpp import hybrid_loss, sliding_window_predict, window_starts
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"

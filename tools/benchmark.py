@@ -33,13 +33,16 @@ Suites (--suites):
         --rcnn-weights FPN=output/dsb2018_cpu/mask_rcnn_R_18_FPN/model_final.pth \\
         unet++/sum/separable=output/dsb2018_cpu/mask_rcnn_R_18_NestedFPN/model_final.pth
 """
-import argparse
 import os
 import sys
 
+# the project's own measurements (maskrcnnpp_bench/) sit beside the installed package
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import argparse
+
 import torch
 
-from maskrcnnpp.benchmark.suites import FULL, QUICK, SUITES, run_benchmark
+from maskrcnnpp_bench.suites import FULL, QUICK, SUITES, run_benchmark
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,7 +3,7 @@
 Prediction speed of our models against StarDist and Cellpose in one run, same thread count:
 a 512x512 and a 1024x1024 DSB image (median of interleaved rounds) and the throughput over
 the test dataset, with ratios to the reference (default: the first --peer). What is timed and
-how: maskrcnnpp/benchmark/peer_speed.py. Writes OUTPUT/peer_speed.json and peer_speed.md.
+how: maskrcnnpp_bench/peer_speed.py. Writes OUTPUT/peer_speed.json and peer_speed.md.
 
     python tools/benchmark_peers.py --output output/peer_speed --threads 2 \\
         --peer stardist=results/dsb2018_peers/stardist/seed0 \\
@@ -15,10 +15,13 @@ how: maskrcnnpp/benchmark/peer_speed.py. Writes OUTPUT/peer_speed.json and peer_
 --peer takes NAME=RUN_DIR, a folder of tools/train_peer.py (the peers run in .venv-peers).
 Exit status 2 when nothing could run (a missing file, no .venv-peers).
 """
-import argparse
-import logging
 import os
 import sys
+
+# the project's own measurements (maskrcnnpp_bench/) sit beside the installed package
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import argparse
+import logging
 
 from maskrcnnpp.utils.known_warnings import filter_known_warnings
 
@@ -27,9 +30,9 @@ filter_known_warnings()  # before Detectron2's imports, which emit some of them
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import maskrcnnpp  # noqa: E402, F401  registers the datasets
-from maskrcnnpp.benchmark.peer_speed import format_peer_speed, run_peer_speed, write_peer_speed  # noqa: E402
-from maskrcnnpp.peers.runs import PeersNotInstalled  # noqa: E402
+from maskrcnnpp.comparison.peers.runs import PeersNotInstalled  # noqa: E402
 from maskrcnnpp.utils.cli import exit_on_errors  # noqa: E402
+from maskrcnnpp_bench.peer_speed import format_peer_speed, run_peer_speed, write_peer_speed  # noqa: E402
 
 
 def _named(value, what):

@@ -39,8 +39,8 @@ import sys
 
 from detectron2.utils.logger import setup_logger
 
-from maskrcnnpp.engine.comparison import run_comparison
-from maskrcnnpp.engine.comparison_runs import parse_model_spec
+from maskrcnnpp.comparison.runs import parse_model_spec
+from maskrcnnpp.comparison.tables import run_comparison
 from maskrcnnpp.utils.cli import exit_on_errors
 
 

@@ -6,11 +6,16 @@ Score a trained semantic UNet++ pruned at every level and as the ensemble, from 
         MODEL.WEIGHTS output/dsb2018_unetpp/unetpp_vgg/model_final.pth
 
 Every head is scored on DATASETS.TEST[0] from one pass of the whole network, then each level
-is timed really pruned (maskrcnnpp/engine/unetpp_levels.py). Prints one table (level,
+is timed really pruned (maskrcnnpp_bench/unetpp_levels.py). Prints one table (level,
 parameters of the sub-network, IoU, Dice, DSB score, AJI, PQ, latency and its ratio to the
 whole network) and writes OUTPUT_DIR/levels.json.
 """
 
+import os
+import sys
+
+# the project's own measurements (maskrcnnpp_bench/) sit beside the installed package
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import argparse
 
 from maskrcnnpp.utils.known_warnings import filter_known_warnings
@@ -20,9 +25,9 @@ filter_known_warnings()  # before Detectron2's imports, which emit some of them
 from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
-from maskrcnnpp.engine import setup_cfg
-from maskrcnnpp.engine.unetpp_levels import evaluate_unetpp_levels, format_levels_table
+from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.utils.cpu_memory import keep_freed_memory
+from maskrcnnpp_bench.unetpp_levels import evaluate_unetpp_levels, format_levels_table
 
 
 def parse_args():

@@ -33,8 +33,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers the project's models and datasets
-from maskrcnnpp.engine import load_model_weights
-from maskrcnnpp.engine.setup import setup_cfg
+from maskrcnnpp.checkpoint import load_model_weights
+from maskrcnnpp.config.setup import setup_cfg
 from maskrcnnpp.export import (
     DEFAULT_ONNX_OPSET,
     EXPORT_FORMATS,

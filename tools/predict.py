@@ -63,7 +63,7 @@ from maskrcnnpp.utils.known_warnings import filter_known_warnings
 filter_known_warnings()  # before Detectron2's imports, which emit some of them
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models
-from maskrcnnpp.engine import setup_cfg
+from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.inference.input_files import looks_like_config_key
 from maskrcnnpp.inference.prediction_run import predict_to_folder
 from maskrcnnpp.inference.prediction_writer import EXTRA_OUTPUTS

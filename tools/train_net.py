@@ -26,15 +26,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import maskrcnnpp  # noqa: F401  registers maskrcnnpp's models and datasets
-from maskrcnnpp.engine import (
-    AtomicDetectionCheckpointer,
-    NucleiTrainer as Trainer,
-    check_datasets_registered,
-    format_results_table,
-    setup_cfg,
-)
-from maskrcnnpp.engine.checkpointer import WeightsError
-from maskrcnnpp.engine.config_checks import check_datasets_ready
+from maskrcnnpp.checkpoint import AtomicDetectionCheckpointer
+from maskrcnnpp.checkpoint.checkpointer import WeightsError
+from maskrcnnpp.config import check_datasets_registered, setup_cfg
+from maskrcnnpp.config.checks import check_datasets_ready
+from maskrcnnpp.engine import NucleiTrainer as Trainer
+from maskrcnnpp.evaluation import format_results_table
 from maskrcnnpp.utils.atomic_io import atomic_open
 from maskrcnnpp.utils.cli import exit_on_errors, exit_on_interrupt
 from maskrcnnpp.utils.cpu_memory import keep_freed_memory

@@ -25,7 +25,7 @@ filter_known_warnings()  # before Detectron2's imports, which emit some of them
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import maskrcnnpp  # noqa: E402, F401  registers the datasets
-from maskrcnnpp.peers.runs import (  # noqa: E402
+from maskrcnnpp.comparison.peers.runs import (  # noqa: E402
     DEFAULT_TRAIN_MINUTES,
     PEER_KINDS,
     PeersNotInstalled,

@@ -46,9 +46,9 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from ..structures.rle import mask_to_annotation_fields
 from ..utils.atomic_io import atomic_write_png, atomic_write_text
 from ..utils.cli import ignore_interrupts
-from ..utils.coco_rle import mask_to_annotation_fields
 from ..utils.folder_lock import FolderInUseError, exclusive_folder
 from .dsb2018 import (
     KAGGLE_IMAGES_DIRNAME,

@@ -73,8 +73,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from scipy import ndimage
 from tqdm import tqdm
 
+from ..structures.rle import label_image_to_rles
 from ..utils.atomic_io import atomic_write_bytes, atomic_write_png, atomic_write_text
-from ..utils.coco_rle import label_image_to_rles
 from ..utils.folder_lock import FolderInUseError, exclusive_folder
 from .dsb2018 import (
     instances_json_path,

@@ -13,8 +13,8 @@ from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..evaluation.nuclei_metrics import coco_segmentations_to_label_image
+from ..structures.interior_boundary import interior_boundary_target
 from .image_io import ImageReadError, read_image_rgb, read_label_image
-from .interior_boundary import interior_boundary_target
 
 __all__ = ["SemanticPatchDatasetMapper", "random_patch", "instance_annotations_of"]
 

@@ -35,7 +35,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets import load_coco_json
 
-from ..utils.coco_rle import mask_to_annotation_fields
+from ..structures.rle import mask_to_annotation_fields
 
 __all__ = [
     "SYNTHETIC_NUCLEI_SPLITS",

@@ -13,12 +13,12 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint.checkpointer import AtomicDetectionCheckpointer
+from ..config.checks import check_frozen_parameters_have_weights
 from ..data.build import build_nuclei_mapper, build_nuclei_train_loader
+from ..evaluation.evaluators import build_nuclei_evaluators
 from ..modeling.detection_caps import scale_caps_with_area
 from ..utils.inference_precision import inference_autocast
-from .checkpointer import AtomicDetectionCheckpointer
-from .config_checks import check_frozen_parameters_have_weights
-from .evaluators import build_nuclei_evaluators
 from .metrics_json import drop_partial_last_line
 from .optimizer import build_optimizer
 from .training_curves import TrainingCurvesHook
@@ -85,7 +85,7 @@ class NucleiTrainer(DefaultTrainer):
     - ``SOLVER.AMP.ENABLED`` on the CPU: bfloat16 autocast (:class:`BFloat16CPUTrainer`);
     - :class:`AtomicDetectionCheckpointer` and :class:`TrainingCurvesHook`;
     - a ValueError before training when frozen parameters have no weights to load
-      (:func:`~maskrcnnpp.engine.config_checks.check_frozen_parameters_have_weights`).
+      (:func:`~maskrcnnpp.config.checks.check_frozen_parameters_have_weights`).
     """
 
     def __init__(self, cfg):

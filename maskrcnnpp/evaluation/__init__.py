@@ -1,5 +1,6 @@
 """Nuclei metrics (foreground IoU / Dice, DSB score, AJI, PQ) and their Detectron2 evaluator."""
 
+from .evaluators import build_nuclei_evaluators, format_results_table
 from .nuclei_evaluator import NucleiEvaluator
 from .nuclei_metrics import (
     DSB_IOU_THRESHOLDS,
@@ -17,6 +18,8 @@ __all__ = [
     "DSB_IOU_THRESHOLDS",
     "NUCLEI_METRIC_NAMES",
     "NucleiEvaluator",
+    "build_nuclei_evaluators",
+    "format_results_table",
     "coco_segmentation_to_rle",
     "coco_segmentations_to_label_image",
     "decode_coco_segmentation",

@@ -10,7 +10,7 @@ The model itself is traced (``torchscript_export.trace_torchscript`` of the
 * instance models (Mask R-CNN, Mask R-CNN++): the resize by ``INPUT.SCALE_FACTOR_TEST``, the
   score threshold ``TEST.PREDICT.SCORE_THRESH``, the masks pasted into the image at its own
   size and painted into an int32 label image as
-  :func:`maskrcnnpp.inference.instance_painting.paint_instances` paints them (overlaps go to
+  :func:`maskrcnnpp.structures.instance_painting.paint_instances` paints them (overlaps go to
   the higher score, labels 1..K by decreasing score, instances left without a pixel dropped).
 """
 from typing import Tuple

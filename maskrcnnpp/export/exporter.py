@@ -48,7 +48,7 @@ _SEMANTIC_POSTPROCESSING = (
 
 _INTERIOR_BOUNDARY_POSTPROCESSING = (
     "sem_seg is (3, H, W) probabilities of background, nucleus interior and nucleus boundary, "
-    "at the size of the input image. Nuclei: maskrcnnpp.data.interior_boundary."
+    "at the size of the input image. Nuclei: maskrcnnpp.structures.interior_boundary."
     "nuclei_from_interior_boundary(sem_seg) (interiors grown into the foreground "
     "p(background) < 0.5)."
 )

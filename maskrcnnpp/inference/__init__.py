@@ -1,8 +1,7 @@
 """Prediction on users' images (tools/predict.py): inputs, tiled prediction of instance and
 semantic models, per-nucleus measurements, and the output folder."""
-from .coco_results import coco_instance_results, label_image_to_rles
+from .coco_results import coco_instance_results
 from .input_files import collect_image_files, unique_output_names
-from .instance_painting import CroppedMask, crop_masks, paint_instances
 from .measurements import MEASUREMENT_COLUMNS, measure_nuclei
 from .prediction_writer import (
     OutputFolderError,
@@ -15,7 +14,6 @@ from .tile_duplicates import mask_iou, suppress_cross_tile_duplicates
 from .tiling import Tile, tile_axis, tile_image
 
 __all__ = [
-    "CroppedMask",
     "MEASUREMENT_COLUMNS",
     "NucleiPrediction",
     "NucleiPredictor",
@@ -25,11 +23,8 @@ __all__ = [
     "coco_instance_results",
     "check_output_dir",
     "collect_image_files",
-    "crop_masks",
-    "label_image_to_rles",
     "mask_iou",
     "measure_nuclei",
-    "paint_instances",
     "prepare_output_dir",
     "suppress_cross_tile_duplicates",
     "tile_axis",

@@ -4,9 +4,9 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from ..utils.coco_rle import label_image_to_rles
+from ..structures.rle import label_image_to_rles
 
-__all__ = ["NUCLEUS_CATEGORY_ID", "label_image_to_rles", "coco_instance_results"]
+__all__ = ["NUCLEUS_CATEGORY_ID", "coco_instance_results"]
 
 # Predictions are class-agnostic nuclei: every result has this COCO category id.
 NUCLEUS_CATEGORY_ID = 1

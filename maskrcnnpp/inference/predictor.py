@@ -12,13 +12,13 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from ..checkpoint.checkpointer import load_model_weights
 from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.pixel_scale import build_instance_augmentations
-from ..engine.checkpointer import load_model_weights
 from ..evaluation.nuclei_metrics import semantic_to_label_image
 from ..modeling.detection_caps import scale_caps_with_area
+from ..structures.instance_painting import crop_masks, paint_instances
 from ..utils.inference_precision import check_inference_precision, inference_autocast
-from .instance_painting import crop_masks, paint_instances
 from .tile_duplicates import suppress_cross_tile_duplicates
 from .tiling import Tile, tile_image
 

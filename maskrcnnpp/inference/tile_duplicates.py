@@ -15,7 +15,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from .instance_painting import CroppedMask
+from ..structures.instance_painting import CroppedMask
 
 __all__ = ["mask_iou", "suppress_cross_tile_duplicates"]
 

@@ -53,12 +53,12 @@ def get_config_file(name: str) -> str:
 def get_config(name: str, opts=()):
     """
     The shipped model's config with maskrcnnpp's keys, checked like any config file
-    (:func:`maskrcnnpp.engine.setup_cfg`), not frozen.
+    (:func:`maskrcnnpp.config.setup_cfg`), not frozen.
 
     Args:
         opts (list[str]): ``KEY VALUE`` overrides merged after the file.
     """
-    from ..engine.setup import setup_cfg
+    from ..config.setup import setup_cfg
 
     return setup_cfg(get_config_file(name), list(opts), freeze=False)
 

@@ -26,7 +26,7 @@ from torch import nn
 
 __all__ = ["AREA_SCALED_CAPS", "LIKELY", "export_caps", "scale_caps_with_area"]
 
-# The fixed cap's key -> the key of its per-megapixel rate (maskrcnnpp/config.py).
+# The fixed cap's key -> the key of its per-megapixel rate (maskrcnnpp/config/defaults.py).
 AREA_SCALED_CAPS = {
     "MODEL.RPN.PRE_NMS_TOPK_TEST": "MODEL.RPN.PRE_NMS_TOPK_TEST_PER_MEGAPIXEL",
     "MODEL.RPN.POST_NMS_TOPK_TEST": "MODEL.RPN.POST_NMS_TOPK_TEST_PER_MEGAPIXEL",

@@ -10,8 +10,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..config.setup import setup_cfg
 from ..data.image_io import _to_uint8
-from ..engine.setup import setup_cfg
 from ..inference.measurements import measure_nuclei
 from ..inference.prediction_writer import PredictionWriter, check_output_dir, prepare_output_dir
 from ..inference.predictor import NucleiPrediction, NucleiPredictor

@@ -3,7 +3,7 @@ What the peer scripts (``stardist_peer.py``, ``cellpose_peer.py``) share. They r
 ``.venv-peers`` (``bash tools/setup_env.sh --peers``), which has no Detectron2 and no
 maskrcnnpp: everything here uses NumPy, tifffile and the standard library only.
 
-The images come from a folder written by ``maskrcnnpp.peers.data.export_split`` (the
+The images come from a folder written by ``maskrcnnpp.comparison.peers.data.export_split`` (the
 registered dataset's own images and instance masks)::
 
     <folder>/index.json        {"dataset": name, "images": [{"image_id", "image", "labels"}]}
@@ -167,7 +167,7 @@ def predict_split(folder, run_dir, predict_labels):
 
 def serve(predict_labels):
     """
-    The speed benchmark's worker loop (``maskrcnnpp.benchmark.peer_speed``): one JSON request
+    The speed benchmark's worker loop (``maskrcnnpp_bench.peer_speed``): one JSON request
     a line on stdin, answered by one JSON line on stdout; an empty line or EOF ends it.
 
     - ``{"load": path}``: read an (H, W, 3) uint8 TIFF into memory; answers ``{"loaded": [H, W]}``;

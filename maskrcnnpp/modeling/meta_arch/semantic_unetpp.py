@@ -17,7 +17,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
 from torch import nn
 
-from ...data.interior_boundary import BACKGROUND, nuclei_from_interior_boundary
+from ...structures.interior_boundary import BACKGROUND, nuclei_from_interior_boundary
 from ..unetpp.hybrid_loss import hybrid_loss, segmentation_probabilities
 from ..unetpp.nested_decoder import NestedDecoder
 from ..unetpp.sliding_window import sliding_window_predict
@@ -52,7 +52,7 @@ class SemanticUNetPlusPlus(nn.Module):
     background / nucleus interior / nucleus boundary (3 classes, made from instance masks by
     the data mapper) and inference returns, besides ``"sem_seg"`` (background, nucleus),
     ``"instances"``: the interiors grown into the foreground
-    (:func:`~maskrcnnpp.data.interior_boundary.nuclei_from_interior_boundary`), so touching
+    (:func:`~maskrcnnpp.structures.interior_boundary.nuclei_from_interior_boundary`), so touching
     nuclei come out apart.
 
     Pruning skips the deeper encoder levels for encoders with ``forward_up_to`` (VGG,
@@ -182,7 +182,7 @@ class SemanticUNetPlusPlus(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         c = cfg.MODEL.UNETPP
-        # setup_cfg has checked that c.ENCODER is registered (engine/config_checks.py)
+        # setup_cfg has checked that c.ENCODER is registered (config/checks.py)
         encoder = BACKBONE_REGISTRY.get(c.ENCODER)(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         return {
             "encoder": encoder,
@@ -426,7 +426,7 @@ class SemanticUNetPlusPlus(nn.Module):
 
         Returns:
             Instances: the nuclei of
-            :func:`~maskrcnnpp.data.interior_boundary.nuclei_from_interior_boundary`, on
+            :func:`~maskrcnnpp.structures.interior_boundary.nuclei_from_interior_boundary`, on
             ``probs``'s device: ``pred_masks`` (N, H, W) bool, ``scores`` (N,),
             ``pred_classes`` (N,) zeros, ``pred_boxes``.
         """

@@ -57,7 +57,7 @@ def plot_comparison(block, path, title=""):
     """
     Args:
         block (dict): one entry of ``comparison["datasets"]`` from
-            :func:`maskrcnnpp.engine.comparison.summarize_comparison`.
+            :func:`maskrcnnpp.comparison.tables.summarize_comparison`.
         path (str): the PNG to write (atomically).
         title (str): the figure's title.
     """

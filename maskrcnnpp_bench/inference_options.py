@@ -6,8 +6,8 @@ from typing import Callable
 
 import torch
 
-from ..modeling.backbone.norm_folding import fold_conv_norms
 from .case import BenchmarkCase, Workload
+from .norm_folding import fold_conv_norms
 
 __all__ = ["with_inference_options"]
 

@@ -21,7 +21,8 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-from ..engine.metrics_json import read_metrics_json
+from maskrcnnpp.engine.metrics_json import read_metrics_json
+
 from .runner import RECORD_FIELDS, machine_info
 
 __all__ = ["find_training_runs", "time_to_quality_records"]

@@ -29,11 +29,12 @@ import tifffile
 import torch
 from detectron2.data import DatasetCatalog
 
-from ..data.image_io import read_image_rgb
-from ..engine.setup import setup_cfg
-from ..inference.predictor import NucleiPredictor
-from ..peers.runs import peer_script, peers_python
-from ..utils.atomic_io import atomic_open
+from maskrcnnpp.comparison.peers.runs import peer_script, peers_python
+from maskrcnnpp.config.setup import setup_cfg
+from maskrcnnpp.data.image_io import read_image_rgb
+from maskrcnnpp.inference.predictor import NucleiPredictor
+from maskrcnnpp.utils.atomic_io import atomic_open
+
 from .runner import machine_info
 from .timing import median_paired_ratio, summarize_seconds, time_interleaved
 
@@ -191,7 +192,7 @@ def run_peer_speed(ours, peers, *, dataset, threads, rounds=5, warmup=1, num_ima
         for name, total in totals.items())
     return OrderedDict(
         what="prediction from the decoded image in memory to the label image (module docstring of "
-             "maskrcnnpp.benchmark.peer_speed)",
+             "maskrcnnpp_bench.peer_speed)",
         dataset=dataset, num_images=len(images), threads=threads, rounds=rounds, warmup=warmup,
         reference=reference, models={name: ("peer" if isinstance(m, PeerWorker) else "ours")
                                      for name, m in models.items()},

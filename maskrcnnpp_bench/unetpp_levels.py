@@ -23,12 +23,13 @@ from detectron2.data import build_detection_test_loader
 from detectron2.modeling import build_model
 from tabulate import tabulate
 
-from ..benchmark.flops import count_active_parameters
-from ..benchmark.timing import median_paired_ratio, time_interleaved
-from ..data.build import build_nuclei_mapper
-from ..utils.atomic_io import atomic_open
-from .checkpointer import load_model_weights
-from .evaluators import build_nuclei_evaluators
+from maskrcnnpp.checkpoint.checkpointer import load_model_weights
+from maskrcnnpp.data.build import build_nuclei_mapper
+from maskrcnnpp.evaluation.evaluators import build_nuclei_evaluators
+from maskrcnnpp.utils.atomic_io import atomic_open
+
+from .flops import count_active_parameters
+from .timing import median_paired_ratio, time_interleaved
 
 logger = logging.getLogger(__name__)
 

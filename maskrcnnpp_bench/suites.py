@@ -64,8 +64,8 @@ QUICK = {
 
 
 def build_cases(args, repo_root: str):
-    from maskrcnnpp.benchmark.inference_options import with_inference_options
-    from maskrcnnpp.benchmark.rcnn_cases import DEFAULT_NESTED_DESIGNS, rcnn_cases
+    from .inference_options import with_inference_options
+    from .rcnn_cases import DEFAULT_NESTED_DESIGNS, rcnn_cases
 
     cases = []
     rcnn_suites = [s for s in ("rcnn_backbone", "rcnn_model") if s in args.suites]
@@ -88,7 +88,7 @@ def build_cases(args, repo_root: str):
             for c in rcnn
         ]
     if "rcnn_quick_training" in args.suites:
-        from maskrcnnpp.benchmark.rcnn_cases import quick_training_cases
+        from .rcnn_cases import quick_training_cases
 
         configs = [os.path.join(repo_root, "configs", "quick", f"mask_rcnn_{neck}.yaml")
                    for neck in ("FPN", "NestedFPN")]
@@ -100,7 +100,7 @@ def build_cases(args, repo_root: str):
         ]
     unetpp_suites = [s for s in ("unetpp_vs_smp", "unetpp_levels") if s in args.suites]
     if unetpp_suites:
-        from maskrcnnpp.benchmark.unetpp_cases import unetpp_cases
+        from .unetpp_cases import unetpp_cases
 
         configs = os.path.join(repo_root, "configs", "DSB2018")
         unetpp = unetpp_cases(
@@ -120,7 +120,7 @@ def build_cases(args, repo_root: str):
 
 
 def run_throughput(args):
-    from maskrcnnpp.benchmark.throughput import metrics_throughput, prepare_throughput
+    from .throughput import metrics_throughput, prepare_throughput
 
     if not os.path.isdir(os.path.join(args.dsb_root, "stage1_train")):
         print(f"[benchmark] throughput skipped: no DSB2018 copy at {args.dsb_root} (--dsb-root)")
@@ -150,8 +150,8 @@ def run_benchmark(args, repo_root: str) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="[benchmark] %(message)s")
-    from maskrcnnpp.benchmark.report import format_tables, plot_latencies, write_json
-    from maskrcnnpp.benchmark.runner import group_cases, run_case_group
+    from .report import format_tables, plot_latencies, write_json
+    from .runner import group_cases, run_case_group
 
     start = time.perf_counter()
     cases = build_cases(args, repo_root)
@@ -169,7 +169,7 @@ def run_benchmark(args, repo_root: str) -> int:
             flops=not args.no_flops,
         )
         if args.profile_modules and group[0].suite in ("rcnn_backbone", "rcnn_model"):
-            from maskrcnnpp.benchmark.module_profile import (
+            from .module_profile import (
                 format_module_profile,
                 profile_case_group,
             )
@@ -177,8 +177,9 @@ def run_benchmark(args, repo_root: str) -> int:
             profiles.append(format_module_profile(
                 profile_case_group(group, rounds=args.runs, warmup=args.warmup)))
     if "training_precision" in args.suites and "cpu" in args.devices:
-        from maskrcnnpp.benchmark.training_precision import training_precision_records
-        from maskrcnnpp.engine import check_datasets_registered, setup_cfg
+        from maskrcnnpp.config import check_datasets_registered, setup_cfg
+
+        from .training_precision import training_precision_records
 
         configs = []
         for config in args.training_configs:
@@ -193,7 +194,7 @@ def run_benchmark(args, repo_root: str) -> int:
               flush=True)
         records += training_precision_records(configs, rounds=max(1, args.train_runs), warmup=1)
     if "unetpp_predict" in args.suites:  # last of the timed suites: it keeps freed memory
-        from maskrcnnpp.benchmark.prediction_cost import semantic_prediction_records
+        from .prediction_cost import semantic_prediction_records
 
         for device in args.devices:
             print(f"[benchmark] unetpp_predict {device} ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -205,7 +206,7 @@ def run_benchmark(args, repo_root: str) -> int:
     if "throughput" in args.suites:
         records += run_throughput(args)
     if "time_to_quality" in args.suites and args.training_runs:
-        from maskrcnnpp.benchmark.time_to_quality import find_training_runs, time_to_quality_records
+        from .time_to_quality import find_training_runs, time_to_quality_records
 
         metric, target = args.quality_target.rsplit("=", 1)
         records += time_to_quality_records(find_training_runs(args.training_runs), metric, float(target))

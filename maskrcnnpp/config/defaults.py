@@ -161,7 +161,7 @@ def add_maskrcnnpp_config(cfg):
     # are 8-connected foreground components) or "interior_boundary" (3 classes made from the
     # instance masks of the dataset's instance twin: background, nucleus interior, nucleus
     # boundary; inference also returns "instances", interiors grown into the foreground,
-    # which separates touching nuclei; maskrcnnpp/data/interior_boundary.py).
+    # which separates touching nuclei; maskrcnnpp/structures/interior_boundary.py).
     _C.MODEL.UNETPP.TARGET = "semantic"
     # Heads on every top-row node X(0,1..L-1), each trained with the hybrid loss (needs
     # "unet+" or "unet++"); False: one head on X(0,L-1).

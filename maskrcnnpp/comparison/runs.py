@@ -12,7 +12,7 @@ A run folder is
 
 A model is a config file (trained by ``tools/train_net.py``) or a peer, ``peer:stardist`` or
 ``peer:cellpose`` (trained by ``tools/train_peer.py`` in the peers' environment, see
-:mod:`maskrcnnpp.peers.runs`), whose run folders follow the same rules.
+:mod:`maskrcnnpp.comparison.peers.runs`), whose run folders follow the same rules.
 
 Beside the run's own files each run folder gets ``compare_run.json`` (written atomically),
 the run's command, its attempts' wall times, thread counts and machine::
@@ -42,10 +42,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from ..peers.runs import check_peer_opts, peer_kind, peer_train_command
+from ..config.setup import setup_cfg
 from ..utils.atomic_io import atomic_open
 from ..utils.cli import error_message
-from .setup import setup_cfg
+from .peers.runs import check_peer_opts, peer_kind, peer_train_command
 
 __all__ = [
     "ModelSpec",

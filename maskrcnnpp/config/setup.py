@@ -7,9 +7,9 @@ import torch
 import yaml
 from detectron2.config import get_cfg
 
-from ..config import add_maskrcnnpp_config
 from ..data.label_folder import register_label_folders_of_config
-from .config_checks import check_config_values, check_registered_names
+from .checks import check_config_values, check_registered_names
+from .defaults import add_maskrcnnpp_config
 
 logger = logging.getLogger(__name__)
 

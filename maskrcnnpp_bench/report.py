@@ -5,7 +5,7 @@ plot of the latencies.
 import json
 from typing import Dict, List, Sequence
 
-from ..utils.atomic_io import atomic_open
+from maskrcnnpp.utils.atomic_io import atomic_open
 
 __all__ = ["format_tables", "write_json", "plot_latencies"]
 

@@ -26,8 +26,9 @@ import torch
 from detectron2.modeling import build_model
 from torch import nn
 
-from ..engine.setup import setup_cfg
-from ..modeling.unetpp.hybrid_loss import hybrid_loss, segmentation_probabilities
+from maskrcnnpp.config.setup import setup_cfg
+from maskrcnnpp.modeling.unetpp.hybrid_loss import hybrid_loss, segmentation_probabilities
+
 from .case import BenchmarkCase, Workload
 from .flops import count_active_parameters
 from .tensor_workload import TensorWorkload

@@ -25,9 +25,9 @@ import time
 import tifffile
 from detectron2.data import DatasetCatalog
 
-from ..evaluation.classical_baseline import label_image_to_instances
-from ..evaluation.nuclei_evaluator import NucleiEvaluator
-from ..utils.atomic_io import atomic_open
+from ...evaluation.classical_baseline import label_image_to_instances
+from ...evaluation.nuclei_evaluator import NucleiEvaluator
+from ...utils.atomic_io import atomic_open
 from .data import export_split
 
 __all__ = [

@@ -15,8 +15,9 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from ..engine.setup import setup_cfg
-from ..engine.trainer import NucleiTrainer
+from maskrcnnpp.config.setup import setup_cfg
+from maskrcnnpp.engine.trainer import NucleiTrainer
+
 from .runner import RECORD_FIELDS, machine_info
 from .timing import median_paired_ratio, summarize_seconds, time_interleaved
 

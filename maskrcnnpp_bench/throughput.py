@@ -21,13 +21,14 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ..data.dsb2018_conversion import prepare_dsb2018
-from ..evaluation.nuclei_metrics import (
+from maskrcnnpp.data.dsb2018_conversion import prepare_dsb2018
+from maskrcnnpp.evaluation.nuclei_metrics import (
     coco_segmentations_to_label_image,
     image_nuclei_stats,
     summarize_nuclei_stats,
 )
-from ..utils.coco_rle import mask_to_rle
+from maskrcnnpp.structures.rle import mask_to_rle
+
 from .runner import RECORD_FIELDS, machine_info
 
 __all__ = ["subset_dsb2018_root", "prepare_throughput", "metrics_throughput"]

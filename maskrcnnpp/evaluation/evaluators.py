@@ -7,7 +7,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, SemSegEvalua
 from tabulate import tabulate
 
 from ..data.image_io import read_label_image
-from ..evaluation import NucleiEvaluator
+from .nuclei_evaluator import NucleiEvaluator
 
 
 def _load_label_image(filename, dtype=None):

@@ -27,9 +27,10 @@ try:
 except ImportError:  # not on Windows
     resource = None
 
-from ..engine.setup import setup_cfg
-from ..inference.predictor import NucleiPredictor
-from ..utils.cpu_memory import keep_freed_memory
+from maskrcnnpp.config.setup import setup_cfg
+from maskrcnnpp.inference.predictor import NucleiPredictor
+from maskrcnnpp.utils.cpu_memory import keep_freed_memory
+
 from .runner import RECORD_FIELDS, machine_info
 from .timing import median_paired_ratio, summarize_seconds, time_interleaved
 

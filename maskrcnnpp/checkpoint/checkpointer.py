@@ -167,7 +167,7 @@ def load_model_weights(model, weights: str) -> None:
     widths) are refused, not partly loaded.
 
     Raises:
-        ValueError (:class:`~maskrcnnpp.engine.checkpointer.WeightsError` for a bad file): one
+        ValueError (:class:`~maskrcnnpp.checkpoint.checkpointer.WeightsError` for a bad file): one
             line naming the file: ``weights`` is empty, the file is not a checkpoint, or it
             lacks some of the model's weights (how many matched, a few missing ones).
         FileNotFoundError: ``weights`` is a local path that does not exist.

@@ -36,9 +36,10 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.analysis import FlopCountAnalysis
 from detectron2.utils.events import EventStorage
 
-from ..engine.setup import setup_cfg
-from ..modeling.backbone.nested_fpn import FUSIONS
-from ..modeling.nested_graph import SKIP_DESIGNS
+from maskrcnnpp.config.setup import setup_cfg
+from maskrcnnpp.modeling.backbone.nested_fpn import FUSIONS
+from maskrcnnpp.modeling.nested_graph import SKIP_DESIGNS
+
 from .case import BenchmarkCase, Workload
 from .tensor_workload import TensorWorkload
 

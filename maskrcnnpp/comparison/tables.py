@@ -29,7 +29,7 @@ from ..evaluation.classical_baseline import CLASSICAL_BASELINE_NAME, evaluate_cl
 from ..evaluation.nuclei_metrics import summarize_nuclei_stats
 from ..utils.atomic_io import atomic_open
 from ..utils.output_folder import check_writable_folder
-from .comparison_runs import plan_runs, read_run_record, run_status, train_runs, train_seconds
+from .runs import plan_runs, read_run_record, run_status, train_runs, train_seconds
 
 __all__ = [
     "COMPARISON_METRICS",
@@ -458,7 +458,7 @@ def run_comparison(
     Returns:
         dict: the content of ``comparison.json``.
     """
-    from .comparison_plot import plot_comparison
+    from .plot import plot_comparison
 
     if not models:
         raise ValueError("no models to compare: give at least one --model NAME=CONFIG.yaml")
