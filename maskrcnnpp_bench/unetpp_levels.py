@@ -3,7 +3,7 @@ A trained semantic UNet++ scored pruned at every level and as the ensemble, from
 the whole network per image (``tools/evaluate_unetpp_levels.py``).
 
 Pruned at level k (``MODEL.UNETPP.TEST_LEVEL k``), the model outputs head k of the sub-network
-that feeds X(0,k), which equals head k of the whole network (tests/test_semantic_unetpp.py); so
+that feeds X(0,k), which equals head k of the whole network (tests/modeling/test_semantic_unetpp.py); so
 the whole network runs once per image (once per view with ``MODEL.UNETPP.TEST_DIHEDRAL_MEAN``)
 and every head is scored with the project's evaluators
 (Detectron2's SemSegEvaluator + the nuclei metrics) on DATASETS.TEST[0]. Then each level's

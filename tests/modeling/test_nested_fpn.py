@@ -28,7 +28,7 @@ from maskrcnnpp.modeling.backbone.nested_node import NestedNode
 from maskrcnnpp.modeling.backbone.vgg import build_vgg_backbone
 from maskrcnnpp.modeling.nested_graph import NodeInputs, nested_node_inputs
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 DESIGNS = list(
     itertools.product(("top_down", "unet+", "unet++"), ("concat", "sum"), ("plain", "separable"))
 )

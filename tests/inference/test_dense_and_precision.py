@@ -17,7 +17,7 @@ from detectron2.modeling import build_model
 from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 QUICK = REPO / "configs" / "quick"
 CPU = ["MODEL.DEVICE", "cpu"]
 

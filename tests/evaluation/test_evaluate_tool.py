@@ -17,7 +17,7 @@ import pytest
 
 from maskrcnnpp.evaluation.results_file_evaluation import evaluate_results_file
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(REPO, "tools", "evaluate.py")
 HEIGHT, WIDTH = 40, 50
 

@@ -62,7 +62,7 @@ def test_predictions_are_the_same_with_memory_kept(tmp_path, run_script):
 
     from maskrcnnpp.config import setup_cfg
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     config = os.path.join(repo, "configs", "quick", "unetpp_vgg.yaml")
     torch.manual_seed(0)
     model = build_model(setup_cfg(config, ["MODEL.DEVICE", "cpu"]))

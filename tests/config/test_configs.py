@@ -8,7 +8,7 @@ from detectron2.modeling import build_model
 import maskrcnnpp  # noqa: F401
 from maskrcnnpp.config import setup_cfg
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 ALL_CONFIGS = sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.yaml"))
 
 

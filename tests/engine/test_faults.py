@@ -18,7 +18,7 @@ from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.engine import drop_partial_last_line, read_metrics_json
 from maskrcnnpp.utils.atomic_io import atomic_open
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TRAIN_NET = REPO / "tools" / "train_net.py"
 CONFIG = REPO / "configs" / "quick" / "mask_rcnn_VGG_NestedFPN.yaml"
 NARROW = [

@@ -31,7 +31,7 @@ from maskrcnnpp.data.image_io import (
 from maskrcnnpp.data.instance_mapper import InstanceDatasetMapper
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK_CONFIG = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
 NAMES = ["Actin", "DAPI"]  # the nuclei are channel 1
 

@@ -21,7 +21,7 @@ from maskrcnnpp.data.dsb2018 import kaggle_image_path, register_dsb2018
 from maskrcnnpp.data.image_io import ImageReadError, read_image_rgb, read_mask
 from maskrcnnpp.utils import atomic_io
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREPARE_SCRIPT = os.path.join(REPO_ROOT, "datasets", "prepare_dsb2018.py")
 
 

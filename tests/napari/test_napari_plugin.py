@@ -23,7 +23,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from maskrcnnpp.config import setup_cfg  # noqa: E402
 from maskrcnnpp.napari.reader import get_reader  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK_CONFIG = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
 CSV_INTEGERS = ("label", "area", "bbox_x", "bbox_y", "bbox_width", "bbox_height")
 

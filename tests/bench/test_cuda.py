@@ -1,7 +1,7 @@
 """
 The models, the training loop, prediction and the benchmark on CUDA, each against the CPU where
 the result must be the same. Skipped where torch sees no GPU (CI has none); run on a GPU
-machine with ``pytest tests/test_cuda.py``.
+machine with ``pytest tests/bench/test_cuda.py``.
 """
 import json
 import os
@@ -21,7 +21,7 @@ from maskrcnnpp_bench.rcnn_cases import random_nuclei_instances
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 QUICK = REPO / "configs" / "quick"
 
 

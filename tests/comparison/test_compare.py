@@ -17,7 +17,7 @@ from maskrcnnpp.comparison.tables import (
     run_comparison,
 )
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 FPN = REPO / "configs" / "quick" / "mask_rcnn_FPN.yaml"
 NESTED = REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml"
 UNETPP = REPO / "configs" / "quick" / "unetpp_vgg.yaml"

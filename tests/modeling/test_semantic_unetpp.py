@@ -11,7 +11,7 @@ import maskrcnnpp  # noqa: F401
 from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.modeling.unetpp import hybrid_loss, sliding_window_predict, window_starts
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 NARROW = ["MODEL.VGG.STAGE_CHANNELS", [4, 8, 16, 32, 64], "MODEL.DEVICE", "cpu"]
 
 

@@ -397,7 +397,7 @@ def test_two_iterations_on_a_registered_label_folder(tmp_path, monkeypatch):
             ("configs/quick/unetpp_vgg.yaml", f"{name}_sem_seg_train", ["INPUT.SEMANTIC_PATCH.SIZE", "48"]),
         ):
             cfg = setup_cfg(
-                os.path.join(os.path.dirname(os.path.dirname(__file__)), config),
+                os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), config),
                 common + extra + ["DATASETS.TRAIN", f"('{dataset}',)", "OUTPUT_DIR", str(tmp_path / dataset)],
             )
             torch.manual_seed(0)

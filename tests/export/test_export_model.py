@@ -30,7 +30,7 @@ from maskrcnnpp.export.traceable_model import (
     run_eager,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MASK_RCNNPP = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
 # Small inputs (120 x 120 and 120 x 160 images at the test factor 0.8: 96 x 96, 96 x 128), a
 # narrow neck and heads and fewer proposals keep the runs to seconds.

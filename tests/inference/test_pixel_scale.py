@@ -24,7 +24,7 @@ from maskrcnnpp.data.pixel_scale import (
 from maskrcnnpp.export.sample_inputs import image_to_model_input
 from maskrcnnpp.inference import NucleiPredictor
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
 DSB_CPU = os.path.join(REPO, "configs", "DSB2018", "cpu", "mask_rcnn_R_18_NestedFPN.yaml")
 DSB_GPU = os.path.join(REPO, "configs", "DSB2018", "mask_rcnn_R_50_NestedFPN.yaml")

@@ -10,7 +10,7 @@ from maskrcnnpp_bench.flops import count_active_parameters
 from maskrcnnpp_bench.runner import RECORD_FIELDS
 from maskrcnnpp_bench.timing import median_paired_ratio, summarize_seconds, time_interleaved
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_interleaved_rounds_rotate_the_order():
@@ -108,7 +108,7 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     predict = {r["variant"]: r for r in records if r["suite"] == "unetpp_predict"}
     assert sorted(predict) == ["bfloat16 image", "bfloat16 pass", "float32 image", "float32 pass"]
     assert predict["float32 pass"]["latency_ratio"] == 1.0 and predict["float32 image"]["height"] == 64
-    # as tools/predict.py runs (glibc: tests/test_cpu_memory.py)
+    # as tools/predict.py runs (glibc: tests/utils/test_cpu_memory.py)
     assert all(r["notes"]["memory_kept"] is (platform.libc_ver()[0] == "glibc") for r in predict.values())
     assert all(r["notes"]["minor_page_faults"] >= 0 for r in predict.values())  # Linux
     assert 0 <= predict["bfloat16 image"]["notes"]["max_abs_prob_diff"] < 0.05

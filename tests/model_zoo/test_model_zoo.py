@@ -18,7 +18,7 @@ from maskrcnnpp.evaluation.nuclei_metrics import image_nuclei_stats, summarize_n
 from maskrcnnpp.inference.predictor import NucleiPredictor
 from maskrcnnpp.model_zoo import model_zoo as zoo_module
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 SHIPPED = "mask_rcnnpp_nuclei"
 # The first 8 images of the DSB2018 val list (the shipped weights saw them in training: this

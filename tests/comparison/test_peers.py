@@ -11,7 +11,7 @@ from maskrcnnpp.comparison.peers.runs import PEERS_ENV_NAME, PEERS_PYTHON_ENV
 from maskrcnnpp.comparison.runs import ModelSpec, parse_model_spec, plan_runs
 from maskrcnnpp.comparison.tables import format_comparison_markdown, run_comparison
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 FPN = REPO / "configs" / "quick" / "mask_rcnn_FPN.yaml"
 PEERS_PYTHON = REPO / PEERS_ENV_NAME / "bin" / "python"
 

@@ -14,7 +14,7 @@ from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data.label_folder import prepare_and_report
 from maskrcnnpp.inference.input_files import collect_image_files, unique_output_names
 
-QUICK = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "quick", "mask_rcnn_NestedFPN.yaml")
+QUICK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs", "quick", "mask_rcnn_NestedFPN.yaml")
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 
 from maskrcnnpp.data.label_folder import prepare_label_folder, write_example_label_folder
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 QUICK = str(REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml")
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 # a training that stops at once and reads no dataset it is not asked to

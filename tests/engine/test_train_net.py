@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TRAIN_NET = REPO / "tools" / "train_net.py"
 QUICK = REPO / "configs" / "quick" / "mask_rcnn_FPN.yaml"
 

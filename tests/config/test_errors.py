@@ -1,10 +1,10 @@
 """Clear errors naming the thing at fault, and bad training data reported and skipped.
 
 Covered elsewhere, not repeated here: an unknown config key / override, a type mismatch and a
-missing _BASE_ (tests/test_configs.py); a DSB2018 split that is registered but not prepared
-(tests/test_dsb2018.py::test_loading_unprepared_split_says_what_to_run); non-contiguous,
+missing _BASE_ (tests/config/test_configs.py); a DSB2018 split that is registered but not prepared
+(tests/data/test_dsb2018.py::test_loading_unprepared_split_says_what_to_run); non-contiguous,
 missing or empty nested FPN IN_FEATURES and an unregistered BOTTOM_UP at build time
-(tests/test_nested_fpn.py); unreadable image files (tests/test_dsb2018.py, read_image_rgb).
+(tests/modeling/test_nested_fpn.py); unreadable image files (tests/data/test_dsb2018.py, read_image_rgb).
 """
 import logging
 import os
@@ -31,7 +31,7 @@ from maskrcnnpp.data.image_io import ImageReadError
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
 from maskrcnnpp.engine import NucleiTrainer
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TRAIN_NET = REPO / "tools" / "train_net.py"
 NESTED = REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml"
 VGG_NESTED = REPO / "configs" / "quick" / "mask_rcnn_VGG_NestedFPN.yaml"

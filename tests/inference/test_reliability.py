@@ -23,7 +23,7 @@ from maskrcnnpp.checkpoint.checkpointer import AtomicDetectionCheckpointer, Weig
 from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 RCNN_CONFIG = str(REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml")
 UNETPP_CONFIG = str(REPO / "configs" / "quick" / "unetpp_vgg.yaml")
 CPU = ["MODEL.DEVICE", "cpu"]

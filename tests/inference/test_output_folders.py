@@ -23,7 +23,7 @@ from maskrcnnpp.data.label_folder import write_example_label_folder
 from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
 from maskrcnnpp.utils.folder_lock import FolderInUseError, exclusive_folder
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 RCNN_CONFIG = str(REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml")
 CPU = ["MODEL.DEVICE", "cpu"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")

@@ -5,7 +5,7 @@ straddle tile borders and corners (neither doubled nor cut), the pieces (paintin
 measurements, inputs), and one end-to-end run of a randomly initialised Mask R-CNN++ on a
 folder mixing good files, a truncated PNG, a 16-bit TIFF, a grayscale JPEG, an RGBA PNG, a 3x5
 image and a 2500x2500 image (tiled), with every --extra-outputs format (read back as in
-tests/test_exchange_formats.py).
+tests/inference/test_exchange_formats.py).
 """
 
 import csv
@@ -36,7 +36,7 @@ from maskrcnnpp.inference import (
 )
 from maskrcnnpp.structures import crop_masks, label_image_to_rles, paint_instances
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK_CONFIG = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")
 UNETPP_CONFIG = os.path.join(REPO, "configs", "quick", "unetpp_vgg.yaml")
 

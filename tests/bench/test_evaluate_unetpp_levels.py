@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 import maskrcnnpp  # noqa: F401
 from maskrcnnpp.config import setup_cfg
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 QUICK = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
 
 
