@@ -22,11 +22,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 
 from maskrcnnpp.data.dsb2018_conversion import prepare_dsb2018
-from maskrcnnpp.evaluation.nuclei_metrics import (
-    coco_segmentations_to_label_image,
-    image_nuclei_stats,
-    summarize_nuclei_stats,
-)
+from maskrcnnpp.evaluation.nuclei_metrics import image_nuclei_stats, summarize_nuclei_stats
+from maskrcnnpp.structures.label_image import coco_segmentations_to_label_image
 from maskrcnnpp.structures.rle import mask_to_rle
 
 from .runner import RECORD_FIELDS, machine_info

@@ -3,26 +3,24 @@ import logging
 
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 
+from ..modeling.model_kind import is_semantic_model
 from .instance_mapper import InstanceDatasetMapper
 from .samplers import PixelAreaTrainingSampler
 from .semantic_patch_mapper import SemanticPatchDatasetMapper
 
-__all__ = ["SEMANTIC_META_ARCHITECTURES", "build_nuclei_mapper", "build_nuclei_train_loader"]
+__all__ = ["build_nuclei_mapper", "build_nuclei_train_loader"]
 
 logger = logging.getLogger(__name__)
-
-# Meta-architectures that take {"image", "sem_seg"} inputs from SemanticPatchDatasetMapper.
-SEMANTIC_META_ARCHITECTURES = ("SemanticUNetPlusPlus",)
-
 
 def build_nuclei_mapper(cfg, is_train: bool):
     """
     Returns:
-        callable: :class:`SemanticPatchDatasetMapper` for the semantic meta-architectures,
+        callable: :class:`SemanticPatchDatasetMapper` for semantic models
+        (:func:`~maskrcnnpp.modeling.model_kind.is_semantic_model`),
         :class:`InstanceDatasetMapper` (Detectron2's ``DatasetMapper`` reading images with
         ``read_image_rgb`` and skipping unreadable training images) for instance models.
     """
-    if cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES:
+    if is_semantic_model(cfg):
         return SemanticPatchDatasetMapper(cfg, is_train=is_train)
     return InstanceDatasetMapper(cfg, is_train=is_train)
 
@@ -42,7 +40,7 @@ def build_nuclei_train_loader(cfg):
       statistics that its running averages, used at test time, do not match.
       Instance models keep ``DATALOADER.ASPECT_RATIO_GROUPING``.
     """
-    semantic = cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES
+    semantic = is_semantic_model(cfg)
     kwargs = {"mapper": build_nuclei_mapper(cfg, is_train=True)}
     if semantic:
         kwargs["aspect_ratio_grouping"] = False

@@ -14,7 +14,7 @@ shortest edge. So every image is resized by a *factor*, never to a *size*:
 
 Detectron2's ``INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / MIN_SIZE_TEST / MAX_SIZE_TEST``
 (``ResizeShortestEdge``, which scales each image by its own factor) are not read for instance
-models. Semantic models (:data:`~maskrcnnpp.data.build.SEMANTIC_META_ARCHITECTURES`) see
+models. Semantic models (:func:`~maskrcnnpp.modeling.model_kind.is_semantic_model`) see
 images at their own pixel scale: both factors must stay 1 for them.
 """
 import math
@@ -22,6 +22,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 from detectron2.data import transforms as T
+
+from ..modeling.model_kind import is_semantic_model
 
 __all__ = [
     "ScaleByFactor",
@@ -31,12 +33,6 @@ __all__ = [
     "scale_factor_range_in_training",
     "scaled_size",
 ]
-
-
-def _semantic(cfg) -> bool:
-    from .build import SEMANTIC_META_ARCHITECTURES  # build imports the mappers, which import us
-
-    return cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES
 
 
 def _positive_finite(value) -> bool:
@@ -65,7 +61,7 @@ def pixel_scale_problem(cfg) -> Optional[Tuple[str, object, str]]:
         and train[0] <= train[1]
     ):
         return "INPUT.SCALE_FACTOR_TRAIN", train, "(min, max), two finite numbers 0 < min <= max"
-    if _semantic(cfg):
+    if is_semantic_model(cfg):
         semantic = f"1 for semantic models ({cfg.MODEL.META_ARCHITECTURE} sees images at their own pixel scale)"
         if test != 1:
             return "INPUT.SCALE_FACTOR_TEST", test, semantic

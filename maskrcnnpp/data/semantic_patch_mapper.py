@@ -12,8 +12,8 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..evaluation.nuclei_metrics import coco_segmentations_to_label_image
 from ..structures.interior_boundary import interior_boundary_target
+from ..structures.label_image import coco_segmentations_to_label_image
 from .image_io import ImageReadError, read_image_rgb, read_label_image
 
 __all__ = ["SemanticPatchDatasetMapper", "random_patch", "instance_annotations_of"]

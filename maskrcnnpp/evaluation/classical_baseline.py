@@ -23,19 +23,17 @@ import os
 
 import cv2
 import numpy as np
-import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import Instances
 from scipy import ndimage
 
 from ..data.image_io import read_image_rgb
+from ..structures.label_image import label_image_to_instances
 from ..utils.atomic_io import atomic_open
 from .nuclei_evaluator import NucleiEvaluator
 
 __all__ = [
     "CLASSICAL_BASELINE_NAME",
     "otsu_watershed_labels",
-    "label_image_to_instances",
     "evaluate_classical_baseline",
 ]
 
@@ -129,25 +127,6 @@ def otsu_watershed_labels(image_rgb):
     lookup[present] = np.arange(1, len(present) + 1, dtype=np.int32)
     labels[...] = lookup[flooded]
     return labels
-
-
-def label_image_to_instances(labels, score=1.0):
-    """
-    Args:
-        labels (ndarray): (H, W) integer label image, 0 the background.
-        score (float): the score every instance gets.
-
-    Returns:
-        Instances: image size (H, W), ``pred_masks`` (N, H, W) bool and ``scores`` (N,), one
-        instance per label present, in increasing label order.
-    """
-    labels = np.asarray(labels)
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    instances = Instances(labels.shape)
-    instances.pred_masks = torch.from_numpy(labels[None] == ids[:, None, None])
-    instances.scores = torch.full((len(ids),), float(score), dtype=torch.float32)
-    return instances
 
 
 def evaluate_classical_baseline(dataset_name, output_dir=None):

@@ -20,15 +20,14 @@ from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
 from ..data.image_io import read_image_rgb
-from ..utils.atomic_io import atomic_open
-from ..utils.visualization import draw_side_by_side
-from .nuclei_metrics import (
+from ..structures.label_image import (
     coco_segmentations_to_label_image,
-    image_nuclei_stats,
     masks_to_label_image,
     semantic_to_label_image,
-    summarize_nuclei_stats,
 )
+from ..utils.atomic_io import atomic_open
+from ..utils.visualization import draw_side_by_side
+from .nuclei_metrics import image_nuclei_stats, summarize_nuclei_stats
 
 __all__ = ["NucleiEvaluator"]
 

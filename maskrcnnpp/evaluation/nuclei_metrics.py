@@ -12,9 +12,10 @@ where 0 is background and each positive value marks one nucleus:
 - PQ, panoptic quality at IoU 0.5 (Kirillov et al., CVPR 2019): ``SQ x RQ``.
 
 Label images hold non-overlapping instances by construction. Overlapping predicted masks are
-turned into one with :func:`masks_to_label_image` (a contested pixel goes to the instance with
-the higher score), semantic foreground masks with :func:`semantic_to_label_image` (connected
-components, 8-connectivity).
+turned into one with :func:`~maskrcnnpp.structures.label_image.masks_to_label_image` (a
+contested pixel goes to the instance with the higher score), semantic foreground masks with
+:func:`~maskrcnnpp.structures.label_image.semantic_to_label_image` (connected components,
+8-connectivity).
 
 Why one-to-one matching needs no assignment solver: nuclei of one label image are disjoint,
 so IoU(g, p) > 0.5 implies |g ∩ p| > |g ∪ p| / 2 >= |g| / 2 and likewise > |p| / 2; two
@@ -27,7 +28,7 @@ side is empty, every metric is 0.
 
 AJI follows Kumar et al.: each true nucleus G_i is paired with the predicted nucleus S_j of
 highest IoU with it (ties: the lowest predicted label, i.e. the highest score when labels come
-from :func:`masks_to_label_image`); ``C += |G_i ∩ S_j|``, ``U += |G_i ∪ S_j|``; a predicted
+from :func:`~maskrcnnpp.structures.label_image.masks_to_label_image`); ``C += |G_i ∩ S_j|``, ``U += |G_i ∪ S_j|``; a predicted
 nucleus may serve several true ones. A true nucleus that overlaps no prediction adds ``|G_i|``
 to U only (the paper's pseudo-code would pair it with an arbitrary prediction of IoU 0; we
 follow the usual reading instead). Finally every predicted nucleus never paired adds its area
@@ -39,20 +40,13 @@ with G, P the foregrounds. ``accuracy_iou50_pooled = sum TP / sum (TP + FP + FN)
 (the "accuracy" StarDist and Cellpose report), with TP the matched pairs of every image.
 """
 
-import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 
 __all__ = [
     "DSB_IOU_THRESHOLDS",
     "NUCLEI_METRIC_NAMES",
-    "masks_to_label_image",
-    "semantic_to_label_image",
     "image_nuclei_stats",
     "summarize_nuclei_stats",
-    "coco_segmentation_to_rle",
-    "decode_coco_segmentation",
-    "coco_segmentations_to_label_image",
 ]
 
 # The DSB thresholds are k / 20 for k = 10..19; kept as integers so that "IoU > t" is decided
@@ -65,85 +59,6 @@ DSB_IOU_THRESHOLDS = tuple(float(k) / _DSB_THRESHOLD_DENOMINATOR for k in _DSB_T
 NUCLEI_METRIC_NAMES = (
     "iou", "dice", "iou_pooled", "dice_pooled", "dsb_score", "aji", "pq", "accuracy_iou50_pooled"
 )
-
-
-def masks_to_label_image(masks, scores=None):
-    """
-    Turn possibly overlapping instance masks into one label image.
-
-    Args:
-        masks (ndarray): (N, H, W) bool (or 0/1) instance masks.
-        scores (ndarray or None): (N,) instance scores. A pixel covered by several masks goes
-            to the one with the highest score; ties, and ``scores=None``, go to the instance
-            that comes first in ``masks``.
-
-    Returns:
-        ndarray: (H, W) int32 label image; 0 is background, 1..K the instances that keep at
-        least one pixel, numbered by decreasing score (by order in ``masks`` if no scores).
-        Instances left without pixels (empty masks, or covered by stronger ones) are dropped.
-    """
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise ValueError(f"masks must have shape (N, H, W); got shape {masks.shape}")
-    num_masks, height, width = masks.shape
-    labels = np.zeros(height * width, dtype=np.int32)
-    if num_masks == 0:
-        return labels.reshape(height, width)
-    if masks.dtype != bool:
-        masks = masks != 0
-
-    # rank[i]: 0 for the strongest instance, N - 1 for the weakest.
-    if scores is None:
-        rank = np.arange(num_masks, dtype=np.int64)
-    else:
-        scores = np.asarray(scores, dtype=np.float64)
-        if scores.shape != (num_masks,):
-            raise ValueError(
-                f"scores must have shape ({num_masks},) to match masks {masks.shape}; "
-                f"got shape {scores.shape}"
-            )
-        order = np.argsort(-scores, kind="stable")
-        rank = np.empty(num_masks, dtype=np.int64)
-        rank[order] = np.arange(num_masks)
-
-    # Each covered pixel keeps the instance of lowest rank. Encode (pixel, rank) as one int64
-    # key, sort, and take the first key of every pixel.
-    flat = np.flatnonzero(masks.reshape(num_masks, height * width))
-    if flat.size == 0:
-        return labels.reshape(height, width)
-    instance, pixel = np.divmod(flat, height * width)
-    keys = np.sort(pixel * num_masks + rank[instance])
-    pixel_sorted, rank_sorted = np.divmod(keys, num_masks)
-    first = np.ones(keys.size, dtype=bool)
-    first[1:] = pixel_sorted[1:] != pixel_sorted[:-1]
-    winner_pixel, winner_rank = pixel_sorted[first], rank_sorted[first]
-
-    # Number the surviving instances 1..K by rank.
-    survives = np.bincount(winner_rank, minlength=num_masks) > 0
-    rank_to_label = np.zeros(num_masks, dtype=np.int32)
-    rank_to_label[survives] = np.arange(1, int(survives.sum()) + 1, dtype=np.int32)
-    labels[winner_pixel] = rank_to_label[winner_rank]
-    return labels.reshape(height, width)
-
-
-def semantic_to_label_image(foreground):
-    """
-    Split a semantic foreground mask into instances by connected components.
-
-    Args:
-        foreground (ndarray): (H, W) bool (or 0/1) foreground mask.
-
-    Returns:
-        ndarray: (H, W) int32 label image; every 8-connected foreground component (diagonal
-        neighbours join) is one instance, numbered 1..K in raster order of first pixel.
-    """
-    foreground = np.asarray(foreground)
-    if foreground.ndim != 2:
-        raise ValueError(f"foreground must have shape (H, W); got shape {foreground.shape}")
-    _, labels = cv2.connectedComponents(
-        (foreground != 0).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
-    )
-    return labels.astype(np.int32, copy=False)
 
 
 def _relabel_consecutive(labels):
@@ -332,95 +247,3 @@ def summarize_nuclei_stats(per_image_stats):
         "accuracy_iou50_pooled": _ratio(matched, sum_of("num_gt") + sum_of("num_pred") - matched),
         "num_images": num_images,
     }
-
-
-# ----------------------------------------------------------------------------------------------
-# COCO segmentations
-# ----------------------------------------------------------------------------------------------
-
-
-def coco_segmentation_to_rle(segmentation, height, width):
-    """
-    Convert a COCO segmentation to a compressed RLE.
-
-    Args:
-        segmentation: one of
-            - compressed RLE: ``{"size": [H, W], "counts": str or bytes}``,
-            - uncompressed RLE: ``{"size": [H, W], "counts": [int, ...]}``,
-            - polygons: ``[[x0, y0, x1, y1, ...], ...]`` in absolute pixel coordinates.
-        height, width (int): the image size; an RLE of another size is an error.
-
-    Returns:
-        dict: ``{"size": [H, W], "counts": str}``, compressed (JSON-serializable).
-
-    Raises:
-        ValueError: malformed segmentation or size mismatch.
-    """
-    if isinstance(segmentation, dict):
-        if "counts" not in segmentation or "size" not in segmentation:
-            raise ValueError(
-                f"RLE segmentation needs 'counts' and 'size'; got keys {sorted(segmentation)}"
-            )
-        size = [int(s) for s in segmentation["size"]]
-        if size != [int(height), int(width)]:
-            raise ValueError(f"RLE size {size} does not match the image size [{height}, {width}]")
-        counts = segmentation["counts"]
-        if isinstance(counts, list):
-            rle = mask_util.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
-        elif isinstance(counts, (str, bytes)):
-            rle = {"size": size, "counts": counts}
-        else:
-            raise ValueError(
-                f"RLE 'counts' must be a string or a list; got {type(counts).__name__}"
-            )
-    elif isinstance(segmentation, (list, tuple)):
-        polygons = []
-        for polygon in segmentation:
-            coords = np.asarray(polygon, dtype=np.float64).reshape(-1)
-            if coords.size < 6 or coords.size % 2:
-                raise ValueError(
-                    f"a polygon needs an even number (>= 6) of coordinates; got {coords.size}"
-                )
-            polygons.append(coords.tolist())
-        if not polygons:
-            rle = mask_util.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-        else:
-            rle = mask_util.merge(mask_util.frPyObjects(polygons, int(height), int(width)))
-    else:
-        raise ValueError(
-            "segmentation must be an RLE dict or a list of polygons; "
-            f"got {type(segmentation).__name__}"
-        )
-    counts = rle["counts"]
-    return {
-        "size": [int(height), int(width)],
-        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
-    }
-
-
-def decode_coco_segmentation(segmentation, height, width):
-    """
-    Decode a COCO segmentation (see :func:`coco_segmentation_to_rle`) to an (H, W) bool mask.
-    """
-    rle = coco_segmentation_to_rle(segmentation, height, width)
-    return mask_util.decode(rle).astype(bool)
-
-
-def coco_segmentations_to_label_image(segmentations, height, width, scores=None):
-    """
-    Decode several COCO segmentations of one image into a label image.
-
-    Args:
-        segmentations (list): COCO segmentations (see :func:`coco_segmentation_to_rle`).
-        height, width (int): the image size.
-        scores (list[float] or None): overlap resolution as in :func:`masks_to_label_image`;
-            None gives contested pixels to the segmentation listed first (ground truth).
-
-    Returns:
-        ndarray: (H, W) int32 label image.
-    """
-    if len(segmentations) == 0:
-        return np.zeros((height, width), dtype=np.int32)
-    rles = [coco_segmentation_to_rle(s, height, width) for s in segmentations]
-    masks = mask_util.decode(rles)  # (H, W, N) uint8
-    return masks_to_label_image(np.moveaxis(masks, -1, 0).astype(bool), scores)

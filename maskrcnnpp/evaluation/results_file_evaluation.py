@@ -39,13 +39,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
+from ..structures.label_image import coco_segmentations_to_label_image
+from ..structures.rle import coco_segmentation_to_rle
 from ..utils.atomic_io import atomic_open
-from .nuclei_metrics import (
-    coco_segmentation_to_rle,
-    coco_segmentations_to_label_image,
-    image_nuclei_stats,
-    summarize_nuclei_stats,
-)
+from .nuclei_metrics import image_nuclei_stats, summarize_nuclei_stats
 
 logger = logging.getLogger("maskrcnnpp.evaluate")
 

@@ -13,9 +13,9 @@ from detectron2.export import dump_torchscript_IR
 from detectron2.modeling import GeneralizedRCNN
 from torch import nn
 
-from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.pixel_scale import scale_factor_at_test
 from ..modeling.detection_caps import export_caps
+from ..modeling.model_kind import is_semantic_model
 from ..utils.atomic_io import atomic_open
 from .bioimageio_package import BIOIMAGEIO_ZIP, export_bioimageio_package
 from .onnx_export import DEFAULT_ONNX_OPSET, check_onnx_opset, export_onnx_bytes, load_onnx
@@ -75,7 +75,7 @@ def _traced_path_hint(cfg, samples: Sequence[SampleInput]) -> str:
         f"model get other results."
     )
     window = cfg.MODEL.UNETPP.SLIDING_WINDOW_SIZE if "UNETPP" in cfg.MODEL else 0
-    if window and cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES:
+    if window and is_semantic_model(cfg):
         sides = [max(s.image.shape[-2:]) for s in samples]
         if any(side > window for side in sides) and any(side <= window for side in sides):
             hint += (

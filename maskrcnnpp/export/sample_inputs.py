@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, transforms as T
 
-from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.image_io import read_image_rgb
 from ..data.pixel_scale import build_instance_augmentations, scale_factor_at_test
 from ..data.synthetic_nuclei import generate_synthetic_nuclei_image
 from ..inference.input_files import collect_image_files
+from ..modeling.model_kind import is_semantic_model
 
 __all__ = [
     "SampleInput",
@@ -33,7 +33,7 @@ class SampleInput:
             channel order of ``cfg.INPUT.FORMAT``; for instance models resized as in
             evaluation and prediction, by the factor ``INPUT.SCALE_FACTOR_TEST``
             (:func:`~maskrcnnpp.data.pixel_scale.build_instance_augmentations`), for
-            semantic models (``SEMANTIC_META_ARCHITECTURES``) at the original size.
+            semantic models (``is_semantic_model``) at the original size.
         height, width: size of the original image, before the resize.
         source: where it came from (a file, ``<dataset>:<file>`` or ``synthetic:<seed>``).
         rgb: the original (H, W, 3) uint8 RGB image (bioimage.io packages take it as it is).
@@ -50,7 +50,7 @@ def resizes_at_test(cfg) -> bool:
     """Whether the model's test-time mapper resizes images (instance models with
     ``INPUT.SCALE_FACTOR_TEST`` != 1) or feeds them as they are (semantic models, which
     predict large images window by window, and a factor of 1)."""
-    if cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES:
+    if is_semantic_model(cfg):
         return False
     return scale_factor_at_test(cfg) != 1
 

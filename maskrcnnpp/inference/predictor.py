@@ -13,11 +13,11 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..checkpoint.checkpointer import load_model_weights
-from ..data.build import SEMANTIC_META_ARCHITECTURES
 from ..data.pixel_scale import build_instance_augmentations
-from ..evaluation.nuclei_metrics import semantic_to_label_image
 from ..modeling.detection_caps import scale_caps_with_area
+from ..modeling.model_kind import is_semantic_model
 from ..structures.instance_painting import crop_masks, paint_instances
+from ..structures.label_image import semantic_to_label_image
 from ..utils.inference_precision import check_inference_precision, inference_autocast
 from .tile_duplicates import suppress_cross_tile_duplicates
 from .tiling import Tile, tile_image
@@ -148,7 +148,7 @@ class NucleiPredictor:
             model = build_model(cfg)
             load_model_weights(model, cfg.MODEL.WEIGHTS)
         scale_caps_with_area(model, cfg)
-        semantic = cfg.MODEL.META_ARCHITECTURE in SEMANTIC_META_ARCHITECTURES
+        semantic = is_semantic_model(cfg)
         return {
             "model": model,
             # As in evaluation (maskrcnnpp.data.build_nuclei_mapper): instance models get the

@@ -12,7 +12,13 @@ import numpy as np
 import pycocotools.mask as mask_util
 from scipy import ndimage
 
-__all__ = ["mask_to_rle", "mask_to_annotation_fields", "label_image_to_rles"]
+__all__ = [
+    "coco_segmentation_to_rle",
+    "decode_coco_segmentation",
+    "label_image_to_rles",
+    "mask_to_annotation_fields",
+    "mask_to_rle",
+]
 
 
 def _json_ready(rle: Dict) -> Dict:
@@ -85,3 +91,70 @@ def label_image_to_rles(labels: np.ndarray) -> List[Dict]:
                 runs.append(trailing)
         rles.append(_json_ready(mask_util.frPyObjects({"size": [height, width], "counts": runs}, height, width)))
     return rles
+
+
+def coco_segmentation_to_rle(segmentation, height, width):
+    """
+    Convert a COCO segmentation to a compressed RLE.
+
+    Args:
+        segmentation: one of
+            - compressed RLE: ``{"size": [H, W], "counts": str or bytes}``,
+            - uncompressed RLE: ``{"size": [H, W], "counts": [int, ...]}``,
+            - polygons: ``[[x0, y0, x1, y1, ...], ...]`` in absolute pixel coordinates.
+        height, width (int): the image size; an RLE of another size is an error.
+
+    Returns:
+        dict: ``{"size": [H, W], "counts": str}``, compressed (JSON-serializable).
+
+    Raises:
+        ValueError: malformed segmentation or size mismatch.
+    """
+    if isinstance(segmentation, dict):
+        if "counts" not in segmentation or "size" not in segmentation:
+            raise ValueError(
+                f"RLE segmentation needs 'counts' and 'size'; got keys {sorted(segmentation)}"
+            )
+        size = [int(s) for s in segmentation["size"]]
+        if size != [int(height), int(width)]:
+            raise ValueError(f"RLE size {size} does not match the image size [{height}, {width}]")
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            rle = mask_util.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
+        elif isinstance(counts, (str, bytes)):
+            rle = {"size": size, "counts": counts}
+        else:
+            raise ValueError(
+                f"RLE 'counts' must be a string or a list; got {type(counts).__name__}"
+            )
+    elif isinstance(segmentation, (list, tuple)):
+        polygons = []
+        for polygon in segmentation:
+            coords = np.asarray(polygon, dtype=np.float64).reshape(-1)
+            if coords.size < 6 or coords.size % 2:
+                raise ValueError(
+                    f"a polygon needs an even number (>= 6) of coordinates; got {coords.size}"
+                )
+            polygons.append(coords.tolist())
+        if not polygons:
+            rle = mask_util.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+        else:
+            rle = mask_util.merge(mask_util.frPyObjects(polygons, int(height), int(width)))
+    else:
+        raise ValueError(
+            "segmentation must be an RLE dict or a list of polygons; "
+            f"got {type(segmentation).__name__}"
+        )
+    counts = rle["counts"]
+    return {
+        "size": [int(height), int(width)],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
+
+
+def decode_coco_segmentation(segmentation, height, width):
+    """
+    Decode a COCO segmentation (see :func:`coco_segmentation_to_rle`) to an (H, W) bool mask.
+    """
+    rle = coco_segmentation_to_rle(segmentation, height, width)
+    return mask_util.decode(rle).astype(bool)

@@ -9,11 +9,14 @@ import torch
 from detectron2.data import DatasetCatalog
 
 from maskrcnnpp.data.image_io import read_image_rgb
-from maskrcnnpp.evaluation import coco_segmentations_to_label_image, image_nuclei_stats
+from maskrcnnpp.evaluation import image_nuclei_stats
 from maskrcnnpp.evaluation.classical_baseline import (
     evaluate_classical_baseline,
-    label_image_to_instances,
     otsu_watershed_labels,
+)
+from maskrcnnpp.structures.label_image import (
+    coco_segmentations_to_label_image,
+    label_image_to_instances,
 )
 
 # three separate discs and two touching ones (centres 18 px apart, radius 10: they overlap)

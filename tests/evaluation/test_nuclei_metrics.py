@@ -17,15 +17,9 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Instances
 
-from maskrcnnpp.evaluation import (
-    NucleiEvaluator,
-    coco_segmentation_to_rle,
-    decode_coco_segmentation,
-    image_nuclei_stats,
-    masks_to_label_image,
-    semantic_to_label_image,
-    summarize_nuclei_stats,
-)
+from maskrcnnpp.evaluation import NucleiEvaluator, image_nuclei_stats, summarize_nuclei_stats
+from maskrcnnpp.structures.label_image import masks_to_label_image, semantic_to_label_image
+from maskrcnnpp.structures.rle import coco_segmentation_to_rle, decode_coco_segmentation
 
 METRICS = ("iou", "dice", "dsb_score", "aji", "pq")
 

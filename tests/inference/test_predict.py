@@ -23,7 +23,6 @@ from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 from test_exchange_formats import geojson_mask, rasterise
 
-from maskrcnnpp.evaluation.nuclei_metrics import masks_to_label_image
 from maskrcnnpp.inference import (
     MEASUREMENT_COLUMNS,
     NucleiPredictor,
@@ -35,6 +34,7 @@ from maskrcnnpp.inference import (
     unique_output_names,
 )
 from maskrcnnpp.structures import crop_masks, label_image_to_rles, paint_instances
+from maskrcnnpp.structures.label_image import masks_to_label_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK_CONFIG = os.path.join(REPO, "configs", "quick", "mask_rcnn_NestedFPN.yaml")

@@ -27,7 +27,7 @@ from detectron2.data import DatasetCatalog
 
 from ...data.image_io import read_image_rgb
 from ...data.synthetic_nuclei import _cache_root as cache_root
-from ...evaluation.nuclei_metrics import coco_segmentations_to_label_image
+from ...structures.label_image import coco_segmentations_to_label_image
 
 __all__ = ["export_split", "dataset_fingerprint", "default_cache_dir"]
 

@@ -25,8 +25,8 @@ import time
 import tifffile
 from detectron2.data import DatasetCatalog
 
-from ...evaluation.classical_baseline import label_image_to_instances
 from ...evaluation.nuclei_evaluator import NucleiEvaluator
+from ...structures.label_image import label_image_to_instances
 from ...utils.atomic_io import atomic_open
 from .data import export_split
 

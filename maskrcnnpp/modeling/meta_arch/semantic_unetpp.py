@@ -18,6 +18,7 @@ from detectron2.structures import BitMasks, ImageList, Instances
 from torch import nn
 
 from ...structures.interior_boundary import BACKGROUND, nuclei_from_interior_boundary
+from ..model_kind import SEMANTIC
 from ..unetpp.hybrid_loss import hybrid_loss, segmentation_probabilities
 from ..unetpp.nested_decoder import NestedDecoder
 from ..unetpp.sliding_window import sliding_window_predict
@@ -59,6 +60,9 @@ class SemanticUNetPlusPlus(nn.Module):
     ResNetEncoder) and for Detectron2's ResNet; any other encoder still runs whole (the
     decoder is pruned all the same), which a warning says once.
     """
+
+    # a semantic model (maskrcnnpp/modeling/model_kind.py): sem_seg inputs, own pixel scale
+    model_kind = SEMANTIC
 
     @configurable
     def __init__(
