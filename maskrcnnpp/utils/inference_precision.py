@@ -7,7 +7,7 @@ so that every consumer (the predictor, the evaluators, ``.numpy()``) reads float
 bfloat16 keeps float32's exponent range and 8 bits of mantissa: on CPUs with AVX512-BF16 or
 AMX, and on CUDA GPUs from Ampere on, the UNet++ forward pass runs about twice as fast; the
 class probabilities move by a few thousandths (docs/benchmark.md gives the measured speed and
-differences, tests/test_inference_precision.py the tolerance).
+differences, tests/engine/test_semantic_training.py the tolerance).
 """
 import contextlib
 
