@@ -1,5 +1,5 @@
 """
-Compare models over seeds: train each (model, seed) (:mod:`.comparison_runs`), gather the
+Compare models over seeds: train each (model, seed) (:mod:`.runs`), gather the
 runs' ``final_metrics.json`` and per-image nuclei statistics, add the classical floor, and
 write ``comparison.md``, ``comparison.json`` and ``comparison.png`` into the output root.
 
@@ -27,9 +27,16 @@ from detectron2.data import MetadataCatalog
 
 from ..evaluation.classical_baseline import CLASSICAL_BASELINE_NAME, evaluate_classical_baseline
 from ..evaluation.nuclei_metrics import summarize_nuclei_stats
+from ..evaluation.run_records import (
+    has_final_metrics,
+    per_image_path,
+    read_final_metrics,
+    read_per_image_stats,
+    read_run_record,
+)
 from ..utils.atomic_io import atomic_open
 from ..utils.output_folder import check_writable_folder
-from .runs import plan_runs, read_run_record, run_status, train_runs, train_seconds
+from .runs import plan_runs, run_status, train_runs, train_seconds
 
 __all__ = [
     "COMPARISON_METRICS",
@@ -126,26 +133,16 @@ def _images_of(dataset_name):
     return MetadataCatalog.get(dataset_name).get("instance_dataset_name", dataset_name)
 
 
-def _read_json(path, what):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError as e:
-        raise FileNotFoundError(f"{path}: cannot read the {what} ({e})") from e
-    except ValueError as e:
-        raise ValueError(f"{path}: the {what} is not valid JSON ({e})") from e
-
-
-def _read_per_image(path):
+def _paired_per_image(per_image, path):
     """
+    Args:
+        per_image (list[dict]): a run's per-image nuclei statistics, read from ``path``.
+
     Returns:
         (per_image, pooled_accuracy): {image_id: {paired metric: value}} and TP / (TP + FP + FN)
         at IoU 0.5 pooled over the images (:func:`summarize_nuclei_stats`'s
         ``accuracy_iou50_pooled``), None when an entry lacks the counts it needs.
     """
-    per_image = _read_json(path, "per-image nuclei statistics")
-    if not isinstance(per_image, list):
-        raise ValueError(f"{path}: expected a list of per-image dicts")
     out = OrderedDict()
     for index, stats in enumerate(per_image):
         missing = [k for k in ("image_id",) + tuple(k for k, _ in PAIRED_METRICS) if k not in stats]
@@ -169,21 +166,16 @@ def collect_run(output_dir):
         ``compare_run.json``), "datasets": {dataset evaluated: {"metrics": {task/key: value},
         "per_image": {image_id: {"dsb_score", "iou"}} or None}}.
     """
-    path = os.path.join(output_dir, "final_metrics.json")
-    final = _read_json(path, "final metrics")
-    results = final.get("results") if isinstance(final, dict) else None
-    if not isinstance(results, dict) or not results:
-        raise ValueError(f"{path}: expected {{'results': {{dataset: {{task: {{metric: value}}}}}}}}")
+    results = read_final_metrics(output_dir)["results"]
     datasets = OrderedDict()
     for dataset, result in results.items():
         metrics = {}
         for task, key, _, _ in COMPARISON_METRICS:
             value = result.get(task, {}).get(key) if isinstance(result, dict) else None
             metrics[_metric_name(task, key)] = None if value is None else float(value)
-        per_image_path = os.path.join(output_dir, "inference", dataset, "nuclei_per_image.json")
-        per_image = None
-        if os.path.isfile(per_image_path):
-            per_image, pooled = _read_per_image(per_image_path)
+        per_image = read_per_image_stats(output_dir, dataset)
+        if per_image is not None:
+            per_image, pooled = _paired_per_image(per_image, per_image_path(output_dir, dataset))
             if pooled is not None:
                 metrics[_metric_name("nuclei", "accuracy_iou50_pooled")] = float(pooled)
         datasets[dataset] = {"metrics": metrics, "per_image": per_image}
@@ -406,7 +398,7 @@ def _baseline_results(dataset_images, output_root):
     for images in dataset_images:
         # the layout of a train_net.py run folder, so that collect_run reads it
         folder = os.path.join(output_root, BASELINE_KEY, images)
-        if not os.path.isfile(os.path.join(folder, "final_metrics.json")):
+        if not has_final_metrics(folder):
             logger.info("scoring the classical baseline on %s", images)
             evaluate_classical_baseline(images, folder)
         collected = collect_run(folder)

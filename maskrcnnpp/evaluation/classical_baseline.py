@@ -17,7 +17,6 @@ The recipe (:func:`otsu_watershed_labels`), fixed so that every table shows the 
    (:func:`scipy.ndimage.watershed_ift` is not used: given the negated distance with the seeds,
    it lets one basin flood past another seed's whole disc.)
 """
-import json
 import logging
 import os
 
@@ -28,8 +27,8 @@ from scipy import ndimage
 
 from ..data.image_io import read_image_rgb
 from ..structures.label_image import label_image_to_instances
-from ..utils.atomic_io import atomic_open
 from .nuclei_evaluator import NucleiEvaluator
+from .run_records import write_final_metrics
 
 __all__ = [
     "CLASSICAL_BASELINE_NAME",
@@ -162,13 +161,7 @@ def evaluate_classical_baseline(dataset_name, output_dir=None):
         )
     results = dict(evaluator.evaluate())
     if output_dir:
-        with atomic_open(os.path.join(output_dir, "final_metrics.json"), "w") as f:
-            json.dump(
-                {"config_file": None, "method": CLASSICAL_BASELINE_NAME,
-                 "results": {instance_dataset: results}},
-                f,
-                indent=2,
-            )
+        write_final_metrics(output_dir, {instance_dataset: results}, method=CLASSICAL_BASELINE_NAME)
     logging.getLogger(__name__).info(
         "classical baseline on %s: %s", instance_dataset, results.get("nuclei")
     )

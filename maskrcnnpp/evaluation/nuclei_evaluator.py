@@ -28,6 +28,7 @@ from ..structures.label_image import (
 from ..utils.atomic_io import atomic_open
 from ..utils.visualization import draw_side_by_side
 from .nuclei_metrics import image_nuclei_stats, summarize_nuclei_stats
+from .run_records import PER_IMAGE_NAME
 
 __all__ = ["NucleiEvaluator"]
 
@@ -226,7 +227,7 @@ class NucleiEvaluator(DatasetEvaluator):
         )
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
-            with atomic_open(os.path.join(self._output_dir, "nuclei_per_image.json"), "w") as f:
+            with atomic_open(os.path.join(self._output_dir, PER_IMAGE_NAME), "w") as f:
                 json.dump(per_image_stats, f)
             if self._num_vis > 0:
                 worst.sort(key=lambda entry: (entry["dsb_score"], str(entry["image_id"])))

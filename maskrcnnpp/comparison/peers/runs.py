@@ -26,8 +26,8 @@ import tifffile
 from detectron2.data import DatasetCatalog
 
 from ...evaluation.nuclei_evaluator import NucleiEvaluator
+from ...evaluation.run_records import write_final_metrics
 from ...structures.label_image import label_image_to_instances
-from ...utils.atomic_io import atomic_open
 from .data import export_split
 
 __all__ = [
@@ -148,9 +148,7 @@ def score_predictions(dataset_name, predictions_dir, index, output_dir, *, metho
         evaluator.process([{"image_id": entry["image_id"]}],
                           [{"instances": label_image_to_instances(labels)}])
     results = dict(evaluator.evaluate())
-    with atomic_open(os.path.join(output_dir, "final_metrics.json"), "w") as f:
-        json.dump({"config_file": None, "method": method, "results": {dataset_name: results}},
-                  f, indent=2)
+    write_final_metrics(output_dir, {dataset_name: results}, method=method)
     return results
 
 
