@@ -9,8 +9,6 @@ import torch
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DSB2018 = REPO_ROOT.parent / "shared" / "datasets" / "dsb2018"
-# the project's own measurements (maskrcnnpp_bench/) sit beside the installed package
-sys.path.insert(0, str(REPO_ROOT))
 
 
 def pytest_configure(config):

@@ -1,10 +1,14 @@
-"""Every third-party module the installed package imports is declared in setup.py: in
-install_requires, or, for an import that sits in a function of an optional feature, in the
-extra whose name its error message gives."""
-import ast
+"""Every third-party module the installed package imports is declared in pyproject.toml: in
+the dependencies, or, for an import that sits in a function of an optional feature, in the
+extra whose name its error message gives. And the packaging itself: console scripts, package
+data, the Python version."""
+# tomllib is in the standard library from Python 3.11; ruff.toml's target-version (py310)
+# takes it for a third-party module
+import ast  # noqa: I001
 import pathlib
 import re
 import sys
+import tomllib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "maskrcnnpp"
@@ -21,37 +25,34 @@ DISTRIBUTION = {
 SUBPACKAGE_EXTRAS = {"napari": "napari"}
 
 
+def _project():
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]
+
+
+def _name(requirement):
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
+
+
 def declared():
-    """(install_requires, {extra: [distributions]}) read from setup.py without running it."""
-    tree = ast.parse((REPO / "setup.py").read_text())
-    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
-    # module-level constants of setup.py (lists of requirements named once, e.g. BIOIMAGEIO)
-    constants = {
-        target.id: ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name)
-    }
+    """(dependencies, {extra: [distributions]}) of pyproject.toml; an extra that takes another
+    extra of the package (``maskrcnnpp[bioimageio]``) gets that extra's distributions."""
+    project = _project()
+    extras = project["optional-dependencies"]
 
-    def value(node):
-        if isinstance(node, ast.Name):
-            return constants[node.id]
-        if isinstance(node, ast.List):
-            items = []
-            for element in node.elts:
-                items += value(element.value) if isinstance(element, ast.Starred) else [value(element)]
-            return items
-        if isinstance(node, ast.Dict):
-            return {value(k): value(v) for k, v in zip(node.keys, node.values)}
-        return ast.literal_eval(node)
+    def expand(requirements, seen=()):
+        names = set()
+        for requirement in requirements:
+            own = re.fullmatch(r"maskrcnnpp\[([\w,\s-]+)\]", requirement.replace(" ", ""))
+            if own:
+                for extra in own.group(1).split(","):
+                    assert extra in extras and extra not in seen, requirement
+                    names |= expand(extras[extra], (*seen, extra))
+            else:
+                names.add(_name(requirement))
+        return names
 
-    kwargs = {k.arg: value(k.value) for k in call.keywords if k.arg in ("install_requires", "extras_require")}
-
-    def names(requirements):
-        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
-
-    return names(kwargs["install_requires"]), {k: names(v) for k, v in kwargs["extras_require"].items()}
+    return expand(project["dependencies"]), {k: expand(v, (k,)) for k, v in extras.items()}
 
 
 def imports():
@@ -89,13 +90,58 @@ def test_every_import_of_the_package_is_declared():
             if distribution in required or (extra is not None and distribution in extras.get(extra, ())):
                 continue
             undeclared.append(f"{module} ({distribution}) in {path}")
-    assert not undeclared, "imports not declared in setup.py: " + "; ".join(undeclared)
+    assert not undeclared, "imports not declared in pyproject.toml: " + "; ".join(undeclared)
 
 
-def test_the_scan_sees_the_package_and_reads_setup_py():
+def test_the_scan_sees_the_package_and_reads_pyproject():
     required, extras = declared()
     assert {"torch", "detectron2", "scipy", "opencv-python-headless"} <= required
     assert "onnx" in extras["export"]
     found = imports()
     assert {"torch", "cv2", "scipy", "detectron2"} <= set(found)
     assert ("onnx" in found) and all(extra == "export" for _, extra in found["onnx"])
+    assert {"bioimageio.core", "pydantic"} <= extras["test"]  # through maskrcnnpp[bioimageio]
+
+
+def _pins(requirements):
+    return {_name(r): r for r in requirements if re.search(r"[<>=!~]", r)}
+
+
+def test_versions_are_pinned_once():
+    """torch / torchvision are pinned in pyproject.toml, which tools/setup_env.sh reads; the
+    bioimageio pins sit in their extra alone ("test" takes the extra)."""
+    project = _project()
+    pins = _pins(project["dependencies"])
+    assert pins["torch"].startswith("torch==") and pins["torchvision"].startswith("torchvision==")
+    setup_env = (REPO / "tools" / "setup_env.sh").read_text()
+    assert "pyproject.toml" in setup_env and "setup.py" not in setup_env
+    assert not re.search(r"torch(vision)?==\d", setup_env), "a torch pin in tools/setup_env.sh"
+    extras = project["optional-dependencies"]
+    pinned_in = {}
+    for group, requirements in [("dependencies", project["dependencies"]), *extras.items()]:
+        for name in _pins(requirements):
+            pinned_in.setdefault(name, []).append(group)
+    assert {name: groups for name, groups in pinned_in.items() if len(groups) > 1} == {}
+    assert "maskrcnnpp[bioimageio]" in extras["test"]
+
+
+def test_packaging_metadata():
+    """Python 3.11, the console scripts of the tools, the napari manifest, the package data."""
+    with open(REPO / "pyproject.toml", "rb") as f:
+        pyproject = tomllib.load(f)
+    project = pyproject["project"]
+    assert project["requires-python"] == ">=3.11"
+    scripts = project["scripts"]
+    assert set(scripts) == {f"maskrcnnpp-{n}" for n in ("train", "predict", "export", "evaluate", "compare")}
+    for target in scripts.values():
+        module, function = target.split(":")
+        path = REPO / (module.replace(".", "/") + ".py")
+        tree = ast.parse(path.read_text())
+        assert any(isinstance(n, ast.FunctionDef) and n.name == function for n in tree.body), target
+    assert project["entry-points"]["napari.manifest"] == {"maskrcnnpp": "maskrcnnpp.napari:napari.yaml"}
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
+    for package, patterns in package_data.items():
+        folder = REPO / package.replace(".", "/")
+        for pattern in patterns:
+            assert list(folder.glob(pattern)), f"{package}: no file matches {pattern}"
+    assert not (REPO / "setup.py").exists()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or refresh) the virtual environment .venv at the repository root with PyTorch,
 # torchvision, Detectron2 and maskrcnnpp (editable). Quick when .venv is already complete.
+# The versions of torch and torchvision are the ones pyproject.toml pins (read from there).
 #
 #   bash tools/setup_env.sh
 #   bash tools/setup_env.sh --peers   # instead: the peers' environment .venv-peers (below)
@@ -11,7 +12,8 @@
 # the default set-up and CI never make .venv-peers (docs/peers.md).
 #
 # Environment:
-#   PYTHON=python3.11        interpreter used to create .venv (default: python3.11, else python3)
+#   PYTHON=python3.11        interpreter used to create .venv (default: python3.11, else python3);
+#                            Python >= 3.11 (pyproject.toml's requires-python)
 #   DETECTRON2_SOURCE=SRC    build upstream Detectron2 with its compiled ops from SRC (a local
 #                            clone of facebookresearch/detectron2, or any pip-installable URL
 #                            of it) instead of the default pure-Python repackaged wheel.
@@ -45,7 +47,7 @@ fi
 VENV=.venv
 STAMP=$VENV/.maskrcnnpp-setup-complete
 # Changing any of these files invalidates the stamp and re-runs the installs.
-FINGERPRINT=$(cat tools/setup_env.sh tools/repackage_detectron2.py setup.py | sha256sum | cut -c1-16)
+FINGERPRINT=$(cat tools/setup_env.sh tools/repackage_detectron2.py pyproject.toml | sha256sum | cut -c1-16)
 FINGERPRINT="$FINGERPRINT ${DETECTRON2_SOURCE:-}"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$FINGERPRINT" ]; then
@@ -55,15 +57,28 @@ rm -f "$STAMP"
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $($PYTHON --version)"
-  "$PYTHON" -c 'import sys; sys.version_info[:2] == (3, 11) or print("[setup] warning: tested with Python 3.11; torch 2.14.1 wheels are cached for 3.11 only")'
+  "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || {
+    echo "setup_env.sh: maskrcnnpp needs Python >= 3.11 (pyproject.toml); set PYTHON=python3.11" >&2
+    exit 2
+  }
+  "$PYTHON" -c 'import sys; sys.version_info[:2] == (3, 11) or print("[setup] warning: tested with Python 3.11; the torch wheels are cached for 3.11 only")'
   "$PYTHON" -m venv "$VENV"
 fi
 PY=$VENV/bin/python
 PIP="$PY -m pip --disable-pip-version-check"
 
 $PIP install -q --upgrade pip wheel "setuptools<81"
-echo "[setup] installing torch 2.14.1 + torchvision 0.29.1 (about a minute from the local cache)"
-$PIP install -q torch==2.14.1 torchvision==0.29.1
+# torch and torchvision before Detectron2 (its build from DETECTRON2_SOURCE imports torch), at
+# the versions of pyproject.toml's dependencies, the one place they are pinned
+TORCH_PINS=$($PY -c '
+import re, tomllib
+with open("pyproject.toml", "rb") as f:
+    dependencies = tomllib.load(f)["project"]["dependencies"]
+pins = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower(): d for d in dependencies}
+print(pins["torch"], pins["torchvision"])
+')
+echo "[setup] installing $TORCH_PINS (about a minute from the local cache)"
+$PIP install -q $TORCH_PINS
 
 if [ -n "${DETECTRON2_SOURCE:-}" ]; then
   echo "[setup] building Detectron2 with compiled ops from $DETECTRON2_SOURCE"

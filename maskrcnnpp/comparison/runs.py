@@ -1,6 +1,7 @@
 """
 The training runs of a model comparison: one ``tools/train_net.py`` subprocess per
-(model, seed), each in its own folder ``<root>/<model>/seed<k>/``, resumable.
+(model, seed) (``python -m maskrcnnpp.cli.train_net``, the same tool, see :func:`train_command`),
+each in its own folder ``<root>/<model>/seed<k>/``, resumable.
 
 A run folder is
 
@@ -54,7 +55,8 @@ __all__ = [
     "plan_runs",
     "run_status",
     "train_runs",
-    "default_train_script",
+    "TRAIN_MODULE",
+    "train_command",
     "RUN_RECORD_NAME",
 ]
 
@@ -180,10 +182,23 @@ def run_status(output_dir):
     return "new"
 
 
-def default_train_script():
-    """``tools/train_net.py`` of this checkout."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                        "tools", "train_net.py")
+# the training tool (tools/train_net.py, maskrcnnpp-train) as a module of the installed package
+TRAIN_MODULE = "maskrcnnpp.cli.train_net"
+
+
+def train_command(train_script=None):
+    """The start of one training's command: ``python -m maskrcnnpp.cli.train_net``, the tool of
+    the package this process imports (also where the package is installed without the
+    checkout), or ``python TRAIN_SCRIPT``."""
+    return [sys.executable, train_script] if train_script else [sys.executable, "-m", TRAIN_MODULE]
+
+
+def _tool_name(command):
+    """``train_net.py`` of ``python -m maskrcnnpp.cli.train_net ...``, ``train_peer.py`` of
+    ``python .../train_peer.py ...``: the tool a failure message names."""
+    if command[1] == "-m":
+        return command[2].rsplit(".", 1)[-1] + ".py"
+    return os.path.basename(command[1])
 
 
 def read_run_record(output_dir):
@@ -275,7 +290,7 @@ def machine_description():
             "cpu_count": os.cpu_count()}
 
 
-def _train_one(run, *, train_script, threads, runner):
+def _train_one(run, *, train_start, threads, runner):
     """Train one run unless finished; returns None or an error message."""
     status = run_status(run.output_dir)
     kind = peer_kind(run.model.config_file)
@@ -295,7 +310,7 @@ def _train_one(run, *, train_script, threads, runner):
         command = peer_train_command(kind, run.opts, seed=run.seed, output_dir=run.output_dir,
                                      resume=status == "stopped")
     else:
-        command = [sys.executable, train_script, "--config-file", config_file]
+        command = [*train_start, "--config-file", config_file]
         command += ["--resume"] if status == "stopped" else []
         command += [*run.opts, "SEED", str(run.seed), "OUTPUT_DIR", run.output_dir]
     attempt = {"command": command, "resumed": status == "stopped", "started": time.time(),
@@ -310,7 +325,7 @@ def _train_one(run, *, train_script, threads, runner):
     attempt["wall_seconds"] = time.perf_counter() - start
     record["train_seconds"] = train_seconds(record, run.output_dir)
     _write_run_record(run.output_dir, record)
-    tool = os.path.basename(command[1])
+    tool = _tool_name(command)
     if returncode != 0:
         return (f"model '{run.model.name}' seed {run.seed}: {tool} exited with status "
                 f"{returncode}; see {os.path.join(run.output_dir, _LOG_NAME)}")
@@ -337,7 +352,8 @@ def train_runs(
         jobs: trainings at once.
         threads: OMP_NUM_THREADS / MKL_NUM_THREADS of each training; default the CPU count
             divided by ``jobs`` (at least 1).
-        train_script: default :func:`default_train_script`.
+        train_script: a training script to run instead of the package's tool
+            (:func:`train_command`).
         runner: ``runner(command, env, log_path) -> exit status``; default a subprocess whose
             output is appended to ``<run>/compare_log.txt``.
 
@@ -350,11 +366,10 @@ def train_runs(
         threads = max(1, (os.cpu_count() or 1) // jobs)
     if threads < 1:
         raise ValueError(f"--threads must be >= 1; got {threads}")
-    train_script = train_script or default_train_script()
-    if not os.path.isfile(train_script):
+    if train_script and not os.path.isfile(train_script):
         raise FileNotFoundError(f"the training script {train_script} does not exist")
     runner = runner or _run_subprocess
-    kwargs = dict(train_script=train_script, threads=threads, runner=runner)
+    kwargs = dict(train_start=train_command(train_script), threads=threads, runner=runner)
     if jobs == 1:
         errors = [_train_one(run, **kwargs) for run in runs]
     else:
