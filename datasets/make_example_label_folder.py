@@ -9,7 +9,7 @@ Usage::
 
     python datasets/make_example_label_folder.py --out /tmp/my_nuclei [--num-images 12] [--size 128]
 
-The writer is :func:`maskrcnnpp.data.label_folder.write_example_label_folder`.
+The writer is :func:`maskrcnnpp.data.synthetic_nuclei.write_example_label_folder`.
 """
 
 import argparse
@@ -20,7 +20,7 @@ from maskrcnnpp.utils.known_warnings import filter_known_warnings
 
 filter_known_warnings()  # before Detectron2's imports, which emit some of them
 
-from maskrcnnpp.data.label_folder import write_example_label_folder  # noqa: E402
+from maskrcnnpp.data.synthetic_nuclei import write_example_label_folder  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

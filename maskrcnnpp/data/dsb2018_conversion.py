@@ -34,35 +34,39 @@ whose split has no list any more is reported and left as it is.
 
 import contextlib
 import functools
-import glob
-import hashlib
 import json
 import os
 import sys
 import time
-from multiprocessing import Pool
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
-from ..structures.rle import mask_to_annotation_fields
 from ..utils.atomic_io import atomic_write_png, atomic_write_text
-from ..utils.cli import ignore_interrupts
-from ..utils.folder_lock import FolderInUseError, exclusive_folder
 from .dsb2018 import (
     KAGGLE_IMAGES_DIRNAME,
-    annotations_dir,
-    instances_json_path,
     kaggle_image_dir,
     kaggle_image_path,
-    prepared_split_names,
-    semantic_dir,
-    semantic_mask_path,
 )
 from .image_io import ImageReadError, read_image_rgb, read_mask
+from .prepared import (
+    DatasetFormatError,
+    Instance,
+    Problem,
+    coco_instances,
+    instances_json_path,
+    mask_to_instance,
+    parallel_map,
+    prepare_output_folder,
+    report_problem,
+    run_locked,
+    semantic_dir,
+    semantic_mask_path,
+    stable_order_key,
+    warn_unlisted_annotations,
+)
 
-CATEGORY = {"id": 1, "name": "nucleus", "supercategory": "nucleus"}
 # Default split when DIR has no <split>.txt: fraction of each modality per split.
 DEFAULT_SPLIT_FRACTIONS = (("train", 0.5), ("val", 0.2), ("test", 0.3))
 # Median gray level below which the background is dark (fluorescence). DSB2018 stage 1:
@@ -71,31 +75,6 @@ DARK_BACKGROUND_MAX = 90.0
 # Mean |channel - gray| above which a light image is colour (stained histology); exactly 0
 # for the grayscale brightfield images stored as RGB, >= 4.4 for histology.
 COLOUR_SPREAD_MIN = 2.0
-
-
-class DatasetFormatError(ValueError):
-    """A file of the input dataset at fault (raised under ``--strict`` and for bad lists)."""
-
-    def __init__(self, path: str, reason: str):
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.reason))
-
-
-class Problem(NamedTuple):
-    """One input file reported and left out."""
-
-    path: str
-    reason: str
-
-
-class Instance(NamedTuple):
-    rle: dict  # {"size": [H, W], "counts": str}
-    area: int
-    bbox: List[int]  # [x, y, w, h], COCO convention (w = x_max - x_min + 1)
 
 
 class ConvertedImage(NamedTuple):
@@ -190,12 +169,6 @@ def imaging_modality(image: np.ndarray) -> str:
     return "histology" if colour_spread >= COLOUR_SPREAD_MIN else "brightfield"
 
 
-def stable_order_key(image_id: str) -> str:
-    """Sort key of a deterministic shuffle. A hash, not a seeded RNG: the order of an id
-    never depends on the other ids or on the numpy / Python version."""
-    return hashlib.sha256(image_id.encode("utf-8")).hexdigest()
-
-
 def stratified_split(modality_by_id: Dict[str, str]) -> Dict[str, List[str]]:
     """Deterministic split, stratified by modality, with ``DEFAULT_SPLIT_FRACTIONS``.
 
@@ -229,11 +202,6 @@ def _modality_of(args: Tuple[str, str]) -> Tuple[str, Optional[str], Optional[Pr
         return image_id, imaging_modality(read_image_rgb(path)), None
     except ImageReadError as e:
         return image_id, None, Problem(e.path, e.reason)
-
-
-def mask_to_instance(mask: np.ndarray) -> Instance:
-    """(H, W) bool, not empty -> compressed RLE, pixel area, tight XYWH box."""
-    return Instance(*mask_to_annotation_fields(mask))
 
 
 def convert_image(job: ConvertJob) -> ConvertedImage:
@@ -300,136 +268,6 @@ def convert_image(job: ConvertJob) -> ConvertedImage:
 # driver
 
 
-def json_file_name(image_file: str, out: str) -> str:
-    """The ``file_name`` of an image in the JSON: relative to ``out`` when the image lies
-    inside it, absolute otherwise."""
-    image_file = os.path.abspath(image_file)
-    try:
-        relative = os.path.relpath(image_file, os.path.abspath(out))
-    except ValueError:  # different drives (Windows)
-        return image_file
-    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
-        return image_file
-    return relative.replace(os.sep, "/")
-
-
-def coco_instances(
-    image_ids: Sequence[str],
-    converted: Dict[str, ConvertedImage],
-    image_path: Callable[[str], str],
-    out: str,
-    description: str,
-) -> dict:
-    """COCO instances dict of one split (images that could not be read are left out).
-
-    Args:
-        image_ids: the split's images, in order (COCO ids 1, 2, ...).
-        converted: image id -> its conversion (anything with ``height``, 0 for an image left
-            out, ``width`` and ``instances``).
-        image_path: image id -> the image file.
-        out: the output folder (image file names are relative to it when inside it).
-        description: the JSON's ``info.description``.
-    """
-    images, annotations = [], []
-    for image_id in image_ids:
-        result = converted[image_id]
-        if result.height == 0:
-            continue
-        coco_image_id = len(images) + 1
-        images.append(
-            {
-                "id": coco_image_id,
-                "file_name": json_file_name(image_path(image_id), out),
-                "height": result.height,
-                "width": result.width,
-            }
-        )
-        for instance in result.instances:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": coco_image_id,
-                    "category_id": CATEGORY["id"],
-                    "segmentation": instance.rle,
-                    "area": instance.area,
-                    "bbox": instance.bbox,
-                    "iscrowd": 0,
-                }
-            )
-    return {
-        "info": {"description": description},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [CATEGORY],
-    }
-
-
-def _report(problem: Problem, strict: bool) -> None:
-    if strict:
-        raise DatasetFormatError(problem.path, problem.reason)
-    tqdm.write(f"warning: left out {problem.path}: {problem.reason}", file=sys.stderr)
-
-
-def parallel_map(function, jobs, workers: int, description: str):
-    """Yield ``function(job)`` in job order with a progress bar, over ``workers`` processes."""
-    progress = dict(total=len(jobs), desc=description, unit="img", file=sys.stderr)
-    if workers <= 1:
-        yield from tqdm(map(function, jobs), **progress)
-        return
-    with Pool(workers, initializer=ignore_interrupts) as pool:  # Ctrl-C: the main process says so
-        yield from tqdm(pool.imap(function, jobs, chunksize=4), **progress)
-
-
-def _remove_stale_temporaries(out: str) -> None:
-    """Remove the temporary files (``.<name>.<random>.tmp``, see ``atomic_open``) that a
-    killed run left in the folders this tool writes; only one conversion writes into ``out``
-    at a time."""
-    folders = [out, annotations_dir(out)]
-    folders += glob.glob(os.path.join(glob.escape(semantic_dir(out, "")), "*"))
-    stale = [p for folder in folders for p in glob.glob(os.path.join(glob.escape(folder), ".*.tmp"))]
-    for path in stale:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-    if stale:
-        tqdm.write(
-            f"note: removed {len(stale)} temporary file(s) left by an interrupted run "
-            f"(e.g. {stale[0]})",
-            file=sys.stderr,
-        )
-
-
-def warn_unlisted_annotations(out: str, splits, gone: Callable[[str], str]) -> None:
-    """Warn about each ``instances_<split>.json`` under ``out`` of a split not in ``splits``:
-    it stays registered with the content of an earlier conversion. ``gone(split)`` says why
-    the split is not listed any more."""
-    for split in prepared_split_names(out):
-        path = instances_json_path(out, split)
-        if split not in splits:
-            tqdm.write(
-                f"warning: {path} is of split '{split}', which is no longer listed "
-                f"({gone(split)}): left as it was, and still registered; delete it if the "
-                "split is retired",
-                file=sys.stderr,
-            )
-
-
-def prepare_output_folder(out: str) -> None:
-    """Create ``out`` if needed, refuse it when read-only (also by its permission bits alone:
-    root ignores them otherwise) and remove the temporary files a killed run left in it.
-
-    Raises:
-        DatasetFormatError: ``out`` cannot be created or is read-only.
-    """
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise DatasetFormatError(out, f"cannot create the output folder ({e.strerror})") from e
-    if not os.access(out, os.W_OK) or not os.stat(out).st_mode & 0o222:
-        raise DatasetFormatError(out, "output folder is read-only; pass --out to write elsewhere")
-    _remove_stale_temporaries(out)
-
-
 def prepare_dsb2018(
     root: str, out: Optional[str] = None, *, strict: bool = False, workers: int = 2
 ):
@@ -457,7 +295,7 @@ def prepare_dsb2018(
         modality_by_id = {}
         for image_id, modality, problem in parallel_map(_modality_of, jobs, workers, "modality"):
             if problem is not None:
-                _report(problem, strict)
+                report_problem(problem, strict)
             else:
                 modality_by_id[image_id] = modality
         splits = stratified_split(modality_by_id)
@@ -493,7 +331,7 @@ def prepare_dsb2018(
     converted: Dict[str, ConvertedImage] = {}
     for result in parallel_map(convert_image, jobs, workers, "convert"):
         for problem in result.problems:
-            _report(problem, strict)
+            report_problem(problem, strict)
         converted[result.image_id] = result
     for split in splits:  # also a split without images (after --strict's checks)
         os.makedirs(semantic_dir(out, split), exist_ok=True)
@@ -529,16 +367,11 @@ def prepare_and_report(
         is writing into the output folder (said on stderr).
     """
     start = time.perf_counter()
-    try:
-        # one conversion per output folder at a time
-        with exclusive_folder(root if out is None else out, "--out"):
-            summary = prepare_dsb2018(root, out, strict=strict, workers=workers)
-    except FolderInUseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except DatasetFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    status, summary = run_locked(
+        root if out is None else out, lambda: prepare_dsb2018(root, out, strict=strict, workers=workers)
+    )
+    if status:
+        return status
     for split, counts in summary.items():
         print(
             f"{split}: {counts['images']} images, {counts['instances']} instances -> {counts['json_file']}"

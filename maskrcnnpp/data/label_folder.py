@@ -65,7 +65,6 @@ import time
 from collections import defaultdict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import tifffile
@@ -75,32 +74,28 @@ from tqdm import tqdm
 
 from ..structures.rle import label_image_to_rles
 from ..utils.atomic_io import atomic_write_bytes, atomic_write_png, atomic_write_text
-from ..utils.folder_lock import FolderInUseError, exclusive_folder
-from .dsb2018 import (
-    instances_json_path,
-    register_prepared_splits,
-    semantic_mask_path,
-    split_names_to_register,
-)
-from .dsb2018_conversion import (
+from .image_io import Channel, ImageReadError, parse_channel, read_image_rgb, read_image_unchanged
+from .prepared import (
     DatasetFormatError,
     Instance,
     Problem,
     coco_instances,
+    instances_json_path,
     parallel_map,
     prepare_output_folder,
+    register_prepared_splits,
+    run_locked,
+    semantic_mask_path,
+    split_names_to_register,
     stable_order_key,
     warn_unlisted_annotations,
 )
-from .image_io import Channel, ImageReadError, parse_channel, read_image_rgb, read_image_unchanged
-from .synthetic_nuclei import generate_synthetic_nuclei_image
 
 __all__ = [
     "prepare_label_folder",
     "prepare_and_report",
     "register_label_folder",
     "register_label_folders_of_config",
-    "write_example_label_folder",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -562,15 +557,9 @@ def prepare_and_report(images_dir: str, labels_dir: Optional[str], out: str, **o
         is writing into ``out`` (said on stderr).
     """
     start = time.perf_counter()
-    try:
-        with exclusive_folder(out, "--out"):  # one conversion per output folder at a time
-            summary = prepare_label_folder(images_dir, labels_dir, out, **options)
-    except FolderInUseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except DatasetFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    status, summary = run_locked(out, lambda: prepare_label_folder(images_dir, labels_dir, out, **options))
+    if status:
+        return status
     for split, counts in summary["splits"].items():
         print(f"{split}: {counts['images']} images, {counts['instances']} instances -> {counts['json_file']}")
     if not any(counts["instances"] for counts in summary["splits"].values()):
@@ -674,16 +663,3 @@ def register_label_folders_of_config(cfg) -> List[str]:
 # an example folder
 
 
-def write_example_label_folder(out: str, *, num_images: int = 12, size: int = 128, seed: int = 0) -> None:
-    """Write synthetic nuclei as a folder to try the conversion on (the StarDist layout):
-    ``out/images/nuclei_<k>.png`` (8-bit RGB) and ``out/masks/nuclei_<k>.tif`` (uint16 label
-    image, 0 background, 1..N the nuclei), image k drawn from seed ``seed + k``."""
-    for folder in ("images", "masks"):
-        os.makedirs(os.path.join(out, folder), exist_ok=True)
-    for k in range(num_images):
-        image, masks = generate_synthetic_nuclei_image(seed + k, image_size=size)
-        # the masks are disjoint: nucleus i gets id i + 1
-        ids = np.arange(1, len(masks) + 1, dtype=np.uint16)[:, None, None]
-        labels = (masks * ids).sum(axis=0, dtype=np.uint16)
-        cv2.imwrite(os.path.join(out, "images", f"nuclei_{k}.png"), image[:, :, ::-1])
-        tifffile.imwrite(os.path.join(out, "masks", f"nuclei_{k}.tif"), labels)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets import load_coco_json
@@ -43,6 +44,7 @@ __all__ = [
     "write_synthetic_nuclei_dataset",
     "ensure_synthetic_nuclei",
     "register_synthetic_nuclei",
+    "write_example_label_folder",
 ]
 
 # Registered splits: number of images and the seed of image 0 (image k uses seed_base + k).
@@ -539,3 +541,18 @@ def register_synthetic_nuclei():
 
 
 register_synthetic_nuclei()
+
+
+def write_example_label_folder(out: str, *, num_images: int = 12, size: int = 128, seed: int = 0) -> None:
+    """Write synthetic nuclei as a folder to try the conversion on (the StarDist layout):
+    ``out/images/nuclei_<k>.png`` (8-bit RGB) and ``out/masks/nuclei_<k>.tif`` (uint16 label
+    image, 0 background, 1..N the nuclei), image k drawn from seed ``seed + k``."""
+    for folder in ("images", "masks"):
+        os.makedirs(os.path.join(out, folder), exist_ok=True)
+    for k in range(num_images):
+        image, masks = generate_synthetic_nuclei_image(seed + k, image_size=size)
+        # the masks are disjoint: nucleus i gets id i + 1
+        ids = np.arange(1, len(masks) + 1, dtype=np.uint16)[:, None, None]
+        labels = (masks * ids).sum(axis=0, dtype=np.uint16)
+        cv2.imwrite(os.path.join(out, "images", f"nuclei_{k}.png"), image[:, :, ::-1])
+        tifffile.imwrite(os.path.join(out, "masks", f"nuclei_{k}.tif"), labels)

@@ -14,8 +14,9 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from maskrcnnpp.config import setup_cfg
-from maskrcnnpp.data import dsb2018_conversion, label_folder, register_label_folder
+from maskrcnnpp.data import dsb2018_conversion, label_folder, prepared, register_label_folder
 from maskrcnnpp.data.dsb2018 import kaggle_image_path
+from maskrcnnpp.data.synthetic_nuclei import write_example_label_folder
 from maskrcnnpp.engine import NucleiTrainer, training_curves
 
 SIZE = (20, 30)  # (H, W) of the hand-made images
@@ -203,7 +204,7 @@ def test_strict_accepts_a_clean_folder_and_split_regions(tmp_path):
     two_parts = np.zeros(SIZE, np.uint8)
     two_parts[0:2, 0:2] = two_parts[5:7, 5:7] = 1
     _image(images, "e.png"), _labels(masks, "e.png", two_parts)
-    with pytest.raises(dsb2018_conversion.DatasetFormatError, match="1 problem"):
+    with pytest.raises(prepared.DatasetFormatError, match="1 problem"):
         label_folder.prepare_label_folder(str(images), str(masks), str(tmp_path / "o1"), strict=True, workers=1)
     summary = label_folder.prepare_label_folder(
         str(images), str(masks), str(tmp_path / "o2"), strict=True, split_disconnected=True, workers=1
@@ -249,7 +250,7 @@ def test_split_file_and_val_fraction(tmp_path, capsys):
     assert json.loads((out / "splits.json").read_text()) == json.loads(split_file.read_text())
     # unknown stems are an error before anything is written
     split_file.write_text(json.dumps({"train": ["a", "typo"]}))
-    with pytest.raises(dsb2018_conversion.DatasetFormatError, match="names 'typo', which is no image stem"):
+    with pytest.raises(prepared.DatasetFormatError, match="names 'typo', which is no image stem"):
         label_folder.prepare_label_folder(str(images), str(masks), str(tmp_path / "o2"), split_file=str(split_file))
     assert not (tmp_path / "o2").exists()
     # the default split: deterministic, at least one image in val
@@ -381,7 +382,7 @@ def test_two_iterations_on_a_registered_label_folder(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: a second thread only waits (10x slower on a busy CPU)
     example = tmp_path / "example"
-    label_folder.write_example_label_folder(str(example), num_images=4, size=96)
+    write_example_label_folder(str(example), num_images=4, size=96)
     out = tmp_path / "prepared"
     label_folder.prepare_label_folder(str(example / "images"), str(example / "masks"), str(out), workers=1)
     name = f"lf_train_{tmp_path.name}"

@@ -19,8 +19,10 @@ import torch
 from detectron2.modeling import build_model
 
 from maskrcnnpp.config import setup_cfg
-from maskrcnnpp.data.label_folder import write_example_label_folder
-from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
+from maskrcnnpp.data.synthetic_nuclei import (
+    generate_synthetic_nuclei_image,
+    write_example_label_folder,
+)
 from maskrcnnpp.utils.folder_lock import FolderInUseError, exclusive_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from maskrcnnpp.data.label_folder import prepare_label_folder, write_example_label_folder
+from maskrcnnpp.data.label_folder import prepare_label_folder
+from maskrcnnpp.data.synthetic_nuclei import write_example_label_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 QUICK = str(REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml")
