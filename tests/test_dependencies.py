@@ -2,9 +2,7 @@
 the dependencies, or, for an import that sits in a function of an optional feature, in the
 extra whose name its error message gives. And the packaging itself: console scripts, package
 data, the Python version."""
-# tomllib is in the standard library from Python 3.11; ruff.toml's target-version (py310)
-# takes it for a third-party module
-import ast  # noqa: I001
+import ast
 import pathlib
 import re
 import sys

@@ -13,7 +13,6 @@ and inference/<dataset>/ (COCO results, worst-image pictures when TEST.NUCLEI.NU
 # the known-warning filters go in before Detectron2's imports (E402: imports after code)
 # ruff: noqa: E402
 import glob
-import json
 import logging
 import os
 import sys
@@ -33,7 +32,11 @@ from maskrcnnpp.config import check_datasets_registered, setup_cfg
 from maskrcnnpp.config.checks import check_datasets_ready
 from maskrcnnpp.engine import NucleiTrainer as Trainer
 from maskrcnnpp.evaluation import format_results_table
-from maskrcnnpp.utils.atomic_io import atomic_open
+from maskrcnnpp.evaluation.run_records import (
+    final_metrics_path,
+    read_final_metrics,
+    write_final_metrics,
+)
 from maskrcnnpp.utils.cli import exit_on_errors, exit_on_interrupt
 from maskrcnnpp.utils.cpu_memory import keep_freed_memory
 from maskrcnnpp.utils.output_folder import check_writable_folder
@@ -70,20 +73,18 @@ def _report(cfg, results, args):
     label = _row_label(args.config_file, cfg.OUTPUT_DIR)
     # DefaultTrainer.test() returns {dataset: results}, flattened when there is one dataset
     per_dataset = results if set(results) <= set(cfg.DATASETS.TEST) else {cfg.DATASETS.TEST[0]: results}
-    with atomic_open(os.path.join(cfg.OUTPUT_DIR, "final_metrics.json"), "w") as f:
-        json.dump({"config_file": args.config_file, "results": per_dataset}, f, indent=2)
-    siblings = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(cfg.OUTPUT_DIR)), "*", "final_metrics.json")))
+    write_final_metrics(cfg.OUTPUT_DIR, per_dataset, config_file=args.config_file)
+    siblings = sorted(glob.glob(final_metrics_path(os.path.join(os.path.dirname(os.path.abspath(cfg.OUTPUT_DIR)), "*"))))
     for dataset_name, res in per_dataset.items():
         rows = {label: res}
         for path in siblings:
             if os.path.samefile(os.path.dirname(path), cfg.OUTPUT_DIR):
                 continue
             try:
-                with open(path) as f:
-                    other = json.load(f)
+                other = read_final_metrics(os.path.dirname(path))
                 other_results = other["results"].get(dataset_name)
-                other_label = _row_label(other["config_file"], os.path.dirname(path))
-            except (OSError, ValueError, KeyError, AttributeError) as e:
+                other_label = _row_label(other["config_file"] or other.get("method"), os.path.dirname(path))
+            except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
                 logging.getLogger("maskrcnnpp").warning("skipping %s: unreadable (%s)", path, e)
                 continue
             if other_results is not None:

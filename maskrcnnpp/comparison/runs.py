@@ -33,9 +33,7 @@ subprocess: start-up, training and the final evaluation.
 """
 import concurrent.futures
 import glob
-import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -44,7 +42,14 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..config.setup import setup_cfg
-from ..utils.atomic_io import atomic_open
+from ..evaluation.run_records import (
+    RUN_RECORD_NAME,
+    final_metrics_path,
+    has_final_metrics,
+    machine_description,
+    read_run_record,
+    write_run_record,
+)
 from ..utils.cli import error_message
 from .peers.runs import check_peer_opts, peer_kind, peer_train_command
 
@@ -57,10 +62,8 @@ __all__ = [
     "train_runs",
     "TRAIN_MODULE",
     "train_command",
-    "RUN_RECORD_NAME",
 ]
 
-RUN_RECORD_NAME = "compare_run.json"
 _LOG_NAME = "compare_log.txt"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 # set by the comparison itself, so a model's overrides may not set them
@@ -175,7 +178,7 @@ def plan_runs(models: Sequence[ModelSpec], seeds: Sequence[int], output_root, co
 
 def run_status(output_dir):
     """``"finished"``, ``"stopped"`` or ``"new"`` (module docstring)."""
-    if os.path.isfile(os.path.join(output_dir, "final_metrics.json")):
+    if has_final_metrics(output_dir):
         return "finished"
     if os.path.isfile(os.path.join(output_dir, "last_checkpoint")):
         return "stopped"
@@ -201,24 +204,6 @@ def _tool_name(command):
     return os.path.basename(command[1])
 
 
-def read_run_record(output_dir):
-    """The run's ``compare_run.json`` as a dict, or None when absent."""
-    path = os.path.join(output_dir, RUN_RECORD_NAME)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            record = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); delete it to start the run's record again") from e
-    if not isinstance(record, dict) or not isinstance(record.get("attempts"), list):
-        raise ValueError(f"{path}: expected an object with a list 'attempts'")
-    return record
-
-
-def _write_run_record(output_dir, record):
-    with atomic_open(os.path.join(output_dir, RUN_RECORD_NAME), "w") as f:
-        json.dump(record, f, indent=2)
 
 
 def _attempt_seconds(attempt, output_dir):
@@ -277,18 +262,6 @@ def _run_subprocess(command, env, log_path):
         return subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
-def machine_description():
-    """What a run was trained on, for its ``compare_run.json``."""
-    processor = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            processor = next((line.split(":", 1)[1].strip() for line in f
-                              if line.startswith("model name")), processor)
-    except OSError:
-        pass
-    return {"node": platform.node(), "platform": platform.platform(), "processor": processor,
-            "cpu_count": os.cpu_count()}
-
 
 def _train_one(run, *, train_start, threads, runner):
     """Train one run unless finished; returns None or an error message."""
@@ -317,21 +290,21 @@ def _train_one(run, *, train_start, threads, runner):
                "wall_seconds": None, "threads": threads, "machine": machine_description()}
     record["attempts"].append(attempt)
     record["train_seconds"] = train_seconds(record, run.output_dir)
-    _write_run_record(run.output_dir, record)
+    write_run_record(run.output_dir, record)
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
     returncode = runner(command, env, os.path.join(run.output_dir, _LOG_NAME))
     attempt["wall_seconds"] = time.perf_counter() - start
     record["train_seconds"] = train_seconds(record, run.output_dir)
-    _write_run_record(run.output_dir, record)
+    write_run_record(run.output_dir, record)
     tool = _tool_name(command)
     if returncode != 0:
         return (f"model '{run.model.name}' seed {run.seed}: {tool} exited with status "
                 f"{returncode}; see {os.path.join(run.output_dir, _LOG_NAME)}")
     if run_status(run.output_dir) != "finished":
         return (f"model '{run.model.name}' seed {run.seed}: {tool} wrote no "
-                f"{os.path.join(run.output_dir, 'final_metrics.json')} (is DATASETS.TEST empty?); "
+                f"{final_metrics_path(run.output_dir)} (is DATASETS.TEST empty?); "
                 f"see {os.path.join(run.output_dir, _LOG_NAME)}")
     return None
 

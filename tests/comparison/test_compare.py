@@ -144,7 +144,7 @@ def _fake_runner(dataset, calls, metrics_of, per_image_dataset=None):
         (inference / "nuclei_per_image.json").write_text(json.dumps(per_image))
         (output_dir / "last_checkpoint").write_text("model_final.pth")
         (output_dir / "final_metrics.json").write_text(
-            json.dumps({"config_file": command[3], "results": {dataset: results}}))
+            json.dumps({"config_file": command[command.index("--config-file") + 1], "results": {dataset: results}}))
         return 0
     return runner
 

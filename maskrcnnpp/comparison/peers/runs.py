@@ -47,7 +47,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the checkout: the peers run from its tools/ and .venv-peers (they are not part of the installed package)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 # the peer each kind names, as the tables and final_metrics.json call it
 PEER_KINDS = {"stardist": "StarDist 2D", "cellpose": "Cellpose 3"}
 PEERS_ENV_NAME = ".venv-peers"
