@@ -4,7 +4,8 @@ written atomically.
 
 Layout of ``output_dir``::
 
-    labels/<name>.png         16-bit label image: 0 background, 1..N the nuclei
+    labels/<name>.png         16-bit label image: 0 background, 1..N the nuclei (an image
+                              with more than 65535 nuclei: labels/<name>.tif, 32-bit)
     overlays/<name>.png       the image with each nucleus outlined in its own colour
     measurements/<name>.csv   one row per nucleus (MEASUREMENT_COLUMNS, floats to 4 decimals)
     coco_instances_results.json   COCO results (RLE masks) of every image
@@ -37,9 +38,11 @@ import csv
 import fnmatch
 import json
 import os
+import sys
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
 from ..utils.atomic_io import atomic_open, atomic_write_png
 from ..utils.output_folder import OutputFolderError, check_writable_folder
@@ -86,6 +89,9 @@ _RUN_FILE_PATTERNS = {
     "": [*COCO_FILES, *(f".{name}.*.tmp" for name in COCO_FILES), PROGRESS_FILE],
     **{folder: [f"*{ext}", f".*{ext}.*.tmp"] for folder, ext in _IMAGE_FILES.items()},
 }
+# an image with more nuclei than a 16-bit PNG holds gets labels/<name>.tif (32-bit) instead
+LABELS_32_BIT_EXTENSION = ".tif"
+_RUN_FILE_PATTERNS["labels"] += [f"*{LABELS_32_BIT_EXTENSION}", f".*{LABELS_32_BIT_EXTENSION}.*.tmp"]
 
 
 def _is_run_file(relative: str) -> bool:
@@ -207,12 +213,18 @@ class PredictionWriter:
             (dict, list[dict]): its ``coco_images.json`` entry and its COCO results.
         """
         labels, scores = prediction.labels, prediction.scores
-        if labels.max(initial=0) > MAX_LABELS_16_BIT:
-            raise ValueError(
-                f"{labels.max()} nuclei do not fit a 16-bit label image (at most {MAX_LABELS_16_BIT})"
-            )
         measurements = measure_nuclei(labels, scores, image)
-        atomic_write_png(self.path("labels", name), labels.astype(np.uint16))
+        if labels.max(initial=0) > MAX_LABELS_16_BIT:
+            # a 16-bit PNG cannot number them: the label image as a 32-bit TIFF instead
+            path = self.labels_path(name, labels)
+            write_label_tiff(path, labels)
+            tqdm.write(
+                f"note: {file_name}: {labels.max()} nuclei do not fit a 16-bit PNG (at most "
+                f"{MAX_LABELS_16_BIT}): its label image is {path}, a 32-bit TIFF",
+                file=sys.stderr,
+            )
+        else:
+            atomic_write_png(self.path("labels", name), labels.astype(np.uint16))
         atomic_write_png(self.path("overlays", name), draw_labels(image, labels, fill_alpha=0.0))
         rows = [
             {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
@@ -247,10 +259,18 @@ class PredictionWriter:
             else:
                 write_imagej_rois(path, labels, outlines=outlines)
 
+    def labels_path(self, name: str, labels: np.ndarray) -> str:
+        """``labels/<name>.png`` (16-bit), or ``labels/<name>.tif`` (32-bit) for an image with
+        more than 65535 nuclei."""
+        if labels.max(initial=0) > MAX_LABELS_16_BIT:
+            return os.path.join(self.output_dir, "labels", name + LABELS_32_BIT_EXTENSION)
+        return self.path("labels", name)
+
     def image_files(self, name: str) -> List[str]:
-        """The paths of every file this run writes for image ``name``."""
+        """The paths of every file this run may write for image ``name``."""
         kinds = ["labels", "overlays", "measurements"]
-        return [self.path(kind, name) for kind in kinds + [EXTRA_OUTPUTS[o][0] for o in self.extra_outputs]]
+        files = [self.path(kind, name) for kind in kinds + [EXTRA_OUTPUTS[o][0] for o in self.extra_outputs]]
+        return files + [os.path.join(self.output_dir, "labels", name + LABELS_32_BIT_EXTENSION)]
 
     def _remove_files(self, name: str) -> None:
         for path in self.image_files(name):

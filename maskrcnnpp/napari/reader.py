@@ -142,16 +142,18 @@ def read_prediction_outputs(path) -> List[LayerData]:
     output_dir, only = target
     if only is None:
         names = sorted(
-            entry[: -len(".png")]
+            os.path.splitext(entry)[0]
             for entry in os.listdir(os.path.join(output_dir, "labels"))
-            if entry.endswith(".png") and not entry.startswith(".")
+            if entry.endswith((".png", ".tif")) and not entry.startswith(".")
         )
     else:
         names = [only]
     input_files = _image_files_by_name(output_dir)
     layers = []
     for name in names:
-        labels = read_label_image(os.path.join(output_dir, "labels", name + ".png"))
+        # labels/<name>.png, or .tif (32-bit) for an image with more than 65535 nuclei
+        png = os.path.join(output_dir, "labels", name + ".png")
+        labels = read_label_image(png if os.path.isfile(png) else os.path.join(output_dir, "labels", name + ".tif"))
         features = _read_features(
             os.path.join(output_dir, "measurements", name + ".csv"), int(labels.max(initial=0))
         )

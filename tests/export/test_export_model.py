@@ -55,10 +55,7 @@ NARROW_UNETPP = ["MODEL.VGG.STAGE_CHANNELS", "[8, 16, 32, 64, 128]"]
 
 
 def _unetpp_config():
-    for path in ("configs/quick/unetpp_vgg.yaml", "configs/DSB2018/unetpp_vgg.yaml"):
-        if os.path.isfile(os.path.join(REPO, path)):
-            return os.path.join(REPO, path)
-    pytest.skip("no semantic UNet++ config (configs/quick/unetpp_vgg.yaml) yet")
+    return os.path.join(REPO, "configs", "quick", "unetpp_vgg.yaml")
 
 
 def _model_and_samples(config_file, opts, sizes):

@@ -271,3 +271,29 @@ def test_failed_extra_output_leaves_no_partial_file(tmp_path, monkeypatch):
         writer.write_image(1, "a", "a.png", np.zeros(labels.shape + (3,), np.uint8), prediction_of(labels))
     assert os.listdir(tmp_path / "rois") == []
     assert writer.images == []  # not listed in the COCO files
+
+
+def test_writer_keeps_more_nuclei_than_a_16_bit_png_holds(tmp_path, capsys):
+    """An image with more than 65535 nuclei: its label image is a 32-bit TIFF (the PNG cannot
+    number them), every nucleus kept, said on stderr; the napari reader opens it."""
+    from maskrcnnpp.napari.reader import read_prediction_outputs
+
+    labels = np.zeros((540, 540), np.int32)
+    labels[::2, ::2] = np.arange(1, 270 * 270 + 1, dtype=np.int32).reshape(270, 270)  # 72,900
+    out = tmp_path / "out"
+    prepare_output_dir(str(out), overwrite=False)
+    writer = PredictionWriter(str(out))
+    image = np.zeros(labels.shape + (3,), np.uint8)
+    assert writer.write_image(1, "dense", "in/dense.png", image, prediction_of(labels)) == 72_900
+    writer.close()
+    assert not (out / "labels" / "dense.png").exists()
+    stored = tifffile.imread(str(out / "labels" / "dense.tif"))
+    assert stored.dtype == np.uint32
+    np.testing.assert_array_equal(stored, labels)
+    assert "72900 nuclei do not fit a 16-bit PNG" in capsys.readouterr().err
+    layers = read_prediction_outputs(str(out))
+    nuclei = [data for data, _, kind in layers if kind == "labels"]
+    assert len(nuclei) == 1 and int(nuclei[0].max()) == 72_900
+    # --overwrite removes it too
+    prepare_output_dir(str(out), overwrite=True)
+    assert not (out / "labels" / "dense.tif").exists()

@@ -540,7 +540,6 @@ def test_predict_tool_errors_name_the_fault(tmp_path, run_script):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.skipif(not os.path.exists(UNETPP_CONFIG), reason="configs/quick/unetpp_vgg.yaml not written yet")
 def test_predict_tool_with_semantic_unetpp(tmp_path, run_script):
     """The real semantic UNet++ (random weights) through tiles: on a noisy image its argmax
     holds many components, which must come out consistent."""
