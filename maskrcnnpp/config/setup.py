@@ -41,6 +41,28 @@ def _ints_as_floats(cfg, opts):
     return opts
 
 
+def _floats_for_float_keys(defaults, loaded):
+    """``loaded`` (a YAML mapping) with every integer given to a float key of ``defaults``
+    (``SCALE_FACTOR_TEST: 2``) made that float, in place, which yacs would refuse as a type
+    mismatch."""
+    for key, value in loaded.items():
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if isinstance(value, dict):
+            _floats_for_float_keys(default, value)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            loaded[key] = float(value)
+    return loaded
+
+
+def _merge_config_file(cfg, config_file):
+    """``cfg.merge_from_file(config_file)``, with integers accepted for float keys."""
+    loaded = cfg.load_yaml_with_base(config_file, allow_unsafe=True)
+    if not isinstance(loaded, dict) or loaded.get("VERSION", cfg.VERSION) != cfg.VERSION:
+        cfg.merge_from_file(config_file)  # not a mapping (reported below), or an old version
+        return
+    cfg.merge_from_other_cfg(type(cfg)(_floats_for_float_keys(cfg, loaded)))
+
+
 def setup_cfg(config_file, opts=(), *, freeze=True):
     """
     Args:
@@ -67,7 +89,7 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
                 f"config file not found: {config_file}" + (" (a folder)" if os.path.isdir(config_file) else "")
             )
         try:
-            cfg.merge_from_file(config_file)
+            _merge_config_file(cfg, config_file)
         except (KeyError, ValueError) as e:  # unknown key / type mismatch
             raise type(e)(
                 f"{config_file} (or one of its _BASE_ files): {e.args[0] if e.args else e}"

@@ -91,3 +91,16 @@ def test_add_maskrcnnpp_config_twice_keeps_merged_values():
     add_maskrcnnpp_config(fresh)
     assert fresh.MODEL.NESTED_FPN.SKIP == "unet++" and fresh.SOLVER.OPTIMIZER == "SGD"
     assert fresh.key_is_deprecated("TEST.PREDICT.REFERENCE_SIZE")
+
+
+def test_integer_for_a_float_key_in_yaml_is_that_float(tmp_path):
+    """YAML reads `SCALE_FACTOR_TEST: 2` as an integer; yacs alone refuses it for a float key."""
+    config = tmp_path / "ints.yaml"
+    config.write_text(
+        f'_BASE_: "{CONFIG_DIR / "quick/mask_rcnn_FPN.yaml"}"\n'
+        "INPUT:\n  SCALE_FACTOR_TEST: 2\nSOLVER:\n  BASE_LR: 1\n  MAX_ITER: 7\n"
+    )
+    cfg = setup_cfg(str(config))
+    assert cfg.INPUT.SCALE_FACTOR_TEST == 2.0 and isinstance(cfg.INPUT.SCALE_FACTOR_TEST, float)
+    assert cfg.SOLVER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+    assert cfg.SOLVER.MAX_ITER == 7 and isinstance(cfg.SOLVER.MAX_ITER, int)
