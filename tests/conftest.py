@@ -15,7 +15,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: real training or long benchmarks; run on purpose with `-m slow`"
     )
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # one thread per pytest-xdist worker (-n 2 runs two at once), else two
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
     # The third-party warnings the tools filter (maskrcnnpp/utils/known_warnings.py).
     from maskrcnnpp.utils.known_warnings import pytest_filter_lines
 
