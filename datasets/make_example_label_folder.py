@@ -29,11 +29,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--out", required=True, help="folder to write images/ and masks/ into")
     parser.add_argument("--num-images", type=int, default=12, help="default: %(default)s")
-    parser.add_argument("--size", type=int, default=128, help="image side, pixels (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first image (default: %(default)s)")
+    parser.add_argument(
+        "--size", type=int, default=128, help="image side, pixels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the first image (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     write_example_label_folder(args.out, num_images=args.num_images, size=args.size, seed=args.seed)
-    print(f"wrote {args.num_images} images to {args.out}/images, their label images to {args.out}/masks")
+    print(
+        f"wrote {args.num_images} images to {args.out}/images, their label images to {args.out}/masks"
+    )
     return 0
 
 

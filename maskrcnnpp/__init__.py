@@ -3,6 +3,7 @@
 Importing this package registers its backbones, meta-architectures and datasets in
 Detectron2's registries and DatasetCatalog.
 """
+
 import warnings as _warnings
 
 from .utils.known_warnings import filter_known_warnings as _filter_known_warnings

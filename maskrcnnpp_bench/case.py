@@ -1,6 +1,7 @@
 """
 A benchmark case: one model x variant x input x device, and the workload it builds.
 """
+
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Dict, Mapping, Tuple

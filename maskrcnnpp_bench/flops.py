@@ -1,4 +1,5 @@
 """Parameter and FLOP counts (fvcore's counter: one "flop" per multiply-add)."""
+
 import logging
 
 import torch

@@ -2,6 +2,7 @@
 Inference options a benchmark run can apply to every model it builds, alike for all compared
 models: norms folded into convs (:func:`fold_conv_norms`) and channels-last memory.
 """
+
 from typing import Callable
 
 import torch

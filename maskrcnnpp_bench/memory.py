@@ -12,6 +12,7 @@ Peak memory of one call (an inference, a training step), measured in this proces
 Where neither applies (another OS or C library, a kernel without ``clear_refs``) the result
 holds the reason instead of a figure.
 """
+
 import ctypes
 import ctypes.util
 import gc

@@ -3,6 +3,7 @@ Where a detector's inference time goes, component by component (bottom-up, later
 nodes, output convs, the neck's own work, RPN, ROI heads, the rest), for Mask R-CNN and
 Mask R-CNN++ side by side: what a latency ratio is made of.
 """
+
 import re
 import statistics
 import time
@@ -132,8 +133,12 @@ def format_module_profile(profile: Dict[str, object]) -> str:
     header = ["component"] + [f"{n} ms" for n in names]
     for n in names[1:]:
         header += [f"{n} - {ref} ms", "% of ref total"]
-    lines = [f"#### where the time goes: {profile['group']}", "",
-             "| " + " | ".join(header) + " |", "|---" + "|--:" * (len(header) - 1) + "|"]
+    lines = [
+        f"#### where the time goes: {profile['group']}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" + "|--:" * (len(header) - 1) + "|",
+    ]
     rows = [name for name, _ in COMPONENTS] + [NECK_REST, REST, "total"]
     ref_total = ms[ref]["total"]
     for row in rows:

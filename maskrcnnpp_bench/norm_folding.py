@@ -9,6 +9,7 @@ map fixed at inference -- :class:`FrozenBatchNorm2d`, or a :class:`torch.nn.Batc
 which removes one pass over every such conv's output. GroupNorm / LayerNorm depend on the
 input and are left alone.
 """
+
 import torch
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import nn

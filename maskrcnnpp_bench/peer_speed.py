@@ -16,6 +16,7 @@ worker of ``.venv-peers`` (``tools/peers/<kind>_peer.py serve``) that holds its 
 images in memory, with the same thread count (OMP_NUM_THREADS, TensorFlow's intra-op pool,
 torch's); the pipe's round trip (well under a millisecond) is inside the peers' times.
 """
+
 import json
 import logging
 import os
@@ -38,8 +39,14 @@ from maskrcnnpp.utils.atomic_io import atomic_open
 from .runner import machine_info
 from .timing import median_paired_ratio, summarize_seconds, time_interleaved
 
-__all__ = ["OurModel", "PeerWorker", "square_image", "run_peer_speed", "format_peer_speed",
-           "write_peer_speed"]
+__all__ = [
+    "OurModel",
+    "PeerWorker",
+    "square_image",
+    "run_peer_speed",
+    "format_peer_speed",
+    "write_peer_speed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +76,25 @@ class PeerWorker:
     def __init__(self, name, run_dir, threads):
         state_path = os.path.join(run_dir, "peer_state.json")
         if not os.path.isfile(state_path):
-            raise FileNotFoundError(f"{state_path}: not a peer run folder (tools/train_peer.py makes them)")
+            raise FileNotFoundError(
+                f"{state_path}: not a peer run folder (tools/train_peer.py makes them)"
+            )
         with open(state_path) as f:
             kind = json.load(f)["peer"]
         self.name = name
-        command = [peers_python(), peer_script(kind), "serve", "--run-dir", run_dir,
-                   "--threads", str(threads)]
+        command = [
+            peers_python(),
+            peer_script(kind),
+            "serve",
+            "--run-dir",
+            run_dir,
+            "--threads",
+            str(threads),
+        ]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, env=env)
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         self._answer(f"{kind} worker for {run_dir}")
         self.folder = tempfile.mkdtemp(prefix=f"peer_speed_{name}_")
         self.images = {}
@@ -117,15 +134,28 @@ def square_image(image, side):
     height, width = image.shape[:2]
     pad_y, pad_x = max(0, side - height), max(0, side - width)
     if pad_y or pad_x:
-        image = np.pad(image, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2), (0, 0)),
-                       mode="symmetric")
+        image = np.pad(
+            image,
+            ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2), (0, 0)),
+            mode="symmetric",
+        )
     top = (image.shape[0] - side) // 2
     left = (image.shape[1] - side) // 2
-    return np.ascontiguousarray(image[top:top + side, left:left + side])
+    return np.ascontiguousarray(image[top : top + side, left : left + side])
 
 
-def run_peer_speed(ours, peers, *, dataset, threads, rounds=5, warmup=1, num_images=None,
-                   reference=None, sides=(512, 1024)):
+def run_peer_speed(
+    ours,
+    peers,
+    *,
+    dataset,
+    threads,
+    rounds=5,
+    warmup=1,
+    num_images=None,
+    reference=None,
+    sides=(512, 1024),
+):
     """
     Args:
         ours (list[(name, config_file, opts)]): our models.
@@ -167,47 +197,88 @@ def run_peer_speed(ours, peers, *, dataset, threads, rounds=5, warmup=1, num_ima
         for side in sides:
             logger.info("timing %dx%d: %d rounds after %d warm-up", side, side, rounds, warmup)
             seconds = time_interleaved(
-                {name: (lambda m=m, key=f"side{side}": m.predict(key)) for name, m in models.items()},
-                rounds=rounds, warmup=warmup, device="cpu")
+                {
+                    name: (lambda m=m, key=f"side{side}": m.predict(key))
+                    for name, m in models.items()
+                },
+                rounds=rounds,
+                warmup=warmup,
+                device="cpu",
+            )
             latency[str(side)] = OrderedDict(
-                (name, {"ms": summarize_seconds(times),
-                        "ratio_to_reference": median_paired_ratio(times, seconds[reference])})
-                for name, times in seconds.items())
+                (
+                    name,
+                    {
+                        "ms": summarize_seconds(times),
+                        "ratio_to_reference": median_paired_ratio(times, seconds[reference]),
+                    },
+                )
+                for name, times in seconds.items()
+            )
         logger.info("throughput over %d images of %s", len(images), dataset)
         totals = dict.fromkeys(models, 0.0)
         names = list(models)
         for k in range(len(images)):
             shift = k % len(names)  # rotated, as in the latency rounds
             order = names[shift:] + names[:shift]
-            seconds = time_interleaved({name: (lambda m=models[name], key=f"image{k}": m.predict(key))
-                                        for name in order}, rounds=1, warmup=0, device="cpu")
+            seconds = time_interleaved(
+                {name: (lambda m=models[name], key=f"image{k}": m.predict(key)) for name in order},
+                rounds=1,
+                warmup=0,
+                device="cpu",
+            )
             for name, times in seconds.items():
                 totals[name] += times[0]
     finally:
         for model in models.values():
             model.close()
     throughput = OrderedDict(
-        (name, {"seconds": total, "images_per_second": len(images) / total,
-                "ratio_to_reference": total / totals[reference]})
-        for name, total in totals.items())
+        (
+            name,
+            {
+                "seconds": total,
+                "images_per_second": len(images) / total,
+                "ratio_to_reference": total / totals[reference],
+            },
+        )
+        for name, total in totals.items()
+    )
     return OrderedDict(
         what="prediction from the decoded image in memory to the label image (module docstring of "
-             "maskrcnnpp_bench.peer_speed)",
-        dataset=dataset, num_images=len(images), threads=threads, rounds=rounds, warmup=warmup,
-        reference=reference, models={name: ("peer" if isinstance(m, PeerWorker) else "ours")
-                                     for name, m in models.items()},
-        latency=latency, throughput=throughput, machine=machine_info())
+        "maskrcnnpp_bench.peer_speed)",
+        dataset=dataset,
+        num_images=len(images),
+        threads=threads,
+        rounds=rounds,
+        warmup=warmup,
+        reference=reference,
+        models={
+            name: ("peer" if isinstance(m, PeerWorker) else "ours") for name, m in models.items()
+        },
+        latency=latency,
+        throughput=throughput,
+        machine=machine_info(),
+    )
 
 
 def format_peer_speed(result):
     """The Markdown table of :func:`run_peer_speed`'s result."""
     sides = list(result["latency"])
     reference = result["reference"]
-    header = ["model"] + [f"{s}x{s} ms (median [q1, q3])" for s in sides] + [f"{s}x{s} / {reference}" for s in sides]
+    header = (
+        ["model"]
+        + [f"{s}x{s} ms (median [q1, q3])" for s in sides]
+        + [f"{s}x{s} / {reference}" for s in sides]
+    )
     header += [f"images/s over {result['num_images']}", f"total s / {reference}"]
-    lines = [f"# Prediction speed, {result['threads']} threads, {result['rounds']} rounds", "",
-             f"Timed: {result['what']}.", "",
-             "| " + " | ".join(header) + " |", "|:---|" + "---:|" * (len(header) - 1)]
+    lines = [
+        f"# Prediction speed, {result['threads']} threads, {result['rounds']} rounds",
+        "",
+        f"Timed: {result['what']}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|:---|" + "---:|" * (len(header) - 1),
+    ]
     for name in result["models"]:
         cells = [name]
         for side in sides:
@@ -215,7 +286,10 @@ def format_peer_speed(result):
             cells.append(f"{ms['median']:.0f} [{ms['q1']:.0f}, {ms['q3']:.0f}]")
         cells += [f"{result['latency'][side][name]['ratio_to_reference']:.2f}" for side in sides]
         throughput = result["throughput"][name]
-        cells += [f"{throughput['images_per_second']:.2f}", f"{throughput['ratio_to_reference']:.2f}"]
+        cells += [
+            f"{throughput['images_per_second']:.2f}",
+            f"{throughput['ratio_to_reference']:.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ Each record also counts the minor page faults of one more call (None where the O
 ``large`` image are from float32 (max and mean absolute difference, share of pixels with the
 same class).
 """
+
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -80,7 +81,9 @@ def semantic_prediction_records(
         list[dict]: one record per (precision, image): the network pass on the small image
         and the predicted large image, ``latency_ratio`` against the float32 small pass.
     """
-    memory_kept = keep_freed_memory()  # for the rest of the process: the suites after it do not time
+    memory_kept = (
+        keep_freed_memory()
+    )  # for the rest of the process: the suites after it do not time
     cfg = setup_cfg(config, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, *map(str, opts)])
     torch.manual_seed(0)
     # random weights, which NucleiPredictor(cfg) would refuse: timing needs no trained model
@@ -103,7 +106,8 @@ def semantic_prediction_records(
     for (precision, kind), times in seconds.items():
         side = small if kind == "pass" else large
         notes = {
-            "what": "one network pass (model inference)" if kind == "pass"
+            "what": "one network pass (model inference)"
+            if kind == "pass"
             else "one image through NucleiPredictor (marginal: model loaded)",
             "num_tiles": len(predictors[precision].tiles(side, side)) if kind == "image" else 1,
             "memory_kept": memory_kept,
@@ -115,11 +119,15 @@ def semantic_prediction_records(
             notes.update(
                 max_abs_prob_diff=round(diff.max().item(), 4),
                 mean_abs_prob_diff=round(diff.mean().item(), 5),
-                same_class_fraction=round((reduced.argmax(0) == exact.argmax(0)).float().mean().item(), 5),
+                same_class_fraction=round(
+                    (reduced.argmax(0) == exact.argmax(0)).float().mean().item(), 5
+                ),
                 speedup_vs_float32=round(median_paired_ratio(seconds[("float32", kind)], times), 2),
             )
         elif precision != "float32":
-            notes["speedup_vs_float32"] = round(median_paired_ratio(seconds[("float32", kind)], times), 2)
+            notes["speedup_vs_float32"] = round(
+                median_paired_ratio(seconds[("float32", kind)], times), 2
+            )
         record = dict.fromkeys(RECORD_FIELDS)
         record.update(
             suite="unetpp_predict",

@@ -23,6 +23,7 @@ ResNet bottom-up and random weights:
   and 84 at the 90th percentile), not the nuclei config's limits of 2000 / 500, where the mask
   head on 500 boxes alone costs ~230 GMACs and every backbone difference vanishes.
 """
+
 import contextlib
 import itertools
 import os
@@ -256,7 +257,10 @@ def _backbone_builder(base_config, variant, depth, device, size, opts):
 def _model_builder(base_config, variant, depth, device, size, weights, proposals, detections, opts):
     def build() -> Workload:
         counts = [
-            "MODEL.RPN.POST_NMS_TOPK_TEST", proposals, "TEST.DETECTIONS_PER_IMAGE", detections
+            "MODEL.RPN.POST_NMS_TOPK_TEST",
+            proposals,
+            "TEST.DETECTIONS_PER_IMAGE",
+            detections,
         ]
         cfg = rcnn_config(
             base_config,
@@ -320,7 +324,15 @@ def rcnn_cases(
             elif suite == "rcnn_model":
                 variant_weights = (weights or {}).get(variant)
                 build = _model_builder(
-                    base_config, variant, depth, device, size, variant_weights, proposals, detections, opts
+                    base_config,
+                    variant,
+                    depth,
+                    device,
+                    size,
+                    variant_weights,
+                    proposals,
+                    detections,
+                    opts,
                 )
             else:
                 raise ValueError(f"unknown Mask R-CNN suite {suite!r}")

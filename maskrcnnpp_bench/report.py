@@ -2,6 +2,7 @@
 Output of a benchmark run: Markdown tables on stdout, a JSON file of the records and a PNG
 plot of the latencies.
 """
+
 import json
 from typing import Dict, List, Sequence
 
@@ -79,8 +80,10 @@ def _prediction_table(records: Sequence[Dict]) -> List[str]:
 
 
 def _training_precision_table(records: Sequence[Dict]) -> List[str]:
-    lines = ["| config | precision | batch | training step ms median [q1, q3] | speed-up vs float32 |",
-             "|---|---|--:|--:|--:|"]
+    lines = [
+        "| config | precision | batch | training step ms median [q1, q3] | speed-up vs float32 |",
+        "|---|---|--:|--:|--:|",
+    ]
     for r in records:
         step = r["train_step_ms"]
         lines.append(
@@ -101,7 +104,9 @@ def _time_to_quality_table(records: Sequence[Dict]) -> List[str]:
     ]
     for r in records:
         t = r["throughput"]
-        reached = "not reached" if t["minutes_to_target"] is None else f"{t['minutes_to_target']:.1f}"
+        reached = (
+            "not reached" if t["minutes_to_target"] is None else f"{t['minutes_to_target']:.1f}"
+        )
         final = "-" if t["final_value"] is None else f"{t['final_value']:.4f}"
         lines.append(
             f"| {r['model']} | {r['variant']} | {reached} | {final} | {t['evaluations']} "
@@ -151,7 +156,9 @@ def plot_latencies(records: Sequence[Dict], path: str) -> None:
 
     groups: Dict[tuple, List[Dict]] = {}
     for r in records:
-        if r["suite"] not in ("throughput", "time_to_quality", "training_precision") and r.get("latency_ms"):
+        if r["suite"] not in ("throughput", "time_to_quality", "training_precision") and r.get(
+            "latency_ms"
+        ):
             key = (r["suite"], r["batch"], r["height"], r["width"], r["device"])
             groups.setdefault(key, []).append(r)
     if not groups:
@@ -179,7 +186,7 @@ def plot_latencies(records: Sequence[Dict], path: str) -> None:
         axis.set_xticklabels(labels, rotation=60, ha="right", fontsize=6)
         axis.set_ylabel("inference ms (median, IQR)")
         axis.set_title(f"{suite}: {batch}x{height}x{width}, {device}", fontsize=9)
-    for axis in list(axes.flat)[len(groups):]:
+    for axis in list(axes.flat)[len(groups) :]:
         axis.axis("off")
     figure.tight_layout()
     with atomic_open(path, "wb") as f:

@@ -2,6 +2,7 @@
 Measures groups of benchmark cases and turns the measurements into records (one per model x
 variant x input x device).
 """
+
 import datetime
 import logging
 import platform

@@ -2,6 +2,7 @@
 The suites of ``tools/benchmark.py``: their settings (:data:`FULL`, :data:`QUICK`), the cases
 each suite measures, and :func:`run_benchmark`, which runs them and writes the report.
 """
+
 import logging
 import os
 import shutil
@@ -32,9 +33,14 @@ FULL = {
     "predict_sizes": [512, 1024],
     # training_precision: the main job's configs and the DSB2018 CPU recipes (skipped when
     # DSB2018 is not prepared)
-    "training_configs": ["configs/quick/mask_rcnn_FPN.yaml", "configs/quick/mask_rcnn_NestedFPN.yaml",
-                         "configs/quick/unetpp_vgg.yaml", "configs/DSB2018/cpu/mask_rcnn_R_18_NestedFPN.yaml",
-                         "configs/DSB2018/cpu/unet_vgg.yaml", "configs/DSB2018/cpu/unetpp_vgg.yaml"],
+    "training_configs": [
+        "configs/quick/mask_rcnn_FPN.yaml",
+        "configs/quick/mask_rcnn_NestedFPN.yaml",
+        "configs/quick/unetpp_vgg.yaml",
+        "configs/DSB2018/cpu/mask_rcnn_R_18_NestedFPN.yaml",
+        "configs/DSB2018/cpu/unet_vgg.yaml",
+        "configs/DSB2018/cpu/unetpp_vgg.yaml",
+    ],
     "prepare_images": None,  # all
     "metrics_images": 200,
     "output": "output/benchmark",
@@ -60,7 +66,6 @@ QUICK = {
     "metrics_images": 20,
     "output": "output/benchmark_quick",
 }
-
 
 
 def build_cases(args, repo_root: str):
@@ -90,8 +95,10 @@ def build_cases(args, repo_root: str):
     if "rcnn_quick_training" in args.suites:
         from .rcnn_cases import quick_training_cases
 
-        configs = [os.path.join(repo_root, "configs", "quick", f"mask_rcnn_{neck}.yaml")
-                   for neck in ("FPN", "NestedFPN")]
+        configs = [
+            os.path.join(repo_root, "configs", "quick", f"mask_rcnn_{neck}.yaml")
+            for neck in ("FPN", "NestedFPN")
+        ]
         quick = quick_training_cases(configs, devices=args.devices, train=args.train_runs > 0)
         # trained as they are: no norm folding (it would skip the training step)
         cases += [
@@ -157,9 +164,11 @@ def run_benchmark(args, repo_root: str) -> int:
     cases = build_cases(args, repo_root)
     records, profiles = [], []
     for group in group_cases(cases):
-        print(f"[benchmark] {group[0].suite} {group[0].batch}x{group[0].height}x{group[0].width} "
-              f"{group[0].device}: {len(group)} models ({time.perf_counter() - start:.0f} s)",
-              flush=True)
+        print(
+            f"[benchmark] {group[0].suite} {group[0].batch}x{group[0].height}x{group[0].width} "
+            f"{group[0].device}: {len(group)} models ({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
         records += run_case_group(
             group,
             rounds=args.runs,
@@ -174,8 +183,11 @@ def run_benchmark(args, repo_root: str) -> int:
                 profile_case_group,
             )
 
-            profiles.append(format_module_profile(
-                profile_case_group(group, rounds=args.runs, warmup=args.warmup)))
+            profiles.append(
+                format_module_profile(
+                    profile_case_group(group, rounds=args.runs, warmup=args.warmup)
+                )
+            )
     if "training_precision" in args.suites and "cpu" in args.devices:
         from maskrcnnpp.config import check_datasets_registered, setup_cfg
 
@@ -187,21 +199,31 @@ def run_benchmark(args, repo_root: str) -> int:
             try:
                 check_datasets_registered(setup_cfg(config, []), ("DATASETS.TRAIN",))
             except (KeyError, ValueError) as e:
-                print(f"[benchmark] training_precision: skipping {config}: {str(e).splitlines()[0]}")
+                print(
+                    f"[benchmark] training_precision: skipping {config}: {str(e).splitlines()[0]}"
+                )
                 continue
             configs.append(config)
-        print(f"[benchmark] training_precision: {len(configs)} configs ({time.perf_counter() - start:.0f} s)",
-              flush=True)
+        print(
+            f"[benchmark] training_precision: {len(configs)} configs ({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
         records += training_precision_records(configs, rounds=max(1, args.train_runs), warmup=1)
     if "unetpp_predict" in args.suites:  # last of the timed suites: it keeps freed memory
         from .prediction_cost import semantic_prediction_records
 
         for device in args.devices:
-            print(f"[benchmark] unetpp_predict {device} ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"[benchmark] unetpp_predict {device} ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
             records += semantic_prediction_records(
                 os.path.join(repo_root, "configs", "DSB2018", "unetpp_vgg.yaml"),
-                small=args.predict_sizes[0], large=args.predict_sizes[1],
-                rounds=args.runs, warmup=args.warmup, device=device,
+                small=args.predict_sizes[0],
+                large=args.predict_sizes[1],
+                rounds=args.runs,
+                warmup=args.warmup,
+                device=device,
             )
     if "throughput" in args.suites:
         records += run_throughput(args)
@@ -209,7 +231,9 @@ def run_benchmark(args, repo_root: str) -> int:
         from .time_to_quality import find_training_runs, time_to_quality_records
 
         metric, target = args.quality_target.rsplit("=", 1)
-        records += time_to_quality_records(find_training_runs(args.training_runs), metric, float(target))
+        records += time_to_quality_records(
+            find_training_runs(args.training_runs), metric, float(target)
+        )
     if not records:
         print("[benchmark] nothing measured", file=sys.stderr)
         return 1
@@ -222,7 +246,8 @@ def run_benchmark(args, repo_root: str) -> int:
     with atomic_open(os.path.join(args.output, "benchmark.md"), "w") as f:
         f.write(tables)
     plot_latencies(records, os.path.join(args.output, "benchmark.png"))
-    print(f"[benchmark] {len(records)} records -> {args.output}/benchmark.{{json,md,png}} "
-          f"in {time.perf_counter() - start:.0f} s")
+    print(
+        f"[benchmark] {len(records)} records -> {args.output}/benchmark.{{json,md,png}} "
+        f"in {time.perf_counter() - start:.0f} s"
+    )
     return 0
-

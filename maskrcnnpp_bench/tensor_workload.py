@@ -2,6 +2,7 @@
 The workload of a module that maps one image batch tensor to a tensor or a dict of tensors
 (a backbone, a segmentation network).
 """
+
 from typing import Callable, Dict, Optional
 
 import torch

@@ -11,6 +11,7 @@ Throughput of the data and evaluation code:
   perturbed (every nucleus shifted by 1 px and eroded, every 7th dropped), so matching has
   real work to do.
 """
+
 import json
 import os
 import tempfile
@@ -61,27 +62,31 @@ def subset_dsb2018_root(root: str, num_images: int, out_dir: str) -> str:
 
 def _record(model: str, variant: str, images: int, seconds: float, notes: Dict[str, object]):
     record = dict.fromkeys(RECORD_FIELDS)
-    record.update({
-        "suite": "throughput",
-        "model": model,
-        "variant": variant,
-        "height": None,
-        "width": None,
-        "batch": images,
-        "device": "cpu",
-        "threads": None,
-        "throughput": {
-            "images": images,
-            "seconds": seconds,
-            "images_per_s": images / seconds if seconds > 0 else None,
-        },
-        "notes": notes,
-        "machine": machine_info(),
-    })
+    record.update(
+        {
+            "suite": "throughput",
+            "model": model,
+            "variant": variant,
+            "height": None,
+            "width": None,
+            "batch": images,
+            "device": "cpu",
+            "threads": None,
+            "throughput": {
+                "images": images,
+                "seconds": seconds,
+                "images_per_s": images / seconds if seconds > 0 else None,
+            },
+            "notes": notes,
+            "machine": machine_info(),
+        }
+    )
     return record
 
 
-def prepare_throughput(root: str, *, workers: int, num_images: Optional[int] = None) -> Dict[str, object]:
+def prepare_throughput(
+    root: str, *, workers: int, num_images: Optional[int] = None
+) -> Dict[str, object]:
     """
     Times ``prepare_dsb2018(root, <temporary folder>, workers=workers)``.
 

@@ -17,6 +17,7 @@ minutes an evaluation first reached it:
 With only a final evaluation (the CPU recipes evaluate once), a run either reaches the target
 at its full training time or not at all; ``TEST.EVAL_PERIOD`` gives finer curves.
 """
+
 import json
 import os
 from typing import Dict, List, Optional, Sequence
@@ -70,13 +71,17 @@ def _evaluations(records: List[Dict], metric: str):
         if "time" in record:
             elapsed += float(record["time"]) * (iteration - last_iteration)
             last_iteration = iteration
-        value = next((v for k, v in record.items() if k == metric or k.endswith("/" + metric)), None)
+        value = next(
+            (v for k, v in record.items() if k == metric or k.endswith("/" + metric)), None
+        )
         if value is not None:
             points.append((iteration, elapsed, float(value)))
     return points, elapsed
 
 
-def time_to_quality_records(runs: Sequence[str], metric: str, target: float) -> List[Dict[str, object]]:
+def time_to_quality_records(
+    runs: Sequence[str], metric: str, target: float
+) -> List[Dict[str, object]]:
     """
     Args:
         runs (list[str]): run folders (:func:`find_training_runs`).
@@ -92,7 +97,9 @@ def time_to_quality_records(runs: Sequence[str], metric: str, target: float) -> 
     """
     records = []
     for run in runs:
-        points, train_seconds = _evaluations(read_metrics_json(os.path.join(run, "metrics.json")), metric)
+        points, train_seconds = _evaluations(
+            read_metrics_json(os.path.join(run, "metrics.json")), metric
+        )
         final = _final_value(run, metric)
         # the final evaluation, unless metrics.json already logged it at the last iteration
         if final is not None and not (points and points[-1][2] == final):

@@ -5,6 +5,7 @@ Every round runs every callable once, in an order rotated from one round to the 
 load drifts of a shared machine hit every callable alike; the ratio of two callables is taken
 within each round (the steadiest figure on a noisy machine) and summarized by its median.
 """
+
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence

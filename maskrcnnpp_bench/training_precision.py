@@ -8,6 +8,7 @@ loader (its patches, crops, scales and batch size) and steps on it repeatedly wi
 a learning rate of 0, so every round sees the same weights and data; the ratio is float32's
 time over bfloat16's, within each round, median over rounds.
 """
+
 import os
 from typing import Dict, List, Sequence
 
@@ -52,16 +53,31 @@ def training_precision_records(
     """
     records = []
     for config in configs:
-        cfg = setup_cfg(config, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0",
-                                 *map(str, opts)])
+        cfg = setup_cfg(
+            config,
+            [
+                "MODEL.WEIGHTS",
+                "",
+                "MODEL.DEVICE",
+                "cpu",
+                "DATALOADER.NUM_WORKERS",
+                "0",
+                *map(str, opts),
+            ],
+        )
         torch.manual_seed(0)
         model = build_model(cfg).train()
         batch = next(iter(NucleiTrainer.build_train_loader(cfg)))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         with EventStorage(0):  # Detectron2's heads log training statistics
             seconds = time_interleaved(
-                {p: _step_function(model, batch, optimizer, p == "bfloat16") for p in ("float32", "bfloat16")},
-                rounds=rounds, warmup=warmup, device="cpu",
+                {
+                    p: _step_function(model, batch, optimizer, p == "bfloat16")
+                    for p in ("float32", "bfloat16")
+                },
+                rounds=rounds,
+                warmup=warmup,
+                device="cpu",
             )
         name = os.path.splitext(os.path.relpath(config))[0]
         for precision, times in seconds.items():
@@ -76,7 +92,9 @@ def training_precision_records(
                 reference=f"{name} float32",
                 train_step_ms=summarize_seconds(times),
                 train_step_ratio=median_paired_ratio(times, seconds["float32"]),
-                notes={"speedup_vs_float32": round(median_paired_ratio(seconds["float32"], times), 2)},
+                notes={
+                    "speedup_vs_float32": round(median_paired_ratio(seconds["float32"], times), 2)
+                },
                 machine=machine_info(),
             )
             records.append(record)

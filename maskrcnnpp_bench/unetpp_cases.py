@@ -18,6 +18,7 @@ Benchmark cases of the semantic UNet++ (:class:`SemanticUNetPlusPlus`):
   ``TEST_LEVEL`` 4 (the full network, the reference), 1, 2, 3 and the ensemble of the four
   heads; the record's notes give the parameters of the sub-network each level runs.
 """
+
 import itertools
 import os
 from typing import List, Sequence
@@ -170,7 +171,9 @@ def unetpp_cases(
                 ]  # fmt: skip
 
                 def build(size=size, device=device, opts=opts):
-                    return _ours_workload(_ours_model(smp_config, device, opts), 0, batch, size, device)
+                    return _ours_workload(
+                        _ours_model(smp_config, device, opts), 0, batch, size, device
+                    )
 
                 cases.append(
                     case(

@@ -12,6 +12,7 @@ round (order rotated) on the dataset's first image: the median of ``runs`` round
 median of the per-round ratios to the whole network. The parameters of a level are those of
 the modules its pruned forward calls.
 """
+
 import json
 import logging
 import os
@@ -70,20 +71,26 @@ def evaluate_unetpp_levels(cfg, *, runs: int = 10) -> Dict:
     }
     for e in evaluators.values():
         e.reset()
-    loader = build_detection_test_loader(cfg, dataset, mapper=build_nuclei_mapper(cfg, is_train=False))
+    loader = build_detection_test_loader(
+        cfg, dataset, mapper=build_nuclei_mapper(cfg, is_train=False)
+    )
     first_image = None
     with torch.no_grad():
         for n, inputs in enumerate(loader):
             image = model.normalize_image(inputs[0]["image"])
             first_image = image if first_image is None else first_image
-            if model.test_dihedral_mean:  # MODEL.UNETPP.TEST_DIHEDRAL_MEAN: every head over the 8 views
+            if (
+                model.test_dihedral_mean
+            ):  # MODEL.UNETPP.TEST_DIHEDRAL_MEAN: every head over the 8 views
                 probs = model.dihedral_mean(model.head_probabilities, image)
             else:
                 probs = model.head_probabilities(image)  # (depth, C, H, W)
             height, width = image.shape[-2:]
             for k in levels:
                 p = probs.mean(0) if k == 0 else probs[k - 1]
-                out = model.postprocess(p, inputs[0].get("height", height), inputs[0].get("width", width))
+                out = model.postprocess(
+                    p, inputs[0].get("height", height), inputs[0].get("width", width)
+                )
                 evaluators[k].process(inputs, [out])
             if (n + 1) % 20 == 0:
                 logger.info(f"{n + 1} / {len(loader)} images")
@@ -149,7 +156,17 @@ def format_levels_table(report: Dict) -> str:
     )
     table = tabulate(
         rows,
-        headers=["level", "params", "iou", "dice", "dsb_score", "aji", "pq", "latency ms", f"vs L{depth}"],
+        headers=[
+            "level",
+            "params",
+            "iou",
+            "dice",
+            "dsb_score",
+            "aji",
+            "pq",
+            "latency ms",
+            f"vs L{depth}",
+        ],
         tablefmt="pipe",
     )
     return f"{title}\n{table}"

@@ -1,4 +1,5 @@
 """Shared pytest set-up: CPU only, small thread count, the `slow` marker, the shared data."""
+
 import os
 import pathlib
 import subprocess
@@ -16,7 +17,9 @@ def pytest_configure(config):
         "markers", "slow: real training or long benchmarks; run on purpose with `-m slow`"
     )
     # one thread per pytest-xdist worker (-n 2 runs two at once), else two
-    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(
+        1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1))
+    )
     # The third-party warnings the tools filter (maskrcnnpp/utils/known_warnings.py).
     from maskrcnnpp.utils.known_warnings import pytest_filter_lines
 

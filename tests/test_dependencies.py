@@ -2,6 +2,7 @@
 the dependencies, or, for an import that sits in a function of an optional feature, in the
 extra whose name its error message gives. And the packaging itself: console scripts, package
 data, the Python version."""
+
 import ast
 import pathlib
 import re
@@ -85,7 +86,9 @@ def test_every_import_of_the_package_is_declared():
     for module, places in sorted(imports().items()):
         distribution = DISTRIBUTION.get(module, module).lower()
         for path, extra in places:
-            if distribution in required or (extra is not None and distribution in extras.get(extra, ())):
+            if distribution in required or (
+                extra is not None and distribution in extras.get(extra, ())
+            ):
                 continue
             undeclared.append(f"{module} ({distribution}) in {path}")
     assert not undeclared, "imports not declared in pyproject.toml: " + "; ".join(undeclared)
@@ -130,13 +133,17 @@ def test_packaging_metadata():
     project = pyproject["project"]
     assert project["requires-python"] == ">=3.11"
     scripts = project["scripts"]
-    assert set(scripts) == {f"maskrcnnpp-{n}" for n in ("train", "predict", "export", "evaluate", "compare")}
+    assert set(scripts) == {
+        f"maskrcnnpp-{n}" for n in ("train", "predict", "export", "evaluate", "compare")
+    }
     for target in scripts.values():
         module, function = target.split(":")
         path = REPO / (module.replace(".", "/") + ".py")
         tree = ast.parse(path.read_text())
         assert any(isinstance(n, ast.FunctionDef) and n.name == function for n in tree.body), target
-    assert project["entry-points"]["napari.manifest"] == {"maskrcnnpp": "maskrcnnpp.napari:napari.yaml"}
+    assert project["entry-points"]["napari.manifest"] == {
+        "maskrcnnpp": "maskrcnnpp.napari:napari.yaml"
+    }
     package_data = pyproject["tool"]["setuptools"]["package-data"]
     for package, patterns in package_data.items():
         folder = REPO / package.replace(".", "/")

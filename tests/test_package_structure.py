@@ -3,6 +3,7 @@ The package's layers: every import between the rooms of ``maskrcnnpp`` points do
 below, no module import circle, and no module of the installed package serves only the
 project's own measurements (``maskrcnnpp_bench/``) or the tests.
 """
+
 import ast
 import pathlib
 
@@ -63,14 +64,18 @@ def _graph():
     graph = {}
     for name, path in modules.items():
         # an import of a name from a module counts as an import of the module
-        graph[name] = {t if t in modules else t.rsplit(".", 1)[0] for t in _imports(path)} & set(modules)
+        graph[name] = {t if t in modules else t.rsplit(".", 1)[0] for t in _imports(path)} & set(
+            modules
+        )
         graph[name].discard(name)
     return graph
 
 
 def _room(module):
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else None
+    return (
+        parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else None
+    )
 
 
 def test_every_room_is_in_the_layer_order():
@@ -116,7 +121,8 @@ def test_no_module_import_circle():
                     break
             # a package's __init__ importing its own modules is not a circle
             if len(component) > 1 and not all(
-                c == component[0].rsplit(".", 1)[0] or c.startswith(_root(component)) for c in component
+                c == component[0].rsplit(".", 1)[0] or c.startswith(_root(component))
+                for c in component
             ):
                 circles.append(sorted(component))
 
@@ -139,8 +145,12 @@ def test_every_module_serves_the_package_or_its_tools():
     for contribution in manifest["contributions"]["commands"]:
         used.add(contribution["python_name"].split(":")[0])
     unused = sorted(
-        m for m in graph
-        if m not in used and not m.endswith("__init__") and m != "maskrcnnpp" and m.count(".") > 1
+        m
+        for m in graph
+        if m not in used
+        and not m.endswith("__init__")
+        and m != "maskrcnnpp"
+        and m.count(".") > 1
         and not (PACKAGE / m.split(".", 1)[1].replace(".", "/") / "__init__.py").exists()
     )
     assert not unused, f"modules no package code or tool imports: {unused}"

@@ -9,6 +9,7 @@ classical floor) in the runs' ``compare_run.json``; the seeds are those the row 
 metric of a column is the one whose title ``COMPARISON_METRICS`` gives it. Only the rows the
 README has are checked, so a model added to results/ (a peer) needs no README row.
 """
+
 import decimal
 import json
 import pathlib
@@ -70,8 +71,15 @@ def results_tables(text):
         named = re.findall(r"(\d+) `([\w.-]+)` images", before)
         assert named, f"README.md:{line_number}: no 'N `dataset` images' before the results table"
         num_images, dataset = named[-1]
-        found.append(dict(line=line_number, header=header, rows=rows, dataset=dataset,
-                          num_images=int(num_images)))
+        found.append(
+            dict(
+                line=line_number,
+                header=header,
+                rows=rows,
+                dataset=dataset,
+                num_images=int(num_images),
+            )
+        )
     return found
 
 
@@ -105,7 +113,10 @@ def _match_model(label, config_cell, config_dir, folders):
     """The run folder name of a README row, or an error message."""
     if config_cell == "-":
         if not label.lower().startswith(BASELINE_KEY):
-            return None, f"config '-' is the classical floor's, but the row is not called {BASELINE_KEY}"
+            return (
+                None,
+                f"config '-' is the classical floor's, but the row is not called {BASELINE_KEY}",
+            )
         return BASELINE_KEY, None
     match = re.fullmatch(r"`([^`]+)`(?:\s*\+\s*(\d+) overrides?)?", config_cell)
     if not match:
@@ -117,17 +128,27 @@ def _match_model(label, config_cell, config_dir, folders):
     for name, runs in folders.items():
         for record, _ in runs.values():
             wanted = config if config.startswith("peer:") else config_dir + config
-            same_config = (record["config_file"] == wanted if config.startswith("peer:")
-                           else record["config_file"].replace("\\", "/").endswith("/" + wanted))
+            same_config = (
+                record["config_file"] == wanted
+                if config.startswith("peer:")
+                else record["config_file"].replace("\\", "/").endswith("/" + wanted)
+            )
             opts = dict(zip(record["opts"][::2], record["opts"][1::2]))
-            if (same_config and len(opts) == overrides
-                    and all(any((k == key or k.endswith("." + key)) and v == value
-                                for k, v in opts.items()) for key, value in named)):
+            if (
+                same_config
+                and len(opts) == overrides
+                and all(
+                    any((k == key or k.endswith("." + key)) and v == value for k, v in opts.items())
+                    for key, value in named
+                )
+            ):
                 candidates.append(name)
                 break
     if len(candidates) != 1:
-        return None, (f"config {config_cell!r} matches the run folders {candidates} under "
-                      f"{RECORDS.relative_to(REPO)}, not exactly one")
+        return None, (
+            f"config {config_cell!r} matches the run folders {candidates} under "
+            f"{RECORDS.relative_to(REPO)}, not exactly one"
+        )
     return candidates[0], None
 
 
@@ -170,8 +191,10 @@ def readme_mismatches(text):
                 continue
             metric = METRIC_OF_TITLE.get(COLUMN_ALIASES.get(title, title))
             if metric is None:
-                problems.append(f"README.md:{table['line']}: column {title!r} is no metric of "
-                                "maskrcnnpp.comparison.tables.COMPARISON_METRICS")
+                problems.append(
+                    f"README.md:{table['line']}: column {title!r} is no metric of "
+                    "maskrcnnpp.comparison.tables.COMPARISON_METRICS"
+                )
             else:
                 metric_columns[column] = metric
         # one model of the comparison per README row
@@ -187,13 +210,18 @@ def readme_mismatches(text):
                 continue
             rows.append((line, name, cells, row))
             if name == BASELINE_KEY:
-                baseline = {dataset: dict(collect_run(str(RECORDS / BASELINE_KEY / dataset)),
-                                          train_seconds=0.0)}
+                baseline = {
+                    dataset: dict(
+                        collect_run(str(RECORDS / BASELINE_KEY / dataset)), train_seconds=0.0
+                    )
+                }
                 continue
             for seed in _parse_seeds(row["seeds"]):
                 if seed not in folders[name]:
-                    problems.append(f"README.md:{line}: row {cells[0]!r} names seed {seed}; "
-                                    f"{RECORDS.relative_to(REPO)}/{name}/seed{seed} has no record")
+                    problems.append(
+                        f"README.md:{line}: row {cells[0]!r} names seed {seed}; "
+                        f"{RECORDS.relative_to(REPO)}/{name}/seed{seed} has no record"
+                    )
                     continue
                 record, folder = folders[name][seed]
                 model = ModelSpec(name, record["config_file"], tuple(record["opts"]))
@@ -204,12 +232,16 @@ def readme_mismatches(text):
         comparison = summarize_comparison(collect_model_results(runs), (), baseline)
         block = comparison["datasets"].get(dataset)
         if block is None:
-            problems.append(f"README.md:{table['line']}: the runs are on {list(comparison['datasets'])}, "
-                            f"the README says {dataset}")
+            problems.append(
+                f"README.md:{table['line']}: the runs are on {list(comparison['datasets'])}, "
+                f"the README says {dataset}"
+            )
             continue
         if block["num_images"] != table["num_images"]:
-            problems.append(f"README.md:{table['line']}: the README says {table['num_images']} "
-                            f"{dataset} images, the records have {block['num_images']}")
+            problems.append(
+                f"README.md:{table['line']}: the README says {table['num_images']} "
+                f"{dataset} images, the records have {block['num_images']}"
+            )
         for line, name, cells, row in rows:
             if name not in block["models"]:
                 continue  # a seed without a record, reported above
@@ -217,10 +249,14 @@ def readme_mismatches(text):
             where = f"README.md:{line}: row {cells[0]!r}"
             for column, metric in metric_columns.items():
                 compared += 1
-                expected = _check_cell(cells[column], summary["mean"][metric], summary["sd"][metric])
+                expected = _check_cell(
+                    cells[column], summary["mean"][metric], summary["sd"][metric]
+                )
                 if expected is not None:
-                    problems.append(f"{where}, column {header[column]!r}: README {cells[column]!r}, "
-                                    f"records {expected!r}")
+                    problems.append(
+                        f"{where}, column {header[column]!r}: README {cells[column]!r}, "
+                        f"records {expected!r}"
+                    )
             problems += _train_minutes_problems(where, row["train min"], summary)
     return problems, compared
 
@@ -229,7 +265,9 @@ def _train_minutes_problems(where, printed, summary):
     """``train min`` is "A-B" or "A" whole minutes: A the fastest run (the README counts the
     runs on the faster machine only), B some run of the row's seeds; 0 for the classical row."""
     if summary.get("deterministic"):
-        return [] if printed == "0" else [f"{where}: train min {printed!r}, the classical row takes 0"]
+        return (
+            [] if printed == "0" else [f"{where}: train min {printed!r}, the classical row takes 0"]
+        )
     per_run = {s: m for s, m in summary["train_minutes_per_run"].items() if m is not None}
     if not per_run:
         return [] if printed == "-" else [f"{where}: train min {printed!r}, no run has a wall time"]
@@ -240,8 +278,10 @@ def _train_minutes_problems(where, printed, summary):
     except ValueError:
         return [f"{where}: train min {printed!r} is not 'A' or 'A-B' minutes"]
     if low != rounded[0] or high not in rounded:
-        return [f"{where}: train min {printed!r}, the runs took "
-                f"{ {s: round(m, 1) for s, m in per_run.items()} } minutes"]
+        return [
+            f"{where}: train min {printed!r}, the runs took "
+            f"{ {s: round(m, 1) for s, m in per_run.items()} } minutes"
+        ]
     return []
 
 
@@ -255,7 +295,9 @@ def test_a_changed_readme_number_is_caught():
     """The check is not vacuous: the last digit of one metric cell changed, it names that cell."""
     text = README.read_text(encoding="utf-8")
     table = results_tables(text)[0]
-    line, cells = next((line, cells) for line, cells in table["rows"] if re.match(r"^\d+\.\d+ ±", cells[-1]))
+    line, cells = next(
+        (line, cells) for line, cells in table["rows"] if re.match(r"^\d+\.\d+ ±", cells[-1])
+    )
     old = cells[-1]
     new = old[:-1] + str((int(old[-1]) + 1) % 10)
     lines = text.splitlines()
@@ -267,15 +309,18 @@ def test_a_changed_readme_number_is_caught():
     assert len(new_problems) == 1 and f"README.md:{line}:" in new_problems[0], after
 
 
-@pytest.mark.parametrize("printed, mean, sd, ok", [
-    ("0.8405 ± 0.0012", 0.84054, 0.00123, True),
-    ("0.8405 ± 0.0012", 0.84044, 0.00123, False),
-    ("0.8405 ± 0.0012", 0.84054, 0.0013, False),
-    ("0.7828", 0.78281, 0.0, True),
-    ("0.7828", 0.78281, 0.01, False),
-    ("-", None, None, True),
-    ("-", 0.5, None, False),
-    ("42.07 ± 0.73", 42.0699, 0.7301, True),
-])
+@pytest.mark.parametrize(
+    "printed, mean, sd, ok",
+    [
+        ("0.8405 ± 0.0012", 0.84054, 0.00123, True),
+        ("0.8405 ± 0.0012", 0.84044, 0.00123, False),
+        ("0.8405 ± 0.0012", 0.84054, 0.0013, False),
+        ("0.7828", 0.78281, 0.0, True),
+        ("0.7828", 0.78281, 0.01, False),
+        ("-", None, None, True),
+        ("-", 0.5, None, False),
+        ("42.07 ± 0.73", 42.0699, 0.7301, True),
+    ],
+)
 def test_cells_compare_at_the_printed_precision(printed, mean, sd, ok):
     assert (_check_cell(printed, mean, sd) is None) == ok

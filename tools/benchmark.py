@@ -33,6 +33,7 @@ Suites (--suites):
         --rcnn-weights FPN=output/dsb2018_cpu/mask_rcnn_R_18_FPN/model_final.pth \\
         unet++/sum/separable=output/dsb2018_cpu/mask_rcnn_R_18_NestedFPN/model_final.pth
 """
+
 import os
 import sys
 
@@ -53,11 +54,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--quick", action="store_true", help="small models and inputs, few runs")
     parser.add_argument(
-        "--suites", nargs="+", choices=SUITES, help="default: all (quick: all but rcnn_quick_training)"
+        "--suites",
+        nargs="+",
+        choices=SUITES,
+        help="default: all (quick: all but rcnn_quick_training)",
     )
-    parser.add_argument(
-        "--devices", nargs="+", help="default: cpu, and cuda when torch sees a GPU"
-    )
+    parser.add_argument("--devices", nargs="+", help="default: cpu, and cuda when torch sees a GPU")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--runs", type=int, help="timed inference rounds (full 10, quick 3)")
     parser.add_argument("--warmup", type=int, help="untimed rounds first (full 2, quick 1)")
@@ -85,7 +87,9 @@ def parse_args(argv=None):
         help="detector YAML both Mask R-CNN and Mask R-CNN++ start from",
     )
     parser.add_argument("--rcnn-sizes", type=int, nargs="+", help="square inputs (512 1024 / 128)")
-    parser.add_argument("--rcnn-depth", type=int, help="MODEL.RESNETS.DEPTH (50 / 18; 0: keep the config's)")
+    parser.add_argument(
+        "--rcnn-depth", type=int, help="MODEL.RESNETS.DEPTH (50 / 18; 0: keep the config's)"
+    )
     parser.add_argument(
         "--rcnn-designs", nargs="+", metavar="SKIP/FUSION/NODE_CONV", help="nested FPN designs"
     )
@@ -107,19 +111,29 @@ def parse_args(argv=None):
     parser.add_argument("--unetpp-sizes", type=int, nargs="+", help="square inputs (256 512 / 64)")
     parser.add_argument("--unetpp-batch", type=int, help="images per batch (4 / 2)")
     parser.add_argument(
-        "--training-configs", nargs="+", metavar="CONFIG",
+        "--training-configs",
+        nargs="+",
+        metavar="CONFIG",
         help="training_precision: configs to step (full: quick + DSB2018 CPU; quick: quick UNet++)",
     )
     parser.add_argument(
-        "--training-runs", nargs="+", default=[], metavar="DIR",
+        "--training-runs",
+        nargs="+",
+        default=[],
+        metavar="DIR",
         help="time_to_quality: training run folders or tools/compare.py output roots",
     )
     parser.add_argument(
-        "--quality-target", default="nuclei/dsb_score=0.45", metavar="TASK/KEY=VALUE",
+        "--quality-target",
+        default="nuclei/dsb_score=0.45",
+        metavar="TASK/KEY=VALUE",
         help="time_to_quality: the metric and value to reach (default nuclei/dsb_score=0.45)",
     )
     parser.add_argument(
-        "--predict-sizes", type=int, nargs=2, metavar=("PASS", "IMAGE"),
+        "--predict-sizes",
+        type=int,
+        nargs=2,
+        metavar=("PASS", "IMAGE"),
         help="unetpp_predict: side of the single network pass and of the predicted image (512 1024 / 64 128)",
     )
     parser.add_argument(
@@ -155,10 +169,10 @@ def parse_args(argv=None):
     except ValueError:
         metric = ""
     if "/" not in metric:
-        parser.error(f"--quality-target {args.quality_target!r}: expected TASK/KEY=VALUE, e.g. nuclei/dsb_score=0.45")
+        parser.error(
+            f"--quality-target {args.quality_target!r}: expected TASK/KEY=VALUE, e.g. nuclei/dsb_score=0.45"
+        )
     return args
-
-
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ how: maskrcnnpp_bench/peer_speed.py. Writes OUTPUT/peer_speed.json and peer_spee
 --peer takes NAME=RUN_DIR, a folder of tools/train_peer.py (the peers run in .venv-peers).
 Exit status 2 when nothing could run (a missing file, no .venv-peers).
 """
+
 import os
 import sys
 
@@ -45,20 +46,39 @@ def _named(value, what):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", nargs="+", default=[],
-                        metavar=("NAME=CONFIG.yaml", "KEY VALUE"), help="one of our models; repeatable")
-    parser.add_argument("--peer", action="append", default=[], metavar="NAME=RUN_DIR",
-                        help="a peer's run folder; repeatable")
-    parser.add_argument("--dataset", default="dsb2018_val", help="the throughput's images (default dsb2018_val)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar=("NAME=CONFIG.yaml", "KEY VALUE"),
+        help="one of our models; repeatable",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME=RUN_DIR",
+        help="a peer's run folder; repeatable",
+    )
+    parser.add_argument(
+        "--dataset", default="dsb2018_val", help="the throughput's images (default dsb2018_val)"
+    )
     parser.add_argument("--num-images", type=int, default=None, help="only the first N images")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--reference", default=None, help="the model of the ratios (default: the first peer)")
-    parser.add_argument("--output", required=True, help="folder of peer_speed.json and peer_speed.md")
+    parser.add_argument(
+        "--reference", default=None, help="the model of the ratios (default: the first peer)"
+    )
+    parser.add_argument(
+        "--output", required=True, help="folder of peer_speed.json and peer_speed.md"
+    )
     args = parser.parse_args(argv)
     setup_logger(name="maskrcnnpp")
     logging.getLogger("maskrcnnpp").setLevel(logging.INFO)
@@ -72,9 +92,16 @@ def main(argv=None):
                 raise ValueError(f"--model {tokens[0]}: overrides must be KEY VALUE pairs")
             ours.append((name, config_file, tokens[1:]))
         peers = [_named(value, "--peer") for value in args.peer]
-        result = run_peer_speed(ours, peers, dataset=args.dataset, threads=args.threads,
-                                rounds=args.rounds, warmup=args.warmup, num_images=args.num_images,
-                                reference=args.reference)
+        result = run_peer_speed(
+            ours,
+            peers,
+            dataset=args.dataset,
+            threads=args.threads,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            num_images=args.num_images,
+            reference=args.reference,
+        )
     write_peer_speed(result, args.output)
     print(format_peer_speed(result))
     return 0

@@ -7,6 +7,7 @@ Compare models over seeds, with error bars and the classical (Otsu + watershed) 
 The command ``maskrcnnpp-compare`` of an installed maskrcnnpp, run from the checkout; the code and
 its documentation are in maskrcnnpp/cli/compare.py.
 """
+
 import sys
 
 from maskrcnnpp.cli.compare import main

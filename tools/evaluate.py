@@ -7,6 +7,7 @@ Score a COCO instance-segmentation results file against COCO ground truth:
 The command ``maskrcnnpp-evaluate`` of an installed maskrcnnpp, run from the checkout; the code and
 its documentation are in maskrcnnpp/cli/evaluate.py.
 """
+
 import sys
 
 # its known-warning filters go in before Detectron2's imports

@@ -8,6 +8,7 @@ against the eager model:
 The command ``maskrcnnpp-export`` of an installed maskrcnnpp, run from the checkout; the code and
 its documentation are in maskrcnnpp/cli/export_model.py.
 """
+
 import sys
 
 # its known-warning filters go in before Detectron2's imports

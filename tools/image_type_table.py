@@ -9,6 +9,7 @@ per-image records of finished runs:
 Several --per-image files (seeds of one model) are averaged per type, metric by metric.
 Prints a Markdown table; the types come from the images (maskrcnnpp/evaluation/image_types.py).
 """
+
 import argparse
 import json
 import sys
@@ -29,7 +30,9 @@ COLUMNS = (
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--gt", required=True, help="COCO ground truth of the split")
-    parser.add_argument("--per-image", required=True, nargs="+", help="nuclei_per_image.json of each run")
+    parser.add_argument(
+        "--per-image", required=True, nargs="+", help="nuclei_per_image.json of each run"
+    )
     args = parser.parse_args(argv)
     types = image_types_of_coco(args.gt)
     tables = []

@@ -32,15 +32,25 @@ from maskrcnnpp.utils.atomic_io import atomic_write_png
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Screenshot of napari's Segment nuclei widget at work.")
+    parser = argparse.ArgumentParser(
+        description="Screenshot of napari's Segment nuclei widget at work."
+    )
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="NAME", help="a shipped model (maskrcnnpp.model_zoo)")
     model.add_argument("--config-file", metavar="FILE", help="a model config (with --weights)")
     parser.add_argument("--weights", metavar="FILE", help="the weights of --config-file")
     parser.add_argument("--input", required=True, metavar="IMAGE", help="the image to segment")
     parser.add_argument("--output", required=True, metavar="PNG", help="the screenshot file")
-    parser.add_argument("--channel", type=int, default=None, metavar="K", help="channel of a stack or colour of an RGB image")
-    parser.add_argument("--score-thresh", type=float, default=0.5, metavar="S", help="score threshold (default 0.5)")
+    parser.add_argument(
+        "--channel",
+        type=int,
+        default=None,
+        metavar="K",
+        help="channel of a stack or colour of an RGB image",
+    )
+    parser.add_argument(
+        "--score-thresh", type=float, default=0.5, metavar="S", help="score threshold (default 0.5)"
+    )
     parser.add_argument("--size", default="1100x620", metavar="WxH", help="window size in pixels")
     args = parser.parse_args(argv)
     if args.config_file and not args.weights:
@@ -66,8 +76,11 @@ def main(argv=None):
         widget.image.value = layer
         if args.model:
             if args.model not in widget.model.choices:
-                print(f"error: --model {args.model!r} is not a shipped model "
-                      f"({', '.join(widget.model.choices[:-1]) or 'none shipped'})", file=sys.stderr)
+                print(
+                    f"error: --model {args.model!r} is not a shipped model "
+                    f"({', '.join(widget.model.choices[:-1]) or 'none shipped'})",
+                    file=sys.stderr,
+                )
                 return 2
             widget.model.value = args.model
         else:

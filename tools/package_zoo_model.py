@@ -10,6 +10,7 @@ Reads RUN_DIR/config.yaml and RUN_DIR/model_final.pth; writes
 maskrcnnpp/model_zoo/configs/NAME.yaml and maskrcnnpp/model_zoo/weights/NAME.pth and prints
 the ``ZooModel(...)`` entry for maskrcnnpp/model_zoo/catalog.py (its SHA-256).
 """
+
 import argparse
 import hashlib
 import os
@@ -25,7 +26,15 @@ from maskrcnnpp.utils.atomic_io import atomic_open
 
 ZOO = os.path.join(os.path.dirname(os.path.abspath(maskrcnnpp.__file__)), "model_zoo")
 # Keys of a training run that say nothing about the model.
-RUN_ONLY = ("OUTPUT_DIR", "SEED", "DATASETS", "SOLVER", "DATALOADER", "CUDNN_BENCHMARK", "VIS_PERIOD")
+RUN_ONLY = (
+    "OUTPUT_DIR",
+    "SEED",
+    "DATASETS",
+    "SOLVER",
+    "DATALOADER",
+    "CUDNN_BENCHMARK",
+    "VIS_PERIOD",
+)
 
 
 def _plain(value):
@@ -60,7 +69,9 @@ def main(argv=None):
     model_keys = {k: v for k, v in _differences(cfg, default).items() if k not in RUN_ONLY}
     model_keys["VERSION"] = cfg.VERSION  # Detectron2 warns about a config without it
 
-    state = torch.load(os.path.join(args.run_dir, "model_final.pth"), map_location="cpu", weights_only=False)
+    state = torch.load(
+        os.path.join(args.run_dir, "model_final.pth"), map_location="cpu", weights_only=False
+    )
     # Float16 halves the file; a tensor with values beyond its range (the stem's BatchNorm
     # running variance of 0-255 pixels) stays float32.
     half_max = torch.finfo(torch.float16).max

@@ -7,6 +7,7 @@ Predict the nuclei of your own images with a trained model:
 The command ``maskrcnnpp-predict`` of an installed maskrcnnpp, run from the checkout; the code and
 its documentation are in maskrcnnpp/cli/predict.py.
 """
+
 import sys
 
 # its known-warning filters go in before Detectron2's imports

@@ -17,6 +17,7 @@ rotated boxes and the fast COCOeval are unavailable (COCOEvaluator falls back to
 
 Usage: python tools/repackage_detectron2.py --out DIR   (prints the wheel path)
 """
+
 import argparse
 import base64
 import hashlib
@@ -57,8 +58,19 @@ def _record_hash(data: bytes) -> str:
 
 
 def _download(workdir: str) -> str:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--python-version", "3.10", "-d", workdir, SOURCE]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.10",
+        "-d",
+        workdir,
+        SOURCE,
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wheels = [f for f in os.listdir(workdir) if f.endswith(".whl")]
     if len(wheels) != 1:
@@ -80,20 +92,32 @@ def build(out_dir: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         src = _download(tmp)
         dist_info = f"{NAME}-{VERSION}.dist-info"
-        metadata = "\n".join(
-            ["Metadata-Version: 2.1", f"Name: {NAME}", f"Version: {VERSION}",
-             "Summary: Detectron2's Python package (from sal-detectron2 0.7.2), without "
-             "compiled ops", "License: Apache-2.0", "Requires-Python: >=3.8"]
-            + [f"Requires-Dist: {r}" for r in REQUIRES]
-        ) + "\n"
-        wheel_meta = ("Wheel-Version: 1.0\nGenerator: maskrcnnpp repackage_detectron2\n"
-                      "Root-Is-Purelib: true\nTag: py3-none-any\n")
+        metadata = (
+            "\n".join(
+                [
+                    "Metadata-Version: 2.1",
+                    f"Name: {NAME}",
+                    f"Version: {VERSION}",
+                    "Summary: Detectron2's Python package (from sal-detectron2 0.7.2), without "
+                    "compiled ops",
+                    "License: Apache-2.0",
+                    "Requires-Python: >=3.8",
+                ]
+                + [f"Requires-Dist: {r}" for r in REQUIRES]
+            )
+            + "\n"
+        )
+        wheel_meta = (
+            "Wheel-Version: 1.0\nGenerator: maskrcnnpp repackage_detectron2\n"
+            "Root-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         target = os.path.join(out_dir, f"{NAME}-{VERSION}-py3-none-any.whl")
         partial = target + ".part"
         records = []
-        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(
-            partial, "w", compression=zipfile.ZIP_DEFLATED
-        ) as zout:
+        with (
+            zipfile.ZipFile(src) as zin,
+            zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zout,
+        ):
             license_text = None
             for info in zin.infolist():
                 if info.filename.endswith("/LICENSE") and ".dist-info/" in info.filename:

@@ -8,6 +8,7 @@ Train and evaluate maskrcnnpp models with Detectron2's DefaultTrainer (Detectron
 The command ``maskrcnnpp-train`` of an installed maskrcnnpp, run from the checkout; the code and
 its documentation are in maskrcnnpp/cli/train_net.py.
 """
+
 import sys
 
 # its known-warning filters go in before Detectron2's imports

@@ -13,6 +13,7 @@ score it with our evaluator, into a run folder laid out like tools/train_net.py'
 Exit status: 0 done, 1 the peer's training or prediction failed, 2 nothing could run (bad
 arguments, no .venv-peers, an unknown dataset).
 """
+
 import argparse
 import logging
 import os
@@ -37,24 +38,37 @@ from maskrcnnpp.utils.cli import exit_on_errors, print_error  # noqa: E402
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[1], epilog=__doc__.split("\n\n", 2)[2],
+        description=__doc__.split("\n\n")[1],
+        epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--peer", required=True, choices=sorted(PEER_KINDS))
     parser.add_argument("--output-dir", required=True, help="the run folder")
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--minutes", type=float, default=DEFAULT_TRAIN_MINUTES,
-                        help=f"training budget: minutes on --cores busy cores, in CPU time "
-                             f"(default {DEFAULT_TRAIN_MINUTES:g})")
-    parser.add_argument("--cores", type=int, default=None,
-                        help="the cores of the budget (default: the CPU count)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="compute threads (default: OMP_NUM_THREADS, else the CPU count)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=DEFAULT_TRAIN_MINUTES,
+        help=f"training budget: minutes on --cores busy cores, in CPU time "
+        f"(default {DEFAULT_TRAIN_MINUTES:g})",
+    )
+    parser.add_argument(
+        "--cores", type=int, default=None, help="the cores of the budget (default: the CPU count)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="compute threads (default: OMP_NUM_THREADS, else the CPU count)",
+    )
     parser.add_argument("--train-dataset", default="dsb2018_train")
     parser.add_argument("--test-dataset", default="dsb2018_val")
-    parser.add_argument("--data-cache", default=None,
-                        help="where the exported datasets are kept (default: $MASKRCNNPP_CACHE/peer_data, "
-                        "~/.cache/maskrcnnpp/peer_data)")
+    parser.add_argument(
+        "--data-cache",
+        default=None,
+        help="where the exported datasets are kept (default: $MASKRCNNPP_CACHE/peer_data, "
+        "~/.cache/maskrcnnpp/peer_data)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue a stopped training")
     return parser
 
@@ -67,10 +81,18 @@ def main(argv=None):
     with exit_on_errors("train_peer.py", (PeersNotInstalled, ValueError, FileNotFoundError)):
         peers_python()
     try:
-        run_peer(args.peer, args.output_dir, seed=args.seed, minutes=args.minutes, cores=args.cores,
-                 threads=threads,
-                 train_dataset=args.train_dataset, test_dataset=args.test_dataset,
-                 data_cache=args.data_cache, resume=args.resume)
+        run_peer(
+            args.peer,
+            args.output_dir,
+            seed=args.seed,
+            minutes=args.minutes,
+            cores=args.cores,
+            threads=threads,
+            train_dataset=args.train_dataset,
+            test_dataset=args.test_dataset,
+            data_cache=args.data_cache,
+            resume=args.resume,
+        )
     except (ValueError, FileNotFoundError) as e:
         print_error("train_peer.py", e)
         return 2

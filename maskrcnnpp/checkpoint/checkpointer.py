@@ -2,6 +2,7 @@
 that is not a checkpoint, or a checkpoint of another architecture, is refused in one line; and
 :func:`load_model_weights`, how the inference tools (predict, export, levels) load
 ``MODEL.WEIGHTS``."""
+
 import contextlib
 import glob
 import logging
@@ -103,14 +104,18 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         if not isinstance(state, Mapping) or not all(
             isinstance(v, (torch.Tensor, np.ndarray)) for v in state.values()
         ):
-            what = type(state).__name__ if not isinstance(state, Mapping) else "a dict of non-tensors"
+            what = (
+                type(state).__name__ if not isinstance(state, Mapping) else "a dict of non-tensors"
+            )
             raise WeightsError(
                 f"not a PyTorch or Detectron2 checkpoint: {filename} (it holds {what}, not a "
                 "state dict of tensors)"
             )
         # Weights stored in half precision (the shipped models) train and predict in float32.
         loaded["model"] = {
-            key: value.float() if isinstance(value, torch.Tensor) and value.dtype == torch.float16 else value
+            key: value.float()
+            if isinstance(value, torch.Tensor) and value.dtype == torch.float16
+            else value
             for key, value in state.items()
         }
         return loaded
@@ -157,6 +162,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(stale)
 
+
 def load_model_weights(model, weights: str) -> None:
     """
     Load the checkpoint ``weights`` (``cfg.MODEL.WEIGHTS``: a path, a URL or
@@ -180,4 +186,6 @@ def load_model_weights(model, weights: str) -> None:
         raise WeightsError(f"MODEL.WEIGHTS: {e}" if weights else str(e)) from e
     except Exception as e:  # e.g. a URL that cannot be fetched
         message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"MODEL.WEIGHTS {weights}: cannot load it ({type(e).__name__}: {message})") from e
+        raise ValueError(
+            f"MODEL.WEIGHTS {weights}: cannot load it ({type(e).__name__}: {message})"
+        ) from e

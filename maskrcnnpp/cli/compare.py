@@ -32,6 +32,7 @@ Examples:
 
 The classical baseline is called "classical" in --pair and its row is on unless --no-baseline.
 """
+
 import argparse
 import logging
 import sys
@@ -45,25 +46,50 @@ from maskrcnnpp.utils.cli import exit_on_errors
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[1], epilog=__doc__.split("\n\n", 2)[2],
+        description=__doc__.split("\n\n")[1],
+        epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", action="append", nargs="+", required=True,
-                        metavar=("NAME=CONFIG.yaml|peer:KIND", "KEY VALUE"),
-                        help="a model to compare, with its own overrides; repeat for each model")
+    parser.add_argument(
+        "--model",
+        action="append",
+        nargs="+",
+        required=True,
+        metavar=("NAME=CONFIG.yaml|peer:KIND", "KEY VALUE"),
+        help="a model to compare, with its own overrides; repeat for each model",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
     parser.add_argument("--output-root", required=True, help="runs and the comparison go here")
-    parser.add_argument("--pair", action="append", nargs=2, default=[], metavar=("A", "B"),
-                        help="show the paired per-image difference B - A; repeatable")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
-                        help="overrides for every model, before the model's own")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="trainings at once (default 1: one after another)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="OMP_NUM_THREADS of each training (default: CPU count / --jobs)")
+    parser.add_argument(
+        "--pair",
+        action="append",
+        nargs=2,
+        default=[],
+        metavar=("A", "B"),
+        help="show the paired per-image difference B - A; repeatable",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs="+",
+        default=[],
+        metavar="KEY VALUE",
+        help="overrides for every model, before the model's own",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="trainings at once (default 1: one after another)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS of each training (default: CPU count / --jobs)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="leave out the classical row")
-    parser.add_argument("--table-only", action="store_true",
-                        help="train nothing: tabulate the runs already finished, name the others")
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="train nothing: tabulate the runs already finished, name the others",
+    )
     parser.add_argument("--bootstrap-resamples", type=int, default=10000)
     parser.add_argument("--bootstrap-seed", type=int, default=0)
     return parser
@@ -77,10 +103,17 @@ def main(argv=None):
     with exit_on_errors("compare: error", (KeyError, ValueError, FileNotFoundError)):
         models = [parse_model_spec(tokens) for tokens in args.model]
         run_comparison(
-            models, args.seeds, args.output_root, pairs=[tuple(p) for p in args.pair],
-            common_opts=args.opts, jobs=args.jobs, threads=args.threads,
-            baseline=not args.no_baseline, resamples=args.bootstrap_resamples,
-            bootstrap_seed=args.bootstrap_seed, train=not args.table_only,
+            models,
+            args.seeds,
+            args.output_root,
+            pairs=[tuple(p) for p in args.pair],
+            common_opts=args.opts,
+            jobs=args.jobs,
+            threads=args.threads,
+            baseline=not args.no_baseline,
+            resamples=args.bootstrap_resamples,
+            bootstrap_seed=args.bootstrap_seed,
+            train=not args.table_only,
         )
     print(open(f"{args.output_root}/comparison.md").read())
 

@@ -17,6 +17,7 @@ post-processing inside, test tensors, cover, model card, licence), after ``bioim
 model test passed on it; the first sample image is the package's test input. Exit status: 0
 written, 1 outputs differ (or the bioimage.io test failed), 2 cannot export.
 """
+
 # the known-warning filters go in before Detectron2's imports (E402: imports after code)
 # ruff: noqa: E402
 import argparse
@@ -52,25 +53,61 @@ logger = logging.getLogger("maskrcnnpp.export_model")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_arguments(parser)
     parser.add_argument("--format", required=True, choices=sorted(EXPORT_FORMATS))
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the exported model")
     parser.add_argument(
-        "--sample-image", action="append", default=[], metavar="PATH",
+        "--output", required=True, metavar="DIR", help="folder for the exported model"
+    )
+    parser.add_argument(
+        "--sample-image",
+        action="append",
+        default=[],
+        metavar="PATH",
         help="image file, folder or glob to check the export on (repeat for more)",
     )
-    parser.add_argument("--num-samples", type=int, default=2, help="images taken from the TEST dataset or synthesised when no --sample-image is given")
-    parser.add_argument("--opset", type=int, default=DEFAULT_ONNX_OPSET, help="ONNX opset (>= 16 for Mask R-CNN's aligned RoIAlign)")
-    parser.add_argument("--box-atol", type=float, default=OutputTolerance.box_atol, help="box coordinate tolerance, pixels")
-    parser.add_argument("--atol", type=float, default=OutputTolerance.atol, help="score / mask probability / sem_seg tolerance")
-    parser.add_argument("--rtol", type=float, default=OutputTolerance.rtol, help="relative tolerance of sem_seg and other outputs")
-    parser.add_argument("--no-ir-dump", action="store_true", help="skip Detectron2's TorchScript IR dump")
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=2,
+        help="images taken from the TEST dataset or synthesised when no --sample-image is given",
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_ONNX_OPSET,
+        help="ONNX opset (>= 16 for Mask R-CNN's aligned RoIAlign)",
+    )
+    parser.add_argument(
+        "--box-atol",
+        type=float,
+        default=OutputTolerance.box_atol,
+        help="box coordinate tolerance, pixels",
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=OutputTolerance.atol,
+        help="score / mask probability / sem_seg tolerance",
+    )
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=OutputTolerance.rtol,
+        help="relative tolerance of sem_seg and other outputs",
+    )
+    parser.add_argument(
+        "--no-ir-dump", action="store_true", help="skip Detectron2's TorchScript IR dump"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     stray = [o for o in args.opts[::2] if os.path.isfile(o)]
     if stray:
-        parser.error(f"{stray[0]} is a file among the KEY VALUE overrides: give one --sample-image per image path")
+        parser.error(
+            f"{stray[0]} is a file among the KEY VALUE overrides: give one --sample-image per image path"
+        )
     return args
 
 
@@ -84,7 +121,10 @@ def main(argv=None) -> int:
         load_model_weights(model, cfg.MODEL.WEIGHTS)
         samples = load_sample_inputs(cfg, args.sample_image, count=args.num_samples)
     except (KeyError, ValueError, OSError) as e:  # config, weights, unreadable sample image
-        print(f"export_model: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        print(
+            f"export_model: {e.args[0] if isinstance(e, KeyError) and e.args else e}",
+            file=sys.stderr,
+        )
         return 2
     logger.info("Sample images: %s", ", ".join(s.source for s in samples))
     tolerance = OutputTolerance(box_atol=args.box_atol, atol=args.atol, rtol=args.rtol)
@@ -107,7 +147,9 @@ def main(argv=None) -> int:
         print(f"export_model: {args.format} export NOT written: {e}", file=sys.stderr)
         return 2
     path = os.path.join(args.output, info["file"])
-    print(f"Wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB); checked on {len(samples)} image(s)")
+    print(
+        f"Wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB); checked on {len(samples)} image(s)"
+    )
     print("max abs difference exported vs eager: " + json.dumps(info["check"]["max_abs_diff"]))
     return 0
 

@@ -52,6 +52,7 @@ nothing could run (bad config, key, weights, output folder or no input), in one 
 
 The work is :func:`maskrcnnpp.inference.prediction_run.predict_to_folder`.
 """
+
 # the known-warning filters go in before Detectron2's imports (E402: imports after code)
 # ruff: noqa: E402
 import argparse
@@ -73,12 +74,16 @@ from maskrcnnpp.utils.cpu_memory import keep_freed_memory
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Predict nuclei in images with a maskrcnnpp model.")
+    parser = argparse.ArgumentParser(
+        description="Predict nuclei in images with a maskrcnnpp model."
+    )
     add_model_arguments(parser)
     parser.add_argument(
         "--input", required=True, nargs="+", metavar="PATH", help="image files, folders or globs"
     )
-    parser.add_argument("--output", required=True, metavar="DIR", help="output folder (new or empty)")
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="output folder (new or empty)"
+    )
     reuse = parser.add_mutually_exclusive_group()
     reuse.add_argument(
         "--overwrite",
@@ -106,7 +111,9 @@ def parse_args(argv=None):
         "TEST.PREDICT.CHANNEL; of RGB images, 0/red, 1/green or 2/blue)",
     )
     parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE, e.g. MODEL.WEIGHTS m.pth"
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides KEY VALUE, e.g. MODEL.WEIGHTS m.pth",
     )
     args = parser.parse_args(argv)
     # argparse hands --extra-outputs every word up to the next option: the KEY VALUE overrides

@@ -10,6 +10,7 @@ Detectron2's DefaultTrainer. Usual Detectron2 flags:
 Writes into OUTPUT_DIR: checkpoints, metrics.json, training_curves.png, final_metrics.json,
 and inference/<dataset>/ (COCO results, worst-image pictures when TEST.NUCLEI.NUM_VIS > 0).
 """
+
 # the known-warning filters go in before Detectron2's imports (E402: imports after code)
 # ruff: noqa: E402
 import glob
@@ -72,9 +73,15 @@ def _report(cfg, results, args):
         return
     label = _row_label(args.config_file, cfg.OUTPUT_DIR)
     # DefaultTrainer.test() returns {dataset: results}, flattened when there is one dataset
-    per_dataset = results if set(results) <= set(cfg.DATASETS.TEST) else {cfg.DATASETS.TEST[0]: results}
+    per_dataset = (
+        results if set(results) <= set(cfg.DATASETS.TEST) else {cfg.DATASETS.TEST[0]: results}
+    )
     write_final_metrics(cfg.OUTPUT_DIR, per_dataset, config_file=args.config_file)
-    siblings = sorted(glob.glob(final_metrics_path(os.path.join(os.path.dirname(os.path.abspath(cfg.OUTPUT_DIR)), "*"))))
+    siblings = sorted(
+        glob.glob(
+            final_metrics_path(os.path.join(os.path.dirname(os.path.abspath(cfg.OUTPUT_DIR)), "*"))
+        )
+    )
     for dataset_name, res in per_dataset.items():
         rows = {label: res}
         for path in siblings:
@@ -83,7 +90,9 @@ def _report(cfg, results, args):
             try:
                 other = read_final_metrics(os.path.dirname(path))
                 other_results = other["results"].get(dataset_name)
-                other_label = _row_label(other["config_file"] or other.get("method"), os.path.dirname(path))
+                other_label = _row_label(
+                    other["config_file"] or other.get("method"), os.path.dirname(path)
+                )
             except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
                 logging.getLogger("maskrcnnpp").warning("skipping %s: unreadable (%s)", path, e)
                 continue
@@ -126,7 +135,9 @@ def main(argv=None):
     with status 2, Ctrl-C by SIGINT)."""
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    with exit_on_interrupt("train_net", "--resume continues from the last checkpoint in OUTPUT_DIR"):
+    with exit_on_interrupt(
+        "train_net", "--resume continues from the last checkpoint in OUTPUT_DIR"
+    ):
         # ``train`` is pickled by name into launch's worker processes: a module-level function
         launch(
             train,

@@ -31,6 +31,7 @@ it first writes that time into the stopped attempt (``wall_seconds``, with ``"st
 since the resumed run writes checkpoints of its own. The wall time is that of the whole
 subprocess: start-up, training and the final evaluation.
 """
+
 import concurrent.futures
 import glob
 import os
@@ -204,8 +205,6 @@ def _tool_name(command):
     return os.path.basename(command[1])
 
 
-
-
 def _attempt_seconds(attempt, output_dir):
     if attempt.get("wall_seconds") is not None:
         return float(attempt["wall_seconds"])
@@ -243,9 +242,16 @@ def _config_identity(path):
 
 def _check_same_setting(run, record, config_file):
     path = os.path.join(run.output_dir, RUN_RECORD_NAME)
-    for key, expected in (("config_file", config_file), ("opts", list(run.opts)), ("seed", run.seed)):
-        same = (_config_identity(record.get(key)) == _config_identity(expected) if key == "config_file"
-                else record.get(key) == expected)
+    for key, expected in (
+        ("config_file", config_file),
+        ("opts", list(run.opts)),
+        ("seed", run.seed),
+    ):
+        same = (
+            _config_identity(record.get(key)) == _config_identity(expected)
+            if key == "config_file"
+            else record.get(key) == expected
+        )
         if not same:
             raise ValueError(
                 f"{path}: the run folder was made with {key} = {record.get(key)!r}, the comparison "
@@ -262,7 +268,6 @@ def _run_subprocess(command, env, log_path):
         return subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
-
 def _train_one(run, *, train_start, threads, runner):
     """Train one run unless finished; returns None or an error message."""
     status = run_status(run.output_dir)
@@ -276,18 +281,30 @@ def _train_one(run, *, train_start, threads, runner):
     os.makedirs(run.output_dir, exist_ok=True)
     if record is None or status == "new":
         # a folder without a checkpoint starts again: earlier attempts bought nothing
-        record = {"config_file": config_file, "opts": list(run.opts), "seed": run.seed, "attempts": []}
+        record = {
+            "config_file": config_file,
+            "opts": list(run.opts),
+            "seed": run.seed,
+            "attempts": [],
+        }
     if status == "stopped":
         _close_stopped_attempts(record, run.output_dir)
     if kind:
-        command = peer_train_command(kind, run.opts, seed=run.seed, output_dir=run.output_dir,
-                                     resume=status == "stopped")
+        command = peer_train_command(
+            kind, run.opts, seed=run.seed, output_dir=run.output_dir, resume=status == "stopped"
+        )
     else:
         command = [*train_start, "--config-file", config_file]
         command += ["--resume"] if status == "stopped" else []
         command += [*run.opts, "SEED", str(run.seed), "OUTPUT_DIR", run.output_dir]
-    attempt = {"command": command, "resumed": status == "stopped", "started": time.time(),
-               "wall_seconds": None, "threads": threads, "machine": machine_description()}
+    attempt = {
+        "command": command,
+        "resumed": status == "stopped",
+        "started": time.time(),
+        "wall_seconds": None,
+        "threads": threads,
+        "machine": machine_description(),
+    }
     record["attempts"].append(attempt)
     record["train_seconds"] = train_seconds(record, run.output_dir)
     write_run_record(run.output_dir, record)
@@ -300,12 +317,16 @@ def _train_one(run, *, train_start, threads, runner):
     write_run_record(run.output_dir, record)
     tool = _tool_name(command)
     if returncode != 0:
-        return (f"model '{run.model.name}' seed {run.seed}: {tool} exited with status "
-                f"{returncode}; see {os.path.join(run.output_dir, _LOG_NAME)}")
+        return (
+            f"model '{run.model.name}' seed {run.seed}: {tool} exited with status "
+            f"{returncode}; see {os.path.join(run.output_dir, _LOG_NAME)}"
+        )
     if run_status(run.output_dir) != "finished":
-        return (f"model '{run.model.name}' seed {run.seed}: {tool} wrote no "
-                f"{final_metrics_path(run.output_dir)} (is DATASETS.TEST empty?); "
-                f"see {os.path.join(run.output_dir, _LOG_NAME)}")
+        return (
+            f"model '{run.model.name}' seed {run.seed}: {tool} wrote no "
+            f"{final_metrics_path(run.output_dir)} (is DATASETS.TEST empty?); "
+            f"see {os.path.join(run.output_dir, _LOG_NAME)}"
+        )
     return None
 
 

@@ -17,6 +17,7 @@ Runs are grouped by the images they were evaluated on: a semantic dataset (metad
 ``dsb2018_val`` and UNet++ on ``dsb2018_sem_seg_val`` share a table. Runs evaluated on
 different images are refused.
 """
+
 import json
 import logging
 import os
@@ -106,7 +107,9 @@ def paired_bootstrap(differences, *, resamples=10000, seed=0, confidence=0.95):
     """
     differences = np.asarray(differences, dtype=np.float64)
     if differences.ndim != 1 or differences.size == 0:
-        raise ValueError(f"paired_bootstrap: expected (N,) differences with N > 0; got shape {differences.shape}")
+        raise ValueError(
+            f"paired_bootstrap: expected (N,) differences with N > 0; got shape {differences.shape}"
+        )
     if resamples < 1:
         raise ValueError(f"paired_bootstrap: resamples must be >= 1; got {resamples}")
     rng = np.random.default_rng(seed)
@@ -149,8 +152,20 @@ def _paired_per_image(per_image, path):
         if missing:
             raise ValueError(f"{path}: entry {index} lacks {missing}")
         out[stats["image_id"]] = {k: float(stats[k]) for k, _ in PAIRED_METRICS}
-    counts = ("num_gt", "num_pred", "num_matched", "fg_intersection", "fg_union", "fg_gt_area",
-              "fg_pred_area", "iou", "dice", "dsb_score", "aji", "pq")
+    counts = (
+        "num_gt",
+        "num_pred",
+        "num_matched",
+        "fg_intersection",
+        "fg_union",
+        "fg_gt_area",
+        "fg_pred_area",
+        "iou",
+        "dice",
+        "dsb_score",
+        "aji",
+        "pq",
+    )
     complete = per_image and all(all(k in stats for k in counts) for stats in per_image)
     pooled = summarize_nuclei_stats(per_image)["accuracy_iou50_pooled"] if complete else None
     return out, pooled
@@ -209,7 +224,9 @@ def collect_model_results(runs):
     ]
     if len({tuple(sorted({_images_of(d) for d in datasets})) for _, datasets in evaluated}) > 1:
         described = "; ".join(f"{run} on {', '.join(datasets)}" for run, datasets in evaluated)
-        raise ValueError(f"the runs were evaluated on different datasets, not comparable: {described}")
+        raise ValueError(
+            f"the runs were evaluated on different datasets, not comparable: {described}"
+        )
     return models
 
 
@@ -234,8 +251,10 @@ def _model_summary(runs_by_seed, dataset_images):
         seeds=list(runs_by_seed),
         num_seeds=len(runs_by_seed),
         train_minutes_mean=float(np.mean(minutes)) if minutes else None,
-        train_minutes_per_run={str(s): (None if c["train_seconds"] is None else c["train_seconds"] / 60.0)
-                               for s, c in runs_by_seed.items()},
+        train_minutes_per_run={
+            str(s): (None if c["train_seconds"] is None else c["train_seconds"] / 60.0)
+            for s, c in runs_by_seed.items()
+        },
         per_seed={name: dict(zip((str(s) for s in runs_by_seed), v)) for name, v in values.items()},
         mean={},
         sd={},
@@ -257,8 +276,13 @@ def _average_per_image(per_image_by_seed):
                 f"images than {os.path.join(dir0, 'inference', dataset0, 'nuclei_per_image.json')}"
             )
     return OrderedDict(
-        (image_id, {key: float(np.mean([p[image_id][key] for *_, p in per_image_by_seed]))
-                    for key, _ in PAIRED_METRICS})
+        (
+            image_id,
+            {
+                key: float(np.mean([p[image_id][key] for *_, p in per_image_by_seed]))
+                for key, _ in PAIRED_METRICS
+            },
+        )
         for image_id in reference
     )
 
@@ -281,14 +305,14 @@ def summarize_comparison(models, pairs=(), baseline=None, *, resamples=10000, se
         statistics=OrderedDict(
             sd=SD_NOTE,
             train_minutes="wall time of tools/train_net.py per run (start-up, training and the final "
-                          "evaluation; resumed runs add up their attempts), mean over seeds",
+            "evaluation; resumed runs add up their attempts), mean over seeds",
             pairs="paired per-image difference B - A, each image's value averaged over the seeds of "
-                  f"each model; mean over images, percentile bootstrap 95% CI ({resamples} resamples "
-                  f"of images, numpy default_rng seed {seed})",
+            f"each model; mean over images, percentile bootstrap 95% CI ({resamples} resamples "
+            f"of images, numpy default_rng seed {seed})",
             units="COCO AP in %, nuclei metrics as fractions; fg IoU and Dice are means of the "
-                  "per-image values, fg IoU pooled divides pixel counts summed over the images, "
-                  "TP/(TP+FP+FN) IoU 0.5 pooled divides the nuclei matched at IoU > 0.5 by the "
-                  "true plus predicted nuclei less the matched, each summed over the images",
+            "per-image values, fg IoU pooled divides pixel counts summed over the images, "
+            "TP/(TP+FP+FN) IoU 0.5 pooled divides the nuclei matched at IoU > 0.5 by the "
+            "true plus predicted nuclei less the matched, each summed over the images",
         ),
         datasets=OrderedDict(),
     )
@@ -302,8 +326,14 @@ def summarize_comparison(models, pairs=(), baseline=None, *, resamples=10000, se
             rows[name]["opts"] = entry["opts"]
         if baseline and images in baseline:
             summary, per_image[BASELINE_KEY] = _model_summary({0: baseline[images]}, images)
-            summary.update(label=CLASSICAL_BASELINE_NAME, seeds=[], num_seeds=0, train_minutes_mean=0.0,
-                           train_minutes_per_run={}, deterministic=True)
+            summary.update(
+                label=CLASSICAL_BASELINE_NAME,
+                seeds=[],
+                num_seeds=0,
+                train_minutes_mean=0.0,
+                train_minutes_per_run={},
+                deterministic=True,
+            )
             summary["sd"] = {k: (None if v is None else 0.0) for k, v in summary["mean"].items()}
             rows[BASELINE_KEY] = summary
         pair_results = []
@@ -357,18 +387,36 @@ def _cell(mean, sd, decimals):
 def format_comparison_markdown(comparison):
     """The Markdown of ``comparison.md`` from :func:`summarize_comparison`'s dict."""
     stats = comparison["statistics"]
-    lines = ["# Model comparison", "",
-             f"Mean ± {stats['sd']}; {stats['units']}. Training minutes: {stats['train_minutes']}.", ""]
+    lines = [
+        "# Model comparison",
+        "",
+        f"Mean ± {stats['sd']}; {stats['units']}. Training minutes: {stats['train_minutes']}.",
+        "",
+    ]
     if comparison.get("not_finished"):
         lines += [f"Not finished, left out: {', '.join(comparison['not_finished'])}.", ""]
     for images, block in comparison["datasets"].items():
-        lines += [f"## Images of {images} ({block['num_images'] if block['num_images'] is not None else '?'} images)", ""]
-        header = ["model", "evaluated on", "seeds", "train min/run"] + [t for _, _, t, _ in COMPARISON_METRICS]
-        lines += ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+        lines += [
+            f"## Images of {images} ({block['num_images'] if block['num_images'] is not None else '?'} images)",
+            "",
+        ]
+        header = ["model", "evaluated on", "seeds", "train min/run"] + [
+            t for _, _, t, _ in COMPARISON_METRICS
+        ]
+        lines += [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join([":---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
+        ]
         for row in block["models"].values():
-            evaluated = row["evaluated_on"] if isinstance(row["evaluated_on"], str) else ", ".join(row["evaluated_on"])
+            evaluated = (
+                row["evaluated_on"]
+                if isinstance(row["evaluated_on"], str)
+                else ", ".join(row["evaluated_on"])
+            )
             seeds = "deterministic" if row.get("deterministic") else str(row["num_seeds"])
-            minutes = "-" if row["train_minutes_mean"] is None else f"{row['train_minutes_mean']:.1f}"
+            minutes = (
+                "-" if row["train_minutes_mean"] is None else f"{row['train_minutes_mean']:.1f}"
+            )
             cells = [row["label"], evaluated, seeds, minutes]
             for task, key, _, decimals in COMPARISON_METRICS:
                 name = _metric_name(task, key)
@@ -381,12 +429,17 @@ def format_comparison_markdown(comparison):
                 header += [f"Δ {title} (B − A) [95% CI]", f"B better / worse ({title})"]
             lines += ["| " + " | ".join(header) + " |", "|:---|:---|" + "---:|" * (len(header) - 2)]
             for pair in block["pairs"]:
-                cells = [block["models"][pair["a"]]["label"], block["models"][pair["b"]]["label"],
-                         str(len(pair["image_ids"]))]
+                cells = [
+                    block["models"][pair["a"]]["label"],
+                    block["models"][pair["b"]]["label"],
+                    str(len(pair["image_ids"])),
+                ]
                 for key, _ in PAIRED_METRICS:
                     m = pair["metrics"][key]
-                    cells += [f"{m['mean']:+.4f} [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
-                              f"{m['b_better']} / {m['a_better']}"]
+                    cells += [
+                        f"{m['mean']:+.4f} [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]",
+                        f"{m['b_better']} / {m['a_better']}",
+                    ]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -469,9 +522,12 @@ def run_comparison(
     first = next(iter(next(iter(collected.values()))["runs"].values()))
     dataset_images = sorted({_images_of(d) for d in first["datasets"]})
     baseline_results = _baseline_results(dataset_images, output_root) if baseline else None
-    comparison = summarize_comparison(collected, pairs, baseline_results, resamples=resamples,
-                                      seed=bootstrap_seed)
-    comparison["not_finished"] = [f"{run.model.name}/seed{run.seed}" for run in runs if run not in finished]
+    comparison = summarize_comparison(
+        collected, pairs, baseline_results, resamples=resamples, seed=bootstrap_seed
+    )
+    comparison["not_finished"] = [
+        f"{run.model.name}/seed{run.seed}" for run in runs if run not in finished
+    ]
     with atomic_open(os.path.join(output_root, "comparison.json"), "w") as f:
         json.dump(comparison, f, indent=2)
     with atomic_open(os.path.join(output_root, "comparison.md"), "w") as f:

@@ -4,6 +4,7 @@ anything is built, so that a typo fails at once with the key, the value and the 
 Detectron2's registries answer an unknown name with ``KeyError: No object named 'X' found in
 'BACKBONE' registry!``, which names neither the config key nor the registered names.
 """
+
 import difflib
 import os
 
@@ -77,22 +78,36 @@ def check_registered_names(cfg, *, source=None):
 
 
 # Name prefixes of the datasets Detectron2 registers itself (detectron2/data/datasets/builtin.py).
-_DETECTRON2_BUILTIN_PREFIXES = ("coco_", "keypoints_coco_", "lvis_", "cityscapes_", "voc_", "ade20k_")
+_DETECTRON2_BUILTIN_PREFIXES = (
+    "coco_",
+    "keypoints_coco_",
+    "lvis_",
+    "cityscapes_",
+    "voc_",
+    "ade20k_",
+)
 
 
 def _registered_datasets_summary(registered):
     own = sorted(n for n in registered if not n.startswith(_DETECTRON2_BUILTIN_PREFIXES))
     builtin = len(registered) - len(own)
-    return (
-        f"Registered datasets: {', '.join(own)}"
-        + (f", and {builtin} of Detectron2's built-in ones (COCO, LVIS, Cityscapes, VOC, ADE20K)." if builtin else ".")
+    return f"Registered datasets: {', '.join(own)}" + (
+        f", and {builtin} of Detectron2's built-in ones (COCO, LVIS, Cityscapes, VOC, ADE20K)."
+        if builtin
+        else "."
     )
 
 
 def _how_to_add_dataset(name):
-    dsb_root = os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "dsb2018")
+    dsb_root = os.path.join(
+        os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "dsb2018"
+    )
     if name.startswith("dsb2018_"):
-        split = name[len("dsb2018_sem_seg_"):] if name.startswith("dsb2018_sem_seg_") else name[len("dsb2018_"):]
+        split = (
+            name[len("dsb2018_sem_seg_") :]
+            if name.startswith("dsb2018_sem_seg_")
+            else name[len("dsb2018_") :]
+        )
         return (
             f"DSB2018 splits are registered for every {dsb_root}/annotations/instances_<split>.json "
             f"(DETECTRON2_DATASETS={os.getenv('DETECTRON2_DATASETS', '<unset: ./datasets>')}). "
@@ -212,7 +227,9 @@ def check_config_values(cfg, *, source=None, overridden=()):
     precision = _lookup(cfg, "TEST.PRECISION")
     if precision is not None and precision not in INFERENCE_PRECISIONS:
         expected = " or ".join(map(repr, INFERENCE_PRECISIONS))
-        raise ValueError(f"TEST.PRECISION = {precision!r} ({where('TEST.PRECISION')}) must be {expected}")
+        raise ValueError(
+            f"TEST.PRECISION = {precision!r} ({where('TEST.PRECISION')}) must be {expected}"
+        )
 
 
 def check_frozen_parameters_have_weights(cfg, model):

@@ -1,4 +1,5 @@
 """Config keys added by maskrcnnpp. Every key has a one-line comment."""
+
 import copy
 
 from detectron2.config import CfgNode as CN

@@ -1,4 +1,5 @@
 """Build a config from a YAML file and command-line overrides, with errors that name the fault."""
+
 import logging
 import os
 import re
@@ -86,7 +87,8 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
     if config_file:
         if not os.path.isfile(config_file):
             raise FileNotFoundError(
-                f"config file not found: {config_file}" + (" (a folder)" if os.path.isdir(config_file) else "")
+                f"config file not found: {config_file}"
+                + (" (a folder)" if os.path.isdir(config_file) else "")
             )
         try:
             _merge_config_file(cfg, config_file)
@@ -95,7 +97,9 @@ def setup_cfg(config_file, opts=(), *, freeze=True):
                 f"{config_file} (or one of its _BASE_ files): {e.args[0] if e.args else e}"
             ) from e
         except yaml.YAMLError as e:
-            raise ValueError(f"{config_file} (or one of its _BASE_ files) is not valid YAML: {e}") from e
+            raise ValueError(
+                f"{config_file} (or one of its _BASE_ files) is not valid YAML: {e}"
+            ) from e
         except (TypeError, AttributeError, AssertionError) as e:  # a YAML list, text, nothing
             raise ValueError(
                 f"{config_file} (or one of its _BASE_ files) is not a config (a YAML mapping of "

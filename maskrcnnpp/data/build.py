@@ -1,4 +1,5 @@
 """The dataset mapper and the training loader each kind of model trains and is tested with."""
+
 import logging
 
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
@@ -11,6 +12,7 @@ from .semantic_patch_mapper import SemanticPatchDatasetMapper
 __all__ = ["build_nuclei_mapper", "build_nuclei_train_loader"]
 
 logger = logging.getLogger(__name__)
+
 
 def build_nuclei_mapper(cfg, is_train: bool):
     """

@@ -368,7 +368,8 @@ def prepare_and_report(
     """
     start = time.perf_counter()
     status, summary = run_locked(
-        root if out is None else out, lambda: prepare_dsb2018(root, out, strict=strict, workers=workers)
+        root if out is None else out,
+        lambda: prepare_dsb2018(root, out, strict=strict, workers=workers),
     )
     if status:
         return status

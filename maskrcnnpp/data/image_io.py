@@ -55,6 +55,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 # A channel choice: None (none), a 0-based index, or a channel's name (see parse_channel).
 Channel = Union[None, int, str]
 
+
 class ImageReadError(OSError):
     """An image or mask file that cannot be read.
 
@@ -128,7 +129,9 @@ def parse_channel(value) -> Channel:
     return value
 
 
-def _select_channel(path: str, names: Sequence[Optional[str]], channel: Channel, what: str, hint: str) -> int:
+def _select_channel(
+    path: str, names: Sequence[Optional[str]], channel: Channel, what: str, hint: str
+) -> int:
     """The index of ``channel`` among ``len(names)`` channels (``names[i]`` None: unnamed)."""
     listed = ", ".join(f"{i} {name!r}" if name else str(i) for i, name in enumerate(names))
     listing = f"{len(names)} channels ({what}): {listed}"
@@ -159,7 +162,9 @@ def _ome_channel_names(tif: "tifffile.TiffFile") -> List[Optional[str]]:
     return [c.get("Name") for c in pixels if c.tag.rsplit("}", 1)[-1] == "Channel"]
 
 
-def _tiff_channels(path: str, tif: "tifffile.TiffFile", channel: Channel, hint: str) -> Tuple[tuple, str, bool]:
+def _tiff_channels(
+    path: str, tif: "tifffile.TiffFile", channel: Channel, hint: str
+) -> Tuple[tuple, str, bool]:
     """Which plane of the first series to read, from its axes alone (no pixels are read).
 
     Returns:
@@ -193,7 +198,9 @@ def _tiff_channels(path: str, tif: "tifffile.TiffFile", channel: Channel, hint: 
         elif letter in "QI":  # tifffile: unknown / a plain sequence of pages
             unnamed.append(axis)
         else:
-            what = _STACK_AXES.get(letter, "an axis {letter} of size {n}").format(letter=letter, n=size)
+            what = _STACK_AXES.get(letter, "an axis {letter} of size {n}").format(
+                letter=letter, n=size
+            )
             raise ImageReadError(
                 path,
                 f"{what} ({described}): only 2-D images (with channels) are read; save "
@@ -201,16 +208,23 @@ def _tiff_channels(path: str, tif: "tifffile.TiffFile", channel: Channel, hint: 
                 "Images, or Z Project)",
             )
     if not channel_axes and len(unnamed) == 1:
-        channel_axes, what = unnamed, f"{described}; axis {axes[unnamed[0]]} unnamed in the metadata, taken as channels"
+        channel_axes, what = (
+            unnamed,
+            f"{described}; axis {axes[unnamed[0]]} unnamed in the metadata, taken as channels",
+        )
     elif unnamed:
-        raise ImageReadError(path, f"axes the metadata does not name ({described}): cannot tell channels from planes")
+        raise ImageReadError(
+            path, f"axes the metadata does not name ({described}): cannot tell channels from planes"
+        )
     else:
         what = described
     index = tuple(slice(None) if letter in "YXS" else 0 for letter in axes)
     if not channel_axes:
         return index, "".join(letter for letter in axes if letter in "YXS"), False
     if len(channel_axes) > 1:
-        raise ImageReadError(path, f"several channel axes ({described}): cannot tell which to choose from")
+        raise ImageReadError(
+            path, f"several channel axes ({described}): cannot tell which to choose from"
+        )
     (axis,) = channel_axes
     if "S" in axes and shape[axes.index("S")] > 1:
         raise ImageReadError(path, f"channels of several samples each ({described}): not supported")
@@ -222,13 +236,19 @@ def _tiff_channels(path: str, tif: "tifffile.TiffFile", channel: Channel, hint: 
     elif tif.is_imagej:
         what += ", ImageJ hyperstack"
         labels = (tif.imagej_metadata or {}).get("Labels")
-        names = list(labels) if isinstance(labels, (list, tuple)) and len(labels) == len(names) else names
+        names = (
+            list(labels)
+            if isinstance(labels, (list, tuple)) and len(labels) == len(names)
+            else names
+        )
     chosen = _select_channel(path, names, channel, what, hint)
     index = index[:axis] + (chosen,) + index[axis + 1 :]
     return index, "".join(letter for letter in axes if letter in "YXS"), True
 
 
-def _decode_tiff(path: str, data: bytes, channel: Channel, hint: str) -> Tuple[Optional[np.ndarray], bool]:
+def _decode_tiff(
+    path: str, data: bytes, channel: Channel, hint: str
+) -> Tuple[Optional[np.ndarray], bool]:
     """The TIFF's image, or its chosen channel, as (H, W) or (H, W, S); None when its
     compression (LZW, Deflate, JPEG, ...) needs the optional ``imagecodecs`` package, which
     tifffile decodes it with. Also whether one of several channels was chosen."""
@@ -242,7 +262,9 @@ def _decode_tiff(path: str, data: bytes, channel: Channel, hint: str) -> Tuple[O
     except Exception as e:  # tifffile raises many types on corrupt / truncated files
         if "imagecodecs" in str(e):
             if chose:  # OpenCV would read the first page only
-                raise ImageReadError(path, "compressed multi-plane TIFF: pip install imagecodecs") from e
+                raise ImageReadError(
+                    path, "compressed multi-plane TIFF: pip install imagecodecs"
+                ) from e
             return None, False
         raise ImageReadError(path, f"invalid or truncated TIFF ({type(e).__name__}: {e})") from e
     order = [kept_axes.index(a) for a in "YXS" if a in kept_axes]
@@ -299,7 +321,9 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.rint(stretched).astype(np.uint8)
 
 
-def _decode(path: PathLike, channel: Channel = None, hint: str = _CHANNEL_HINT) -> Tuple[str, np.ndarray]:
+def _decode(
+    path: PathLike, channel: Channel = None, hint: str = _CHANNEL_HINT
+) -> Tuple[str, np.ndarray]:
     """(path, (H, W) or (H, W, 2..4) pixels as stored): the image, or its ``channel``."""
     path, channel = os.fspath(path), parse_channel(channel)
     data = _read_bytes(path)
@@ -318,8 +342,12 @@ def _decode(path: PathLike, channel: Channel = None, hint: str = _CHANNEL_HINT) 
         raise ImageReadError(
             path, f"unsupported array shape {image.shape}: expected (H, W) or (H, W, 1..4)"
         )
-    if channel is not None and not chose and image.ndim == 3:  # a colour, or the gray of gray + alpha
-        colour = _select_channel(path, _COLOUR_NAMES, channel, "RGB", hint) if image.shape[2] >= 3 else 0
+    if (
+        channel is not None and not chose and image.ndim == 3
+    ):  # a colour, or the gray of gray + alpha
+        colour = (
+            _select_channel(path, _COLOUR_NAMES, channel, "RGB", hint) if image.shape[2] >= 3 else 0
+        )
         image = np.ascontiguousarray(image[:, :, colour])
     return path, image
 

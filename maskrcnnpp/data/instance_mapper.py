@@ -92,7 +92,9 @@ class InstanceDatasetMapper(DatasetMapper):
         if sem_seg_gt is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(sem_seg_gt.astype("long"))
         if self.proposal_topk is not None:
-            utils.transform_proposals(dataset_dict, image_shape, transforms, proposal_topk=self.proposal_topk)
+            utils.transform_proposals(
+                dataset_dict, image_shape, transforms, proposal_topk=self.proposal_topk
+            )
         if not self.is_train:
             dataset_dict.pop("annotations", None)
             dataset_dict.pop("sem_seg_file_name", None)

@@ -159,7 +159,9 @@ def _listed_folder(folder: str, what: str, extensions: Sequence[str]) -> List[st
     return names
 
 
-def pair_files(images_dir: str, labels_dir: str) -> Tuple[List[LabelPair], List[str], List[Problem]]:
+def pair_files(
+    images_dir: str, labels_dir: str
+) -> Tuple[List[LabelPair], List[str], List[Problem]]:
     """Pair each image of ``images_dir`` with its label image in ``labels_dir`` by stem.
 
     Returns:
@@ -176,7 +178,8 @@ def pair_files(images_dir: str, labels_dir: str) -> Tuple[List[LabelPair], List[
         label_names = [
             n
             for n in image_names
-            if n.lower().endswith(LABEL_EXTENSIONS) and any(c in stems for c in _candidate_stems(_stem(n))[1:])
+            if n.lower().endswith(LABEL_EXTENSIONS)
+            and any(c in stems for c in _candidate_stems(_stem(n))[1:])
         ]
         image_names = [n for n in image_names if n not in set(label_names)]
     else:
@@ -193,7 +196,9 @@ def pair_files(images_dir: str, labels_dir: str) -> Tuple[List[LabelPair], List[
         stem = next((c for c in candidates if c in images_of), None)
         if stem is None:
             wanted = " or ".join(f"{c}.*" for c in candidates)
-            problems.append(Problem(path, f"label image without an image (no {wanted} in {images_dir})"))
+            problems.append(
+                Problem(path, f"label image without an image (no {wanted} in {images_dir})")
+            )
         else:
             labels_of[stem].append(path)
 
@@ -201,14 +206,24 @@ def pair_files(images_dir: str, labels_dir: str) -> Tuple[List[LabelPair], List[
     for stem in sorted(images_of):
         images, labels = images_of[stem], labels_of.get(stem, [])
         if len(images) > 1:
-            problems.append(Problem(images[0], f"{len(images)} images of stem {stem!r}: {', '.join(images)}"))
+            problems.append(
+                Problem(images[0], f"{len(images)} images of stem {stem!r}: {', '.join(images)}")
+            )
         elif not labels:
             suffixes = "/".join(LABEL_SUFFIXES)
             problems.append(
-                Problem(images[0], f"image without a label image (no {stem}[{suffixes}].png/.tif in {labels_dir})")
+                Problem(
+                    images[0],
+                    f"image without a label image (no {stem}[{suffixes}].png/.tif in {labels_dir})",
+                )
             )
         elif len(labels) > 1:
-            problems.append(Problem(labels[0], f"{len(labels)} label images for image {images[0]}: {', '.join(labels)}"))
+            problems.append(
+                Problem(
+                    labels[0],
+                    f"{len(labels)} label images for image {images[0]}: {', '.join(labels)}",
+                )
+            )
         else:
             pairs.append(LabelPair(stem, images[0], labels[0]))
     return pairs, sorted(images_of), problems
@@ -236,10 +251,14 @@ def read_split_file(path: str, image_stems: Sequence[str]) -> Dict[str, List[str
         if not split or not split.replace("_", "").replace("-", "").isalnum():
             raise DatasetFormatError(path, f"split name {split!r}: use letters, digits, '_' or '-'")
         if not isinstance(stems, list) or not all(isinstance(s, str) for s in stems):
-            raise DatasetFormatError(path, f"split {split!r} must be a list of image stems ({expected})")
+            raise DatasetFormatError(
+                path, f"split {split!r} must be a list of image stems ({expected})"
+            )
         for stem in stems:
             if stem not in known:
-                raise DatasetFormatError(path, f"split {split!r} names {stem!r}, which is no image stem")
+                raise DatasetFormatError(
+                    path, f"split {split!r} names {stem!r}, which is no image stem"
+                )
         twice = sorted({s for s in stems if stems.count(s) > 1})
         if twice:
             raise DatasetFormatError(path, f"split {split!r} lists {', '.join(twice)} twice")
@@ -309,7 +328,9 @@ def read_label_ids(path: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def instance_label_image(labels: np.ndarray, split_disconnected: bool) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
+def instance_label_image(
+    labels: np.ndarray, split_disconnected: bool
+) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
     """Number the instances of a label image 1..K.
 
     Args:
@@ -480,7 +501,9 @@ def prepare_label_folder(
         raise DatasetFormatError("--channel", str(e)) from None
     channel_dir = os.path.join(out, CHANNEL_IMAGES_DIRNAME)
     if channel is not None and os.path.realpath(channel_dir) == os.path.realpath(images_dir):
-        raise DatasetFormatError(out, f"the channel images would overwrite {images_dir}: choose another --out")
+        raise DatasetFormatError(
+            out, f"the channel images would overwrite {images_dir}: choose another --out"
+        )
     jobs = [(p, split_disconnected, channel) for p in pairs if p.stem in listed]
     converted: Dict[str, ConvertedPair] = {}
     disconnected: List[Problem] = []
@@ -497,7 +520,9 @@ def prepare_label_folder(
     _warn("warning: left out ", left_out)
     _warn("warning: ", disconnected)
     if not any(r.height for r in converted.values()):
-        raise DatasetFormatError(images_dir, "no image could be converted (see above): nothing written")
+        raise DatasetFormatError(
+            images_dir, "no image could be converted (see above): nothing written"
+        )
     unlisted = sorted({p.stem for p in pairs} - listed)
     if unlisted:
         tqdm.write(
@@ -513,8 +538,12 @@ def prepare_label_folder(
     for split, stems in splits.items():
         for stem in stems:
             if converted[stem].height:
-                atomic_write_png(semantic_mask_path(out, split, stem), semantic_mask(converted[stem]))
-    warn_unlisted_annotations(out, splits, lambda split: f"not in {SPLITS_FILENAME} of this conversion")
+                atomic_write_png(
+                    semantic_mask_path(out, split, stem), semantic_mask(converted[stem])
+                )
+    warn_unlisted_annotations(
+        out, splits, lambda split: f"not in {SPLITS_FILENAME} of this conversion"
+    )
     image_path = {p.stem: p.image_path for p in pairs}
     if channel is not None:
         image_path = {
@@ -531,11 +560,19 @@ def prepare_label_folder(
             out,
             f"images {os.path.abspath(images_dir)} + labels {os.path.abspath(labels_dir)}, "
             f"split '{split}' (prepare_label_folder.py)"
-            + ("" if channel is None else f"; channel {channel!r} of each image, in {CHANNEL_IMAGES_DIRNAME}/"),
+            + (
+                ""
+                if channel is None
+                else f"; channel {channel!r} of each image, in {CHANNEL_IMAGES_DIRNAME}/"
+            ),
         )
         json_file = instances_json_path(out, split)
         atomic_write_text(json_file, json.dumps(coco, separators=(",", ":")))
-        summary[split] = {"images": len(coco["images"]), "instances": len(coco["annotations"]), "json_file": json_file}
+        summary[split] = {
+            "images": len(coco["images"]),
+            "instances": len(coco["annotations"]),
+            "json_file": json_file,
+        }
     splits_file = os.path.join(out, SPLITS_FILENAME)
     atomic_write_text(splits_file, json.dumps(splits, indent=1) + "\n")
     return {
@@ -557,11 +594,15 @@ def prepare_and_report(images_dir: str, labels_dir: Optional[str], out: str, **o
         is writing into ``out`` (said on stderr).
     """
     start = time.perf_counter()
-    status, summary = run_locked(out, lambda: prepare_label_folder(images_dir, labels_dir, out, **options))
+    status, summary = run_locked(
+        out, lambda: prepare_label_folder(images_dir, labels_dir, out, **options)
+    )
     if status:
         return status
     for split, counts in summary["splits"].items():
-        print(f"{split}: {counts['images']} images, {counts['instances']} instances -> {counts['json_file']}")
+        print(
+            f"{split}: {counts['images']} images, {counts['instances']} instances -> {counts['json_file']}"
+        )
     if not any(counts["instances"] for counts in summary["splits"].values()):
         print(
             f"warning: every label image of {labels_dir or images_dir} is empty (all 0): no "
@@ -577,7 +618,9 @@ def prepare_and_report(images_dir: str, labels_dir: Optional[str], out: str, **o
             "label image(s) (listed on stderr; --split-disconnected splits them)"
         )
     if summary["split_ids"]:
-        print(f"split into their regions: {summary['split_ids']} label id(s) (--split-disconnected)")
+        print(
+            f"split into their regions: {summary['split_ids']} label id(s) (--split-disconnected)"
+        )
     if summary["channel_images"]:
         print(f"channel {options['channel']} of each image: {summary['channel_images']}")
     print(f"splits: {summary['splits_file']}")
@@ -593,7 +636,9 @@ def prepare_and_report(images_dir: str, labels_dir: Optional[str], out: str, **o
 _REGISTERED: Dict[str, List[str]] = {}
 
 
-def _not_prepared_error(dataset_name: str, missing: str, root: str, split: str) -> FileNotFoundError:
+def _not_prepared_error(
+    dataset_name: str, missing: str, root: str, split: str
+) -> FileNotFoundError:
     return FileNotFoundError(
         f"Dataset '{dataset_name}' is not prepared: {missing} does not exist. Prepare it with\n"
         f"    python {_PREPARE_SCRIPT} --images <image folder> --labels <label folder> --out {root}\n"
@@ -631,7 +676,9 @@ def register_label_folder(root: str, *, name: str) -> List[str]:
     for dataset_name in _REGISTERED.pop(name, ()):  # pop: the caller may have removed them
         DatasetCatalog.pop(dataset_name, None)
         MetadataCatalog.pop(dataset_name, None)
-    _REGISTERED[name] = register_prepared_splits(root, splits, name=name, not_prepared=_not_prepared_error)
+    _REGISTERED[name] = register_prepared_splits(
+        root, splits, name=name, not_prepared=_not_prepared_error
+    )
     return list(_REGISTERED[name])
 
 
@@ -661,5 +708,3 @@ def register_label_folders_of_config(cfg) -> List[str]:
 
 # ---------------------------------------------------------------------------------------
 # an example folder
-
-

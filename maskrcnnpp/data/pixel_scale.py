@@ -17,6 +17,7 @@ Detectron2's ``INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / MIN_SIZE_TEST / MAX_SIZE_
 models. Semantic models (:func:`~maskrcnnpp.modeling.model_kind.is_semantic_model`) see
 images at their own pixel scale: both factors must stay 1 for them.
 """
+
 import math
 from typing import List, Optional, Tuple
 
@@ -116,8 +117,14 @@ class ScaleByFactor(T.Augmentation):
         """
         super().__init__()
         max_factor = min_factor if max_factor is None else max_factor
-        if not (_positive_finite(min_factor) and _positive_finite(max_factor) and min_factor <= max_factor):
-            raise ValueError(f"scale factors must be finite, 0 < min <= max; got ({min_factor}, {max_factor})")
+        if not (
+            _positive_finite(min_factor)
+            and _positive_finite(max_factor)
+            and min_factor <= max_factor
+        ):
+            raise ValueError(
+                f"scale factors must be finite, 0 < min <= max; got ({min_factor}, {max_factor})"
+            )
         self.min_factor = float(min_factor)
         self.max_factor = float(max_factor)
         self.interp = interp

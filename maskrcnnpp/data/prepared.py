@@ -14,6 +14,7 @@ for Mask R-CNN(++), evaluator_type "coco") and ``<name>_sem_seg_<split>`` (``fil
 sources' readers are :mod:`.dsb2018_conversion` (the Kaggle download) and :mod:`.label_folder`
 (a folder of images and label images).
 """
+
 import contextlib
 import functools
 import glob
@@ -79,7 +80,9 @@ def instances_json_path(root: str, split: str) -> str:
 def prepared_split_names(root: str) -> List[str]:
     """Splits that have an ``instances_<split>.json`` under ``root``, sorted."""
     pattern = os.path.join(glob.escape(annotations_dir(root)), "instances_*.json")
-    return [os.path.basename(p)[len("instances_") : -len(".json")] for p in sorted(glob.glob(pattern))]
+    return [
+        os.path.basename(p)[len("instances_") : -len(".json")] for p in sorted(glob.glob(pattern))
+    ]
 
 
 def semantic_dir(root: str, split: str) -> str:
@@ -320,7 +323,9 @@ def _remove_stale_temporaries(out: str) -> None:
     at a time."""
     folders = [out, annotations_dir(out)]
     folders += glob.glob(os.path.join(glob.escape(semantic_dir(out, "")), "*"))
-    stale = [p for folder in folders for p in glob.glob(os.path.join(glob.escape(folder), ".*.tmp"))]
+    stale = [
+        p for folder in folders for p in glob.glob(os.path.join(glob.escape(folder), ".*.tmp"))
+    ]
     for path in stale:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)

@@ -1,4 +1,5 @@
 """A training sampler that draws images by their pixel area (every pixel the same chance by default)."""
+
 import itertools
 from typing import Iterator, Sequence
 
@@ -35,7 +36,9 @@ class PixelAreaTrainingSampler(Sampler):
         if areas.numel() == 0 or not bool((areas > 0).all()):
             raise ValueError("PixelAreaTrainingSampler: every item needs an area > 0.")
         if not power >= 0:
-            raise ValueError(f"PixelAreaTrainingSampler: power (DATALOADER.PIXEL_AREA_POWER) must be >= 0, got {power!r}.")
+            raise ValueError(
+                f"PixelAreaTrainingSampler: power (DATALOADER.PIXEL_AREA_POWER) must be >= 0, got {power!r}."
+            )
         weights = areas**power
         self._weights = weights / weights.sum()
         self._seed = int(comm.shared_random_seed() if seed is None else seed)
@@ -62,4 +65,6 @@ class PixelAreaTrainingSampler(Sampler):
         generator = torch.Generator()
         generator.manual_seed(self._seed)
         while True:
-            yield from torch.multinomial(self._weights, 4096, replacement=True, generator=generator).tolist()
+            yield from torch.multinomial(
+                self._weights, 4096, replacement=True, generator=generator
+            ).tolist()

@@ -106,7 +106,9 @@ class SemanticPatchDatasetMapper:
         self.intensity_jitter = intensity_jitter
         self.ignore_value = ignore_value
         if not 0.0 <= invert_prob <= 1.0:
-            raise ValueError(f"INPUT.SEMANTIC_PATCH.INVERT_PROB must be in [0, 1], got {invert_prob}.")
+            raise ValueError(
+                f"INPUT.SEMANTIC_PATCH.INVERT_PROB must be in [0, 1], got {invert_prob}."
+            )
         if cache_mb < 0:
             raise ValueError(f"INPUT.SEMANTIC_PATCH.CACHE_MB must be >= 0, got {cache_mb}.")
         if image_format not in ("RGB", "BGR"):
@@ -181,7 +183,9 @@ class SemanticPatchDatasetMapper:
         if self.instance_annotations is not None:
             labels = self._interior_boundary_labels(dataset_dict["file_name"], labels)
         # a dtype that holds the ignore value of the padding too
-        labels = labels.astype(np.promote_types(labels.dtype, np.min_scalar_type(self.ignore_value)), copy=False)
+        labels = labels.astype(
+            np.promote_types(labels.dtype, np.min_scalar_type(self.ignore_value)), copy=False
+        )
         size = image.nbytes + labels.nbytes
         if self._decoded_bytes + size <= self.cache_bytes:
             self._decoded[dataset_dict["file_name"]] = (image, labels)
@@ -223,7 +227,9 @@ class SemanticPatchDatasetMapper:
         if self.invert_prob > 0 and rng.random() < self.invert_prob:
             image = 255 - image
         if self.intensity_jitter > 0:
-            brightness, contrast = rng.uniform(1 - self.intensity_jitter, 1 + self.intensity_jitter, 2)
+            brightness, contrast = rng.uniform(
+                1 - self.intensity_jitter, 1 + self.intensity_jitter, 2
+            )
             pixels = image.astype(np.float32) * brightness
             pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
             image = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)

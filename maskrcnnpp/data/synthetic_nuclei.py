@@ -21,6 +21,7 @@ The files are generated on first use under ``$MASKRCNNPP_CACHE`` (default
 and the generator (this file's source, numpy and OpenCV versions), so a changed generator
 never reuses stale data. Generation is atomic, and safe when several processes ask at once.
 """
+
 import hashlib
 import json
 import os
@@ -140,8 +141,14 @@ def _rasterize(nuclei, height, width):
     radial_position = np.zeros((height, width), np.float32)
     for index, nucleus in enumerate(nuclei):
         reach = nucleus.semi_major * (1.0 + nucleus.amplitudes.sum()) + 1.0
-        y0, y1 = max(0, int(nucleus.center_y - reach)), min(height, int(nucleus.center_y + reach) + 2)
-        x0, x1 = max(0, int(nucleus.center_x - reach)), min(width, int(nucleus.center_x + reach) + 2)
+        y0, y1 = (
+            max(0, int(nucleus.center_y - reach)),
+            min(height, int(nucleus.center_y + reach) + 2),
+        )
+        x0, x1 = (
+            max(0, int(nucleus.center_x - reach)),
+            min(width, int(nucleus.center_x + reach) + 2),
+        )
         if y0 >= y1 or x0 >= x1:
             continue
         dy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - nucleus.center_y
@@ -543,7 +550,9 @@ def register_synthetic_nuclei():
 register_synthetic_nuclei()
 
 
-def write_example_label_folder(out: str, *, num_images: int = 12, size: int = 128, seed: int = 0) -> None:
+def write_example_label_folder(
+    out: str, *, num_images: int = 12, size: int = 128, seed: int = 0
+) -> None:
     """Write synthetic nuclei as a folder to try the conversion on (the StarDist layout):
     ``out/images/nuclei_<k>.png`` (8-bit RGB) and ``out/masks/nuclei_<k>.tif`` (uint16 label
     image, 0 background, 1..N the nuclei), image k drawn from seed ``seed + k``."""

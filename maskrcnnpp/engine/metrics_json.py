@@ -1,5 +1,6 @@
 """Detectron2's ``OUTPUT_DIR/metrics.json`` (one JSON object a line, appended during training),
 read and repaired so that a run killed mid-write and then resumed leaves no corrupt record."""
+
 import json
 import logging
 import os
@@ -30,11 +31,16 @@ def read_metrics_json(path):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                logger.warning("%s, line %d: skipping a line that is not JSON (cut short by a kill?)",
-                               path, line_number)
+                logger.warning(
+                    "%s, line %d: skipping a line that is not JSON (cut short by a kill?)",
+                    path,
+                    line_number,
+                )
                 continue
             if not isinstance(record, dict):
-                logger.warning("%s, line %d: skipping a line that is not a JSON object", path, line_number)
+                logger.warning(
+                    "%s, line %d: skipping a line that is not a JSON object", path, line_number
+                )
                 continue
             iteration = record.get("iteration")
             if iteration is not None and records and records[-1].get("iteration", -1) >= iteration:

@@ -1,4 +1,5 @@
 """The optimizer named by ``SOLVER.OPTIMIZER``: Detectron2's SGD, or AdamW."""
+
 import torch
 from detectron2.solver import build_optimizer as build_sgd_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping

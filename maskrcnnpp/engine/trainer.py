@@ -1,6 +1,7 @@
 """The trainer of every maskrcnnpp model: Detectron2's DefaultTrainer with the nuclei data
 loaders and evaluators, the optimizer of ``SOLVER.OPTIMIZER``, DDP on any device, atomic
 checkpoints and a training-curves plot."""
+
 import logging
 import os
 import time
@@ -146,5 +147,7 @@ class NucleiTrainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks = super().build_hooks()
-        hooks.append(TrainingCurvesHook(self.cfg.OUTPUT_DIR, period=self.cfg.SOLVER.CHECKPOINT_PERIOD))
+        hooks.append(
+            TrainingCurvesHook(self.cfg.OUTPUT_DIR, period=self.cfg.SOLVER.CHECKPOINT_PERIOD)
+        )
         return hooks

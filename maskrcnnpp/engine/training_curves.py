@@ -1,4 +1,5 @@
 """Plot of the training losses (and evaluation metrics) read from Detectron2's metrics.json."""
+
 import logging
 import os
 
@@ -37,7 +38,9 @@ def plot_training_curves(metrics_json, out_png):
     loss_keys = sorted({k for r in loss_records for k in r if k.startswith("loss_")})
     metric_records = [r for r in records if any(k in r for k in _METRIC_KEYS)]
 
-    fig, axes = plt.subplots(1, 2 if metric_records else 1, figsize=(12 if metric_records else 6, 4))
+    fig, axes = plt.subplots(
+        1, 2 if metric_records else 1, figsize=(12 if metric_records else 6, 4)
+    )
     axes = axes if metric_records else [axes]
     its = [r["iteration"] for r in loss_records]
     axes[0].plot(its, [r["total_loss"] for r in loss_records], label="total_loss", lw=2, color="k")

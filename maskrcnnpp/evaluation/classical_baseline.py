@@ -17,6 +17,7 @@ The recipe (:func:`otsu_watershed_labels`), fixed so that every table shows the 
    (:func:`scipy.ndimage.watershed_ift` is not used: given the negated distance with the seeds,
    it lets one basin flood past another seed's whole disc.)
 """
+
 import logging
 import os
 

@@ -1,5 +1,6 @@
 """The evaluators a maskrcnnpp model is scored with (COCO AP and the nuclei metrics together), and
 the one table the tools print their results in."""
+
 import os
 
 from detectron2.data import MetadataCatalog
@@ -81,8 +82,15 @@ def build_nuclei_evaluators(cfg, dataset_name, output_folder=None):
 
 # the columns of format_results_table: (task, metric)
 _COLUMNS = (
-    ("segm", "AP"), ("segm", "AP50"), ("segm", "AP75"), ("bbox", "AP"),
-    ("nuclei", "iou"), ("nuclei", "dice"), ("nuclei", "dsb_score"), ("nuclei", "aji"), ("nuclei", "pq"),
+    ("segm", "AP"),
+    ("segm", "AP50"),
+    ("segm", "AP75"),
+    ("bbox", "AP"),
+    ("nuclei", "iou"),
+    ("nuclei", "dice"),
+    ("nuclei", "dsb_score"),
+    ("nuclei", "aji"),
+    ("nuclei", "pq"),
 )
 
 
@@ -101,6 +109,8 @@ def format_results_table(results_by_name):
         row = [label]
         for task, name in _COLUMNS:
             value = results.get(task, {}).get(name)
-            row.append("-" if value is None else (f"{value:.2f}" if task != "nuclei" else f"{value:.4f}"))
+            row.append(
+                "-" if value is None else (f"{value:.2f}" if task != "nuclei" else f"{value:.4f}")
+            )
         rows.append(row)
     return tabulate(rows, headers=headers, tablefmt="pipe")

@@ -1,5 +1,6 @@
 """Nuclei metrics per image type: the numbers of a split, broken down by imaging modality and,
 for fluorescence, by image size (the DSB2018 image types differ most in those)."""
+
 import collections
 import json
 import os
@@ -35,7 +36,11 @@ def image_types_of_coco(gt_json: str) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.abspath(gt_json)))
     types = {}
     for image in images:
-        path = image["file_name"] if os.path.isabs(image["file_name"]) else os.path.join(root, image["file_name"])
+        path = (
+            image["file_name"]
+            if os.path.isabs(image["file_name"])
+            else os.path.join(root, image["file_name"])
+        )
         pixels = cv2.imread(path, cv2.IMREAD_COLOR)
         if pixels is None:
             raise FileNotFoundError(f"{gt_json}: image {image['id']} not readable: {path}")

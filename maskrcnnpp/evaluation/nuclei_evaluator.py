@@ -173,7 +173,9 @@ class NucleiEvaluator(DatasetEvaluator):
                 )
             record = self._records[image_id]
             for reached in output.get("caps_reached", ()):
-                self._logger.warning(f"NucleiEvaluator: image {image_id!r} ({record['file_name']}): {reached}")
+                self._logger.warning(
+                    f"NucleiEvaluator: image {image_id!r} ({record['file_name']}): {reached}"
+                )
             gt_labels = self._gt_label_image(record)
             pred_labels = self._pred_label_image(output, image_id)
             if pred_labels.shape != gt_labels.shape:

@@ -57,7 +57,14 @@ DSB_IOU_THRESHOLDS = tuple(float(k) / _DSB_THRESHOLD_DENOMINATOR for k in _DSB_T
 
 # Keys of summarize_nuclei_stats' result (besides "num_images"), all fractions in [0, 1].
 NUCLEI_METRIC_NAMES = (
-    "iou", "dice", "iou_pooled", "dice_pooled", "dsb_score", "aji", "pq", "accuracy_iou50_pooled"
+    "iou",
+    "dice",
+    "iou_pooled",
+    "dice_pooled",
+    "dsb_score",
+    "aji",
+    "pq",
+    "accuracy_iou50_pooled",
 )
 
 

@@ -295,7 +295,7 @@ def load_image_list(path, gt_path, gt_images):
     if not isinstance(entries, list) or not all(
         isinstance(e, dict) and "id" in e and isinstance(e.get("file_name"), str) for e in entries
     ):
-        raise InputError(f"image list {path}: expected {{\"images\": [{{\"id\", \"file_name\", ...}}]}}")
+        raise InputError(f'image list {path}: expected {{"images": [{{"id", "file_name", ...}}]}}')
 
     def by_name(images, where):
         names = {}
@@ -311,8 +311,10 @@ def load_image_list(path, gt_path, gt_images):
     predicted = by_name(entries, f"image list {path}")
     truth = by_name(gt_images.values(), f"ground-truth file {gt_path}")
     for name in sorted(set(predicted) ^ set(truth)):
-        side = f"predicted ({path}) but not in the ground truth" if name in predicted else (
-            f"in the ground truth but not predicted ({path})"
+        side = (
+            f"predicted ({path}) but not in the ground truth"
+            if name in predicted
+            else (f"in the ground truth but not predicted ({path})")
         )
         raise InputError(
             f"results and ground truth are not the same image set: {name} is {side} "

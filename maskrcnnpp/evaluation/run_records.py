@@ -13,6 +13,7 @@ The records a run folder keeps, their names, and the one place that writes and r
 
 ``results/`` keeps these records of every run its tables are computed from.
 """
+
 import json
 import os
 import platform
@@ -52,8 +53,12 @@ def machine_description():
             )
     except OSError:
         pass
-    return {"node": platform.node(), "platform": platform.platform(), "processor": processor,
-            "cpu_count": os.cpu_count()}
+    return {
+        "node": platform.node(),
+        "platform": platform.platform(),
+        "processor": processor,
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def final_metrics_path(output_dir):
@@ -80,8 +85,13 @@ def write_final_metrics(output_dir, results, *, config_file=None, method=None):
         method (str or None): what made the results when it is not a config's model (the
             classical baseline, a peer).
     """
-    record = {"config_file": config_file, "method": method, "machine": machine_description(),
-              "threads": torch.get_num_threads(), "results": results}
+    record = {
+        "config_file": config_file,
+        "method": method,
+        "machine": machine_description(),
+        "threads": torch.get_num_threads(),
+        "results": results,
+    }
     with atomic_open(final_metrics_path(output_dir), "w") as f:
         json.dump(record, f, indent=2)
 
@@ -108,8 +118,14 @@ def read_final_metrics(output_dir):
     path = final_metrics_path(output_dir)
     record = _read_json(path, "final metrics")
     results = record.get("results") if isinstance(record, dict) else None
-    if not isinstance(results, dict) or not results or not all(isinstance(r, dict) for r in results.values()):
-        raise ValueError(f"{path}: expected {{'results': {{dataset: {{task: {{metric: value}}}}}}}}")
+    if (
+        not isinstance(results, dict)
+        or not results
+        or not all(isinstance(r, dict) for r in results.values())
+    ):
+        raise ValueError(
+            f"{path}: expected {{'results': {{dataset: {{task: {{metric: value}}}}}}}}"
+        )
     return record
 
 
@@ -137,7 +153,9 @@ def read_run_record(output_dir):
         with open(path) as f:
             record = json.load(f)
     except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); delete it to start the run's record again") from e
+        raise ValueError(
+            f"{path}: not valid JSON ({e}); delete it to start the run's record again"
+        ) from e
     if not isinstance(record, dict) or not isinstance(record.get("attempts"), list):
         raise ValueError(f"{path}: expected an object with a list 'attempts'")
     return record

@@ -13,6 +13,7 @@ The model itself is traced (``torchscript_export.trace_torchscript`` of the
   :func:`maskrcnnpp.structures.instance_painting.paint_instances` paints them (overlaps go to
   the higher score, labels 1..K by decreasing score, instances left without a pixel dropped).
 """
+
 from typing import Tuple
 
 import torch
@@ -25,7 +26,12 @@ from ..data.pixel_scale import scale_factor_at_test
 from .torchscript_export import trace_torchscript
 from .traceable_model import build_traceable_model, flattened_output_names, quiet_tracer_warnings
 
-__all__ = ["NucleusProbabilityMap", "NucleusLabelImage", "build_package_modules", "paint_label_image"]
+__all__ = [
+    "NucleusProbabilityMap",
+    "NucleusLabelImage",
+    "build_package_modules",
+    "paint_label_image",
+]
 
 # The R-CNN core's flat outputs, in TracingAdapter's order (checked when the module is built).
 _RCNN_OUTPUTS = (
@@ -91,7 +97,15 @@ class NucleusProbabilityMap(nn.Module):
 class NucleusLabelImage(nn.Module):
     """(1, 3, H, W) RGB image, 0..255 -> (1, 1, H, W) int32 nuclei label image."""
 
-    def __init__(self, core: nn.Module, *, bgr: bool, scale_factor: float, score_threshold: float, mask_threshold: float = 0.5):
+    def __init__(
+        self,
+        core: nn.Module,
+        *,
+        bgr: bool,
+        scale_factor: float,
+        score_threshold: float,
+        mask_threshold: float = 0.5,
+    ):
         """
         Args:
             core: the R-CNN's ``TracingAdapter`` (eager) or its traced TorchScript: (3, h, w)
@@ -111,14 +125,20 @@ class NucleusLabelImage(nn.Module):
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
 
-    def _resized(self, image: torch.Tensor, height: int, width: int) -> Tuple[torch.Tensor, int, int]:
+    def _resized(
+        self, image: torch.Tensor, height: int, width: int
+    ) -> Tuple[torch.Tensor, int, int]:
         # as maskrcnnpp.data.pixel_scale.scaled_size: rounded, at least 1 pixel
         new_height = max(1, int(round(height * self.scale_factor)))
         new_width = max(1, int(round(width * self.scale_factor)))
         if new_height == height and new_width == width:
             return image, height, width
         resized = F.interpolate(
-            image[None], size=[new_height, new_width], mode="bilinear", align_corners=False, antialias=True
+            image[None],
+            size=[new_height, new_width],
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
         )[0]
         return resized.round().clamp(0.0, 255.0), new_height, new_width
 
@@ -134,7 +154,12 @@ class NucleusLabelImage(nn.Module):
         boxes, masks, scores = boxes[keep], masks[keep], scores[keep]
         # detector_postprocess: boxes scaled to the image, clipped, empty ones dropped
         scale = torch.tensor(
-            [width / input_width, height / input_height, width / input_width, height / input_height],
+            [
+                width / input_width,
+                height / input_height,
+                width / input_width,
+                height / input_height,
+            ],
             dtype=boxes.dtype,
             device=boxes.device,
         )
@@ -153,11 +178,15 @@ class NucleusLabelImage(nn.Module):
         order = torch.argsort(scores, descending=True, stable=True)
         if int(order.numel()) == 0:
             return torch.zeros([1, 1, height, width], dtype=torch.int32, device=x.device)
-        pasted = paste_masks_in_image(masks[order][:, 0], boxes[order], (height, width), self.mask_threshold)
+        pasted = paste_masks_in_image(
+            masks[order][:, 0], boxes[order], (height, width), self.mask_threshold
+        )
         return paint_label_image(pasted)[None, None]
 
 
-def build_package_modules(cfg, model: nn.Module, image: torch.Tensor) -> Tuple[nn.Module, torch.jit.ScriptModule]:
+def build_package_modules(
+    cfg, model: nn.Module, image: torch.Tensor
+) -> Tuple[nn.Module, torch.jit.ScriptModule]:
     """
     Args:
         cfg: the model's config (``INPUT.FORMAT``; instance models: ``INPUT.SCALE_FACTOR_TEST``,
@@ -172,14 +201,18 @@ def build_package_modules(cfg, model: nn.Module, image: torch.Tensor) -> Tuple[n
         around the traced one, scripted: (1, 3, H, W) RGB image -> (1, 1, H, W) map.
     """
     if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
-        raise ValueError(f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: bioimage.io export supports 'BGR' and 'RGB' models")
+        raise ValueError(
+            f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: bioimage.io export supports 'BGR' and 'RGB' models"
+        )
     adapter = build_traceable_model(model, image)
     names = tuple(flattened_output_names(adapter))
     traced = trace_torchscript(adapter, image)
     bgr = cfg.INPUT.FORMAT == "BGR"
     if isinstance(model, GeneralizedRCNN):
         if names != _RCNN_OUTPUTS:
-            raise ValueError(f"the R-CNN's outputs are {list(names)}; a label image needs {list(_RCNN_OUTPUTS)}")
+            raise ValueError(
+                f"the R-CNN's outputs are {list(names)}; a label image needs {list(_RCNN_OUTPUTS)}"
+            )
         options = {
             "bgr": bgr,
             "scale_factor": scale_factor_at_test(cfg),
@@ -188,8 +221,13 @@ def build_package_modules(cfg, model: nn.Module, image: torch.Tensor) -> Tuple[n
         eager, wrapper = NucleusLabelImage(adapter, **options), NucleusLabelImage(traced, **options)
     else:
         if names != ("sem_seg",):
-            raise ValueError(f"the semantic model's outputs are {list(names)}; a probability map needs ['sem_seg']")
-        eager, wrapper = NucleusProbabilityMap(adapter, bgr=bgr), NucleusProbabilityMap(traced, bgr=bgr)
+            raise ValueError(
+                f"the semantic model's outputs are {list(names)}; a probability map needs ['sem_seg']"
+            )
+        eager, wrapper = (
+            NucleusProbabilityMap(adapter, bgr=bgr),
+            NucleusProbabilityMap(traced, bgr=bgr),
+        )
     with quiet_tracer_warnings():
         scripted = torch.jit.script(wrapper.eval())
     return eager.eval(), scripted

@@ -6,6 +6,7 @@ format 0.5, written by ``bioimageio.spec``), test input and output tensors (``.n
 image, the model card (``README.md``) and the licence. The package is written only after
 ``bioimageio.core``'s own model test has loaded it and reproduced its test output.
 """
+
 import importlib.metadata
 import os
 import shutil
@@ -92,11 +93,21 @@ def package_name(cfg, config_file: Optional[str]) -> str:
 
 def _batched_rgb(sample: SampleInput) -> torch.Tensor:
     if sample.rgb is None:
-        raise ValueError(f"sample {sample.source} has no original RGB image (load it with load_sample_inputs)")
+        raise ValueError(
+            f"sample {sample.source} has no original RGB image (load it with load_sample_inputs)"
+        )
     return torch.as_tensor(np.ascontiguousarray(sample.rgb.transpose(2, 0, 1)))[None]
 
 
-def _compare(eager: torch.Tensor, exported: torch.Tensor, source: str, *, labels: bool, atol: float, rtol: float) -> Tuple[float, Optional[str]]:
+def _compare(
+    eager: torch.Tensor,
+    exported: torch.Tensor,
+    source: str,
+    *,
+    labels: bool,
+    atol: float,
+    rtol: float,
+) -> Tuple[float, Optional[str]]:
     """The largest absolute difference, and what is wrong (None: within the tolerance). Label
     images may differ at up to 100 pixels per million (``bioimageio.core``'s default)."""
     if eager.shape != exported.shape:
@@ -110,7 +121,10 @@ def _compare(eager: torch.Tensor, exported: torch.Tensor, source: str, *, labels
         return largest, None
     excess = diff - (atol + rtol * eager.double().abs())
     if diff.numel() and float(excess.max()) > 0:
-        return largest, f"{source}: max abs difference {largest:.3g} exceeds atol {atol:g} + rtol {rtol:g} * |eager|"
+        return (
+            largest,
+            f"{source}: max abs difference {largest:.3g} exceeds atol {atol:g} + rtol {rtol:g} * |eager|",
+        )
     return largest, None
 
 
@@ -124,7 +138,11 @@ def _label_colours(labels: np.ndarray) -> np.ndarray:
 
 def _cover(rgb: np.ndarray, output: np.ndarray, labels: bool) -> np.ndarray:
     """The test image and the package's output side by side (2:1), 256 pixels high, RGB."""
-    shown = _label_colours(output) if labels else np.repeat((output.clip(0, 1) * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    shown = (
+        _label_colours(output)
+        if labels
+        else np.repeat((output.clip(0, 1) * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    )
     height = 256
     width = max(1, round(rgb.shape[1] * height / rgb.shape[0]))
     halves = [
@@ -134,7 +152,9 @@ def _cover(rgb: np.ndarray, output: np.ndarray, labels: bool) -> np.ndarray:
     return np.concatenate(halves, axis=1)
 
 
-def _model_card(name: str, cfg, *, labels: bool, description: str, samples: Sequence[SampleInput], check: Dict) -> str:
+def _model_card(
+    name: str, cfg, *, labels: bool, description: str, samples: Sequence[SampleInput], check: Dict
+) -> str:
     output = (
         "`labels`, (1, 1, H, W) int32: 0 background, 1..K the nuclei, numbered by decreasing "
         "score. The image is resized by the model's test factor "
@@ -265,7 +285,9 @@ def _write_package_files(
         reference = bio.SizeReference(tensor_id=bio.TensorId(_INPUT_ID), axis_id=bio.AxisId(axis))
         if labels:
             return bio.SpaceOutputAxis(id=bio.AxisId(axis), size=reference)
-        return bio.SpaceOutputAxisWithHalo(id=bio.AxisId(axis), size=reference, halo=_PROBABILITY_HALO)
+        return bio.SpaceOutputAxisWithHalo(
+            id=bio.AxisId(axis), size=reference, halo=_PROBABILITY_HALO
+        )
 
     output_tensor = bio.OutputTensorDescr(
         id=bio.TensorId("labels" if labels else "nucleus_probability"),
@@ -393,7 +415,9 @@ def export_bioimageio_package(
             expected = eager(x.float()).cpu()
         exported = run_exported(x.float())[0].cpu()
         outputs.append(exported)
-        diff, problem = _compare(expected, exported, sample.source, labels=labels, atol=atol, rtol=rtol)
+        diff, problem = _compare(
+            expected, exported, sample.source, labels=labels, atol=atol, rtol=rtol
+        )
         largest = max(largest, diff)
         if problem:
             problems.append(problem)
@@ -424,7 +448,8 @@ def export_bioimageio_package(
         test_seconds = time.perf_counter() - start
         if summary.status != "passed":
             raise BioimageioTestError(
-                "bioimageio.core's model test failed on the package:\n  " + "\n  ".join(_failed_details(summary))
+                "bioimageio.core's model test failed on the package:\n  "
+                + "\n  ".join(_failed_details(summary))
             )
         folder = os.path.join(staging, BIOIMAGEIO_FOLDER)
         spec.save_bioimageio_package_as_folder(zip_path, output_path=Path(folder))
@@ -442,11 +467,22 @@ def export_bioimageio_package(
         "weights": cfg.MODEL.WEIGHTS or None,
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
         "device": str(device),
-        "input": {"id": _INPUT_ID, "axes": "bcyx", "shape": "(1, 3, H, W)", "dtype": "uint8", "channels": "RGB"},
+        "input": {
+            "id": _INPUT_ID,
+            "axes": "bcyx",
+            "shape": "(1, 3, H, W)",
+            "dtype": "uint8",
+            "channels": "RGB",
+        },
         "output": (
             {"id": "labels", "axes": "bcyx", "shape": "(1, 1, H, W)", "dtype": "int32"}
             if labels
-            else {"id": "nucleus_probability", "axes": "bcyx", "shape": "(1, 1, H, W)", "dtype": "float32"}
+            else {
+                "id": "nucleus_probability",
+                "axes": "bcyx",
+                "shape": "(1, 1, H, W)",
+                "dtype": "float32",
+            }
         ),
         "bioimageio_core_test": {
             "status": summary.status,

@@ -1,6 +1,7 @@
 """Export a built model to TorchScript or ONNX, check the export against the eager model on
 sample images, and only then write it (atomically) with a description of its inputs and
 outputs."""
+
 import json
 import logging
 import os
@@ -127,7 +128,13 @@ def export_model(
         raise ValueError("export needs at least one sample image")
     if export_format == "bioimageio":
         info = export_bioimageio_package(
-            cfg, model, samples, output_dir=output_dir, atol=tolerance.atol, rtol=tolerance.rtol, config_file=config_file
+            cfg,
+            model,
+            samples,
+            output_dir=output_dir,
+            atol=tolerance.atol,
+            rtol=tolerance.rtol,
+            config_file=config_file,
         )
         with atomic_open(os.path.join(output_dir, EXPORT_INFO_FILE), "w") as f:
             json.dump(info, f, indent=2)
@@ -208,7 +215,9 @@ def export_model(
             if is_rcnn
             else _INTERIOR_BOUNDARY_POSTPROCESSING
             if getattr(model, "target", None) == "interior_boundary"
-            else _SEMANTIC_POSTPROCESSING if "sem_seg" in names else None
+            else _SEMANTIC_POSTPROCESSING
+            if "sem_seg" in names
+            else None
         ),
         # a traced graph keeps the fixed caps for every image, whatever its size (the
         # per-megapixel caps of evaluation and tools/predict.py need the eager model's hooks)

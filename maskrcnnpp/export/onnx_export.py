@@ -14,6 +14,7 @@ its data-dependent sizes (proposals after NMS, detections per image) and dynamic
 and width. The ``torch.export``-based exporter (``dynamo=True``, PyTorch's default since 2.9)
 needs the ``onnxscript`` package and was not tried on Detectron2's R-CNN here.
 """
+
 import io
 import re
 from typing import Callable, List, Tuple
@@ -133,7 +134,10 @@ def load_onnx(data: bytes, device) -> Callable[[torch.Tensor], Tuple[torch.Tenso
     """
     ort = _import_onnxruntime()
     providers = ["CPUExecutionProvider"]
-    if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+    if (
+        torch.device(device).type == "cuda"
+        and "CUDAExecutionProvider" in ort.get_available_providers()
+    ):
         providers.insert(0, "CUDAExecutionProvider")
     session = ort.InferenceSession(data, providers=providers)
     input_name = session.get_inputs()[0].name

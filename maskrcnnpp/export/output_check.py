@@ -1,6 +1,7 @@
 """Does an exported model compute what the eager model computes? Compare their flat outputs
 on sample images: detections field by field (boxes, scores, classes, mask probabilities),
 other outputs (e.g. ``sem_seg``) element by element, and report the largest differences."""
+
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -125,9 +126,7 @@ def _compare_instances(
         )
 
 
-def _compare_one(
-    names, eager, exported, source, tolerance, score_threshold
-) -> SampleComparison:
+def _compare_one(names, eager, exported, source, tolerance, score_threshold) -> SampleComparison:
     result = SampleComparison(source=source)
     if len(exported) != len(names):
         result.problems.append(
@@ -149,7 +148,9 @@ def _compare_one(
         diff = _max_abs_diff(a, b)
         result.max_abs_diff[name] = diff
         if a.is_floating_point():
-            excess = (a.double() - b.double()).abs() - (tolerance.atol + tolerance.rtol * a.double().abs())
+            excess = (a.double() - b.double()).abs() - (
+                tolerance.atol + tolerance.rtol * a.double().abs()
+            )
             bad = a.numel() > 0 and float(excess.max()) > 0
         else:
             bad = diff > 0

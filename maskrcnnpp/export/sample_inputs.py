@@ -1,5 +1,6 @@
 """Sample images for tracing a model and for checking the exported model against it: the
 user's files, else the config's test dataset, else synthetic nuclei."""
+
 import logging
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -63,7 +64,9 @@ def image_to_model_input(rgb: np.ndarray, cfg, device, source: str) -> SampleInp
         device: where the tensor goes.
     """
     if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
-        raise ValueError(f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: export supports 'BGR' and 'RGB' inputs.")
+        raise ValueError(
+            f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: export supports 'BGR' and 'RGB' inputs."
+        )
     height, width = rgb.shape[:2]
     image = rgb
     if resizes_at_test(cfg):
@@ -117,9 +120,7 @@ def load_sample_inputs(
     files = _test_dataset_images(cfg, count)
     if files:
         name = cfg.DATASETS.TEST[0]
-        return [
-            image_to_model_input(read_image_rgb(f), cfg, device, f"{name}:{f}") for f in files
-        ]
+        return [image_to_model_input(read_image_rgb(f), cfg, device, f"{name}:{f}") for f in files]
     return [
         image_to_model_input(
             generate_synthetic_nuclei_image(seed, image_size=synthetic_size)[0],

@@ -1,4 +1,5 @@
 """TorchScript export by tracing (``torch.jit.trace`` of Detectron2's ``TracingAdapter``)."""
+
 import io
 from typing import Callable, Tuple
 

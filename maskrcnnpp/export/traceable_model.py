@@ -1,4 +1,5 @@
 """A Detectron2 model wrapped for tracing: one image tensor in, a flat tuple of tensors out."""
+
 import contextlib
 import warnings
 from typing import List, Tuple
@@ -23,7 +24,9 @@ def _rcnn_inference_without_postprocess(model: GeneralizedRCNN, inputs):
 def _semantic_class_probabilities(model, inputs):
     """Semantic UNet++: the (C, H, W) class probabilities of every class, before the
     interior / boundary model turns them into nuclei (numpy code, not traceable)."""
-    return [{"sem_seg": model.predict_probabilities(model.normalize_image(x["image"]))} for x in inputs]
+    return [
+        {"sem_seg": model.predict_probabilities(model.normalize_image(x["image"]))} for x in inputs
+    ]
 
 
 def build_traceable_model(model: nn.Module, image: torch.Tensor) -> TracingAdapter:

@@ -1,5 +1,6 @@
 """Prediction on users' images (tools/predict.py): inputs, tiled prediction of instance and
 semantic models, per-nucleus measurements, and the output folder."""
+
 from .coco_results import coco_instance_results
 from .input_files import collect_image_files, unique_output_names
 from .measurements import MEASUREMENT_COLUMNS, measure_nuclei

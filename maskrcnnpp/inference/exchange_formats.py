@@ -73,9 +73,9 @@ def _lattice_corners(contour: np.ndarray) -> np.ndarray:
 
 def _drop_collinear(ring: Ring) -> Ring:
     before, after = np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0)
-    cross = (ring[:, 0] - before[:, 0]) * (after[:, 1] - ring[:, 1]) - (ring[:, 1] - before[:, 1]) * (
-        after[:, 0] - ring[:, 0]
-    )
+    cross = (ring[:, 0] - before[:, 0]) * (after[:, 1] - ring[:, 1]) - (
+        ring[:, 1] - before[:, 1]
+    ) * (after[:, 0] - ring[:, 0])
     return ring[cross != 0]
 
 

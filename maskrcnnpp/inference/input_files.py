@@ -7,7 +7,12 @@ import re
 from collections import Counter
 from typing import List, Sequence, Tuple
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_image_files", "looks_like_config_key", "unique_output_names"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "collect_image_files",
+    "looks_like_config_key",
+    "unique_output_names",
+]
 
 # Files taken from a folder (a file named explicitly is tried whatever its extension).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -54,7 +59,9 @@ def collect_image_files(inputs: Sequence[str]) -> Tuple[List[str], List[Tuple[st
                     and os.path.islink(link)
                     and not os.path.exists(link)
                 ):
-                    problems.append((link, f"a symbolic link to {os.readlink(link)}, which does not exist"))
+                    problems.append(
+                        (link, f"a symbolic link to {os.readlink(link)}, which does not exist")
+                    )
             found = sorted(
                 os.path.join(item, entry)
                 for entry in os.listdir(item)
@@ -78,8 +85,11 @@ def collect_image_files(inputs: Sequence[str]) -> Tuple[List[str], List[Tuple[st
                 add(path)
         elif looks_like_config_key(item):
             problems.append(
-                (item, "no such file; it looks like a config key: put KEY VALUE overrides last, "
-                 "after --output DIR")
+                (
+                    item,
+                    "no such file; it looks like a config key: put KEY VALUE overrides last, "
+                    "after --output DIR",
+                )
             )
         else:
             problems.append((item, "no such file or folder"))

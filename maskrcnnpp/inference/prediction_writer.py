@@ -91,7 +91,10 @@ _RUN_FILE_PATTERNS = {
 }
 # an image with more nuclei than a 16-bit PNG holds gets labels/<name>.tif (32-bit) instead
 LABELS_32_BIT_EXTENSION = ".tif"
-_RUN_FILE_PATTERNS["labels"] += [f"*{LABELS_32_BIT_EXTENSION}", f".*{LABELS_32_BIT_EXTENSION}.*.tmp"]
+_RUN_FILE_PATTERNS["labels"] += [
+    f"*{LABELS_32_BIT_EXTENSION}",
+    f".*{LABELS_32_BIT_EXTENSION}.*.tmp",
+]
 
 
 def _is_run_file(relative: str) -> bool:
@@ -182,7 +185,9 @@ class PredictionWriter:
         "overlays", "measurements", "geojson", "rois" or "labels_tiff")."""
         return os.path.join(self.output_dir, kind, name + _IMAGE_FILES[kind])
 
-    def write_image(self, image_id: int, name: str, file_name: str, image: np.ndarray, prediction) -> int:
+    def write_image(
+        self, image_id: int, name: str, file_name: str, image: np.ndarray, prediction
+    ) -> int:
         """
         Write image ``name``'s files and record it as finished; when any of its files cannot be
         written (a full disk), the ones written are removed and the error is raised.
@@ -269,7 +274,10 @@ class PredictionWriter:
     def image_files(self, name: str) -> List[str]:
         """The paths of every file this run may write for image ``name``."""
         kinds = ["labels", "overlays", "measurements"]
-        files = [self.path(kind, name) for kind in kinds + [EXTRA_OUTPUTS[o][0] for o in self.extra_outputs]]
+        files = [
+            self.path(kind, name)
+            for kind in kinds + [EXTRA_OUTPUTS[o][0] for o in self.extra_outputs]
+        ]
         return files + [os.path.join(self.output_dir, "labels", name + LABELS_32_BIT_EXTENSION)]
 
     def _remove_files(self, name: str) -> None:

@@ -116,7 +116,9 @@ class NucleiPredictor:
                 :mod:`maskrcnnpp.utils.inference_precision`).
         """
         if input_format not in ("RGB", "BGR"):
-            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for prediction; got {input_format!r}")
+            raise ValueError(
+                f"INPUT.FORMAT must be 'RGB' or 'BGR' for prediction; got {input_format!r}"
+            )
         if max_untiled_size < 0:
             raise ValueError(f"TEST.PREDICT.MAX_UNTILED_SIZE must be >= 0; got {max_untiled_size}")
         if tile_size < 1:
@@ -200,7 +202,9 @@ class NucleiPredictor:
             NucleiPrediction: label image at (H, W), scores, number of tiles.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB image; got {image.shape} {image.dtype}")
+            raise ValueError(
+                f"expected an (H, W, 3) uint8 RGB image; got {image.shape} {image.dtype}"
+            )
         height, width = image.shape[:2]
         tiles = self.tiles(height, width)
         instances, tile_ids = [], []  # CroppedMask and its tile's index, from instance models
@@ -225,7 +229,9 @@ class NucleiPredictor:
                     f"the model's output has neither 'instances' nor 'sem_seg' (keys: {sorted(output)})"
                 )
         if nucleus_prob is not None and instances:
-            raise ValueError("the model returned 'instances' for some tiles and 'sem_seg' for others")
+            raise ValueError(
+                "the model returned 'instances' for some tiles and 'sem_seg' for others"
+            )
         if nucleus_prob is not None:
             labels, scores = self._semantic_instances(nucleus_prob, foreground)
         else:
@@ -276,7 +282,9 @@ class NucleiPredictor:
         num_components = int(components.max(initial=0))
         flat = components.reshape(-1)
         area = np.bincount(flat, minlength=num_components + 1)[1:]
-        prob_sum = np.bincount(flat, weights=nucleus_prob.reshape(-1), minlength=num_components + 1)[1:]
+        prob_sum = np.bincount(
+            flat, weights=nucleus_prob.reshape(-1), minlength=num_components + 1
+        )[1:]
         scores = prob_sum / np.maximum(area, 1)
         keep = scores >= self.score_thresh
         relabel = np.zeros(num_components + 1, np.int32)

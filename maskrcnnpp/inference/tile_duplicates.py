@@ -29,7 +29,10 @@ def mask_iou(a: CroppedMask, b: CroppedMask) -> float:
     if y0 >= y1 or x0 >= x1:
         return 0.0
     inter = int(
-        (a.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0] & b.mask[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]).sum()
+        (
+            a.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
+            & b.mask[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
+        ).sum()
     )
     return inter / float(area_a + area_b - inter)
 

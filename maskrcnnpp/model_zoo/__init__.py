@@ -1,5 +1,6 @@
 """Shipped nuclei models by name (``list_models()``, ``get_config(name)``, ``maskrcnnpp://NAME``).
 Importing it registers the ``maskrcnnpp://`` scheme with Detectron2's ``PathManager``."""
+
 from detectron2.utils.file_io import PathManager
 
 from .model_zoo import (

@@ -1,4 +1,5 @@
 """The shipped models: one entry a name, with the files inside the package that make it."""
+
 from dataclasses import dataclass
 
 __all__ = ["ZooModel", "MODELS"]

@@ -2,6 +2,7 @@
 Shipped models by name, as Detectron2's ``model_zoo``: a name gives a config file and checked
 weights, and ``maskrcnnpp://NAME`` works wherever Detectron2 reads ``MODEL.WEIGHTS``.
 """
+
 import functools
 import hashlib
 import os
@@ -108,13 +109,13 @@ class ZooPathHandler(PathHandler):
         return [SCHEME]
 
     def _get_local_path(self, path, **kwargs):
-        return get_weights_path(path[len(SCHEME):])
+        return get_weights_path(path[len(SCHEME) :])
 
     def _open(self, path, mode="r", **kwargs):
         return open(self._get_local_path(path), mode)
 
     def _exists(self, path, **kwargs):
-        return path[len(SCHEME):] in MODELS
+        return path[len(SCHEME) :] in MODELS
 
     def _isfile(self, path, **kwargs):
         return self._exists(path)
@@ -128,7 +129,9 @@ def add_model_arguments(parser) -> None:
         metavar="NAME",
         help=f"a shipped model, config and weights included: {', '.join(list_models()) or 'none'}",
     )
-    group.add_argument("--config-file", metavar="FILE", help="model config (YAML); weights as MODEL.WEIGHTS")
+    group.add_argument(
+        "--config-file", metavar="FILE", help="model config (YAML); weights as MODEL.WEIGHTS"
+    )
 
 
 def config_file_of(args) -> str:

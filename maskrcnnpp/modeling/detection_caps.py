@@ -19,6 +19,7 @@ out of tens of thousands on every image.
 A traced or exported model keeps the caps it was traced with (the floors); see
 :func:`export_caps`.
 """
+
 import math
 from typing import Dict, List
 
@@ -50,7 +51,9 @@ class _AreaScaledCaps:
 
     def __init__(self, cfg):
         self.floor = {key: int(_value(cfg, key)) for key in AREA_SCALED_CAPS}
-        self.rate = {key: float(_value(cfg, rate_key)) for key, rate_key in AREA_SCALED_CAPS.items()}
+        self.rate = {
+            key: float(_value(cfg, rate_key)) for key, rate_key in AREA_SCALED_CAPS.items()
+        }
         for key, rate_key in AREA_SCALED_CAPS.items():
             if self.rate[key] < 0:
                 raise ValueError(f"{rate_key} must be >= 0; got {self.rate[key]}")
@@ -84,7 +87,12 @@ class _AreaScaledCaps:
     # forward hooks: record the caps reached, then hand them to the outputs
     def after_rpn(self, rpn, args, output):
         if not rpn.training:
-            self._record(output[0], "MODEL.RPN.POST_NMS_TOPK_TEST", "proposals", lambda p: p.objectness_logits.sigmoid())
+            self._record(
+                output[0],
+                "MODEL.RPN.POST_NMS_TOPK_TEST",
+                "proposals",
+                lambda p: p.objectness_logits.sigmoid(),
+            )
 
     def after_roi_heads(self, roi_heads, args, output):
         if not roi_heads.training:

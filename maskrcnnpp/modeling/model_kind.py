@@ -9,6 +9,7 @@ says it is semantic with the class attribute ``model_kind = "semantic"``, so a u
 registered semantic meta-architecture is treated as one; a class without the attribute is an
 instance model.
 """
+
 from detectron2.modeling import META_ARCH_REGISTRY
 
 __all__ = ["INSTANCE", "SEMANTIC", "is_semantic_model", "model_kind"]

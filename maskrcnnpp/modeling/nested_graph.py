@@ -23,7 +23,13 @@ Only the wiring lives here; the modules that compute the nodes are elsewhere
 import warnings
 from typing import Dict, NamedTuple, Tuple
 
-__all__ = ["SKIP_DESIGNS", "NodeInputs", "canonical_skip_design", "nested_node_inputs", "output_node"]
+__all__ = [
+    "SKIP_DESIGNS",
+    "NodeInputs",
+    "canonical_skip_design",
+    "nested_node_inputs",
+    "output_node",
+]
 
 SKIP_DESIGNS = ("top_down", "unet+", "unet++")
 
@@ -43,6 +49,7 @@ def canonical_skip_design(skip: str) -> str:
         )
         return new
     return skip
+
 
 Node = Tuple[int, int]
 

@@ -40,7 +40,9 @@ def _prediction_target(path: str) -> Optional[Tuple[str, Optional[str]]]:
     output folder or a measurements CSV inside one; else None."""
     path = os.path.abspath(path)
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, _IMAGES_FILE)) and os.path.isdir(os.path.join(path, "labels")):
+        if os.path.isfile(os.path.join(path, _IMAGES_FILE)) and os.path.isdir(
+            os.path.join(path, "labels")
+        ):
             return path, None
         return None
     folder, file_name = os.path.split(path)
@@ -153,13 +155,19 @@ def read_prediction_outputs(path) -> List[LayerData]:
     for name in names:
         # labels/<name>.png, or .tif (32-bit) for an image with more than 65535 nuclei
         png = os.path.join(output_dir, "labels", name + ".png")
-        labels = read_label_image(png if os.path.isfile(png) else os.path.join(output_dir, "labels", name + ".tif"))
+        labels = read_label_image(
+            png if os.path.isfile(png) else os.path.join(output_dir, "labels", name + ".tif")
+        )
         features = _read_features(
             os.path.join(output_dir, "measurements", name + ".csv"), int(labels.max(initial=0))
         )
         layers.append(_image_layer(output_dir, name, input_files.get(name)))
         metadata = {"prediction_folder": output_dir, "input_file": input_files.get(name)}
         layers.append(
-            (labels, {"name": f"{name} nuclei", "features": features, "metadata": metadata}, "labels")
+            (
+                labels,
+                {"name": f"{name} nuclei", "features": features, "metadata": metadata},
+                "labels",
+            )
         )
     return layers

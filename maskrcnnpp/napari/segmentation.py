@@ -84,7 +84,9 @@ def layer_image_rgb(data, *, rgb: bool, channel: Optional[int]) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
-def model_config(*, model_name: str = "", config_file: str = "", weights: str = "", score_thresh: float):
+def model_config(
+    *, model_name: str = "", config_file: str = "", weights: str = "", score_thresh: float
+):
     """
     The frozen config of a shipped model (``model_name``, see :mod:`maskrcnnpp.model_zoo`) or
     of ``config_file`` with ``weights`` (MODEL.WEIGHTS), with TEST.PREDICT.SCORE_THRESH set.

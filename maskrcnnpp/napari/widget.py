@@ -70,9 +70,7 @@ class SegmentNucleiWidget(Container):
         self.error: Optional[BaseException] = None  # of the last run, None when it worked
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.channel = ComboBox(label="channel", choices=self._channel_choices)
-        self.model = ComboBox(
-            label="model", choices=[*_shipped_models(), CONFIG_AND_WEIGHTS]
-        )
+        self.model = ComboBox(label="model", choices=[*_shipped_models(), CONFIG_AND_WEIGHTS])
         self.config_file = FileEdit(label="config file", mode="r", filter="*.yaml")
         self.weights = FileEdit(label="weights", mode="r", filter="*.pth *.pkl")
         self.score_threshold = FloatSpinBox(
@@ -89,9 +87,18 @@ class SegmentNucleiWidget(Container):
         self.status = Label(value="")
         self.extend(
             [
-                self.image, self.channel, self.model, self.config_file, self.weights,
-                self.score_threshold, self.save, self.output_dir, *self.extra_outputs.values(),
-                self.overwrite, self.run_button, self.status,
+                self.image,
+                self.channel,
+                self.model,
+                self.config_file,
+                self.weights,
+                self.score_threshold,
+                self.save,
+                self.output_dir,
+                *self.extra_outputs.values(),
+                self.overwrite,
+                self.run_button,
+                self.status,
             ]
         )
         self.image.changed.connect(self.channel.reset_choices)

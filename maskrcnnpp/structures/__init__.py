@@ -2,6 +2,7 @@
 foregrounds and COCO segmentations (:mod:`.label_image`), COCO run-length encodings
 (:mod:`.rle`), instances cropped and painted into a label image (:mod:`.instance_painting`), and
 the interior / boundary target of the semantic models (:mod:`.interior_boundary`)."""
+
 from .instance_painting import CroppedMask, crop_masks, paint_instances
 from .interior_boundary import interior_boundary_target, nuclei_from_interior_boundary
 from .label_image import (

@@ -105,7 +105,9 @@ def nuclei_from_interior_boundary(
         labels[reached] = grown[reached]
         unassigned &= ~reached
     if unassigned.any():
-        _, orphans = cv2.connectedComponents(unassigned.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        _, orphans = cv2.connectedComponents(
+            unassigned.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+        )
         labels = np.where(unassigned, orphans + num_seeds, labels)
     labels = _relabel_raster_order(labels)
     num = int(labels.max(initial=0))

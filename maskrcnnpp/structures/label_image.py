@@ -5,6 +5,7 @@ instance masks (a contested pixel goes to the higher score), from a semantic for
 (connected components), from COCO segmentations; and turned back into Detectron2
 ``Instances``.
 """
+
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util

@@ -89,7 +89,11 @@ def label_image_to_rles(labels: np.ndarray) -> List[Dict]:
                 runs[-1] += trailing
             elif trailing:
                 runs.append(trailing)
-        rles.append(_json_ready(mask_util.frPyObjects({"size": [height, width], "counts": runs}, height, width)))
+        rles.append(
+            _json_ready(
+                mask_util.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+            )
+        )
     return rles
 
 

@@ -1,5 +1,6 @@
 """Write files so that a crash or a kill at any moment leaves the old file or the new one,
 never a half-written one."""
+
 import contextlib
 import os
 import tempfile
@@ -44,7 +45,9 @@ def atomic_open(path, mode="wb"):
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, mode) as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())

@@ -1,6 +1,7 @@
 """One-line errors for the command-line tools: the message names the file, key or value at
 fault; the traceback is printed only when the environment variable ``MASKRCNNPP_TRACEBACK``
 is set to a non-empty value other than ``0``. Also the options several tools share."""
+
 import contextlib
 import os
 import signal
@@ -54,7 +55,11 @@ def exit_on_interrupt(prefix: str, hint: str = ""):
     try:
         yield
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted by SIGINT" + (f"; {hint}" if hint else ""), file=sys.stderr, flush=True)
+        print(
+            f"{prefix}: interrupted by SIGINT" + (f"; {hint}" if hint else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
         raise SystemExit(130) from None  # where the signal cannot end the process

@@ -17,6 +17,7 @@ The command-line tools call it at start; a user who sets glibc's own ``MALLOC_MM
 undone in a running process, as the blocks already freed stay in the heap's free lists and
 serve later requests). Elsewhere than glibc (macOS, Windows, musl) it does nothing.
 """
+
 import ctypes
 import ctypes.util
 import logging
@@ -64,7 +65,11 @@ def keep_freed_memory() -> bool:
     libc = _libc()
     if libc is None:
         return False
-    applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1
+    applied = (
+        libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1
+    )
     if not applied:
-        logger.warning("mallopt refused the settings; freed memory goes back to the system as usual")
+        logger.warning(
+            "mallopt refused the settings; freed memory goes back to the system as usual"
+        )
     return applied

@@ -9,6 +9,7 @@ AMX, and on CUDA GPUs from Ampere on, the UNet++ forward pass runs about twice a
 class probabilities move by a few thousandths (docs/benchmark.md gives the measured speed and
 differences, tests/engine/test_semantic_training.py the tolerance).
 """
+
 import contextlib
 
 import torch
@@ -65,7 +66,9 @@ def as_float32(value):
     Detectron2 ``Instances`` (field by field) and box or mask structures holding a
     ``.tensor``; anything else as it is."""
     if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+        return (
+            value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+        )
     if isinstance(value, dict):
         return type(value)((key, as_float32(item)) for key, item in value.items())
     if isinstance(value, (list, tuple)):
@@ -75,6 +78,10 @@ def as_float32(value):
             value.set(name, as_float32(field))
         return value
     tensor = getattr(value, "tensor", None)
-    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.dtype != torch.float32:
+    if (
+        isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and tensor.dtype != torch.float32
+    ):
         return type(value)(tensor.float())  # Boxes, RotatedBoxes
     return value

@@ -1,4 +1,5 @@
 """The check every writing tool makes of its output folder before the work starts."""
+
 import os
 
 __all__ = ["OutputFolderError", "check_writable_folder"]
@@ -22,7 +23,9 @@ def check_writable_folder(path: str, what: str) -> None:
     """
     where = f"{what} {path}"
     if os.path.exists(path) and not os.path.isdir(path):
-        raise OutputFolderError(f"{where} is a file, not a folder: give a folder (it is created if missing)")
+        raise OutputFolderError(
+            f"{where} is a file, not a folder: give a folder (it is created if missing)"
+        )
     existing = path
     while not os.path.exists(existing or "."):
         existing = os.path.dirname(existing)

@@ -1,5 +1,6 @@
 """Pictures of nuclei: label images drawn over their image, and image | truth | prediction
 panels (the evaluator's worst images, predict's overlays)."""
+
 import cv2
 import numpy as np
 

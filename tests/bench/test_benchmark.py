@@ -1,4 +1,5 @@
 """tools/benchmark.py: a tiny run of every suite writes complete records; timing helpers."""
+
 import json
 import pathlib
 import platform
@@ -17,14 +18,18 @@ def test_interleaved_rounds_rotate_the_order():
     calls = []
     functions = {name: (lambda name=name: calls.append(name)) for name in "abc"}
     seconds = time_interleaved(functions, rounds=3, warmup=1, device="cpu")
-    assert calls == list("abc" "bca" "cab" "abc")
+    assert calls == list("abcbcacababc")
     assert all(len(s) == 3 and min(s) >= 0 for s in seconds.values())
 
 
 def test_summaries_and_paired_ratios():
     summary = summarize_seconds([0.004, 0.001, 0.002, 0.003])
     assert summary["median"] == pytest.approx(2.5)
-    assert (summary["min"], summary["max"], summary["runs"]) == (pytest.approx(1), pytest.approx(4), 4)
+    assert (summary["min"], summary["max"], summary["runs"]) == (
+        pytest.approx(1),
+        pytest.approx(4),
+        4,
+    )
     assert summary["q1"] == pytest.approx(1.75) and summary["q3"] == pytest.approx(3.25)
     # per-round ratios 2, 3, 1.5: the median ignores the drift common to both series
     assert median_paired_ratio([2.0, 6.0, 3.0], [1.0, 2.0, 2.0]) == pytest.approx(2.0)
@@ -44,14 +49,20 @@ def fake_training_run(root):
     0.2, 0.35) after iterations 19 and 29, a final evaluation of 0.4."""
     run = root / "model" / "seed0"
     run.mkdir(parents=True)
-    lines = [{"iteration": 9, "time": 2.0}, {"iteration": 19, "time": 2.0},
-             {"iteration": 19, "nuclei/dsb_score": 0.2}, {"iteration": 29, "time": 2.0},
-             {"iteration": 29, "nuclei/dsb_score": 0.35}, {"iteration": 39, "time": 2.0}]
+    lines = [
+        {"iteration": 9, "time": 2.0},
+        {"iteration": 19, "time": 2.0},
+        {"iteration": 19, "nuclei/dsb_score": 0.2},
+        {"iteration": 29, "time": 2.0},
+        {"iteration": 29, "nuclei/dsb_score": 0.35},
+        {"iteration": 39, "time": 2.0},
+    ]
     # a record of an iteration already logged would start a resumed run: evaluations share theirs
     lines = [lines[0], {**lines[1], **lines[2]}, {**lines[3], **lines[4]}, lines[5]]
     (run / "metrics.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    (run / "final_metrics.json").write_text(json.dumps(
-        {"results": {"val": {"nuclei": {"dsb_score": 0.4}}}}))
+    (run / "final_metrics.json").write_text(
+        json.dumps({"results": {"val": {"nuclei": {"dsb_score": 0.4}}}})
+    )
     return root
 
 
@@ -75,15 +86,23 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     assert "| Mask R-CNN++ | unet++/sum/separable |" in (tmp_path / "benchmark.md").read_text()
     for record in records:
         assert set(record) == set(RECORD_FIELDS), record["suite"]
-    models = [r for r in records
-              if r["suite"] not in ("throughput", "unetpp_predict", "time_to_quality", "training_precision")]
+    models = [
+        r
+        for r in records
+        if r["suite"]
+        not in ("throughput", "unetpp_predict", "time_to_quality", "training_precision")
+    ]
     by_suite = {}
     for r in models:
         by_suite.setdefault(r["suite"], []).append(r)
     assert sorted(by_suite) == ["rcnn_backbone", "rcnn_model", "unetpp_levels", "unetpp_vs_smp"]
     assert [r["variant"] for r in by_suite["rcnn_model"]] == ["FPN", "unet++/sum/separable"]
     assert [r["variant"] for r in by_suite["unetpp_levels"]] == [
-        "TEST_LEVEL 4", "TEST_LEVEL 1", "TEST_LEVEL 2", "TEST_LEVEL 3", "TEST_LEVEL 0 (ensemble)"
+        "TEST_LEVEL 4",
+        "TEST_LEVEL 1",
+        "TEST_LEVEL 2",
+        "TEST_LEVEL 3",
+        "TEST_LEVEL 0 (ensemble)",
     ]
     for suite, group in by_suite.items():
         reference = group[0]
@@ -92,7 +111,9 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     for r in models:
         assert r["device"] == "cpu" and r["threads"] == 1 and r["params_m"] > 0
         assert r["gflops"] > 0
-        assert r["latency_ms"]["runs"] == 2 and 0 < r["latency_ms"]["min"] <= r["latency_ms"]["median"]
+        assert (
+            r["latency_ms"]["runs"] == 2 and 0 < r["latency_ms"]["min"] <= r["latency_ms"]["median"]
+        )
         assert r["latency_ratio"] > 0
         assert r["peak_memory_mib"]["inference"]["mib"] >= 0
         if r["train_step_ms"] is not None:
@@ -107,9 +128,13 @@ def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb201
     # predict: float32 / bfloat16 x one pass / one image, bfloat16 with its error
     predict = {r["variant"]: r for r in records if r["suite"] == "unetpp_predict"}
     assert sorted(predict) == ["bfloat16 image", "bfloat16 pass", "float32 image", "float32 pass"]
-    assert predict["float32 pass"]["latency_ratio"] == 1.0 and predict["float32 image"]["height"] == 64
+    assert (
+        predict["float32 pass"]["latency_ratio"] == 1.0 and predict["float32 image"]["height"] == 64
+    )
     # as tools/predict.py runs (glibc: tests/utils/test_cpu_memory.py)
-    assert all(r["notes"]["memory_kept"] is (platform.libc_ver()[0] == "glibc") for r in predict.values())
+    assert all(
+        r["notes"]["memory_kept"] is (platform.libc_ver()[0] == "glibc") for r in predict.values()
+    )
     assert all(r["notes"]["minor_page_faults"] >= 0 for r in predict.values())  # Linux
     assert 0 <= predict["bfloat16 image"]["notes"]["max_abs_prob_diff"] < 0.05
     assert predict["bfloat16 image"]["notes"]["same_class_fraction"] > 0.99
@@ -174,14 +199,17 @@ def test_quick_training_suite_takes_the_configs_batch_and_size():
     configs = [str(quick / "mask_rcnn_FPN.yaml"), str(quick / "mask_rcnn_NestedFPN.yaml")]
     cases = quick_training_cases(configs, devices=["cpu"])
     assert [(c.model, c.variant, c.batch, c.height) for c in cases] == [
-        ("Mask R-CNN", "mask_rcnn_FPN", 4, 256), ("Mask R-CNN++", "mask_rcnn_NestedFPN", 4, 256)
+        ("Mask R-CNN", "mask_rcnn_FPN", 4, 256),
+        ("Mask R-CNN++", "mask_rcnn_NestedFPN", 4, 256),
     ]
     workload = cases[1].build()
     assert len(workload.inputs) == len(workload.train_inputs) == 4
     # the configs' own limits, pinned: 500 proposals and 200 detections per image
     assert workload.infer() == {"proposals": 4 * 500, "detections": 4 * 200}
     with pytest.raises(ValueError, match="IMS_PER_BATCH"):
-        quick_training_cases(configs + [str(REPO_ROOT / "configs" / "Base-RCNN-FPN-Nuclei.yaml")], devices=["cpu"])
+        quick_training_cases(
+            configs + [str(REPO_ROOT / "configs" / "Base-RCNN-FPN-Nuclei.yaml")], devices=["cpu"]
+        )
 
 
 def test_module_profile_accounts_for_the_whole_inference():
@@ -202,7 +230,8 @@ def test_module_profile_accounts_for_the_whole_inference():
     fpn, nested = (profile["ms"][c.name] for c in cases)
     assert fpn["nested nodes X(i, j>=1)"] == 0 < nested["nested nodes X(i, j>=1)"]
     parts = [name for name, _ in COMPONENTS] + [
-        "neck outside its convs (up-sampling, sums, layout)", "rest (pre- and post-processing)"
+        "neck outside its convs (up-sampling, sums, layout)",
+        "rest (pre- and post-processing)",
     ]
     for ms in (fpn, nested):
         assert min(ms["bottom-up"], ms["output convs"], ms["RPN"], ms["ROI heads"]) > 0

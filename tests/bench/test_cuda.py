@@ -3,6 +3,7 @@ The models, the training loop, prediction and the benchmark on CUDA, each agains
 the result must be the same. Skipped where torch sees no GPU (CI has none); run on a GPU
 machine with ``pytest tests/bench/test_cuda.py``.
 """
+
 import json
 import os
 import pathlib
@@ -35,16 +36,26 @@ def exact_float32():
 
 
 def _relative_difference(a, b):
-    return ((a.float().cpu() - b.float().cpu()).abs().max() / b.float().abs().max().clamp_min(1e-12)).item()
+    return (
+        (a.float().cpu() - b.float().cpu()).abs().max() / b.float().abs().max().clamp_min(1e-12)
+    ).item()
 
 
 @pytest.mark.parametrize(
-    "skip,fusion,node_conv", [("unet++", "sum", "separable"), ("unet++", "concat", "plain"), ("unet+", "sum", "plain")]
+    "skip,fusion,node_conv",
+    [("unet++", "sum", "separable"), ("unet++", "concat", "plain"), ("unet+", "sum", "plain")],
 )
 def test_nested_fpn_on_cuda_equals_cpu(skip, fusion, node_conv):
     cfg = setup_cfg(
         str(QUICK / "mask_rcnn_NestedFPN.yaml"),
-        ["MODEL.NESTED_FPN.SKIP", skip, "MODEL.NESTED_FPN.FUSION", fusion, "MODEL.NESTED_FPN.NODE_CONV", node_conv],
+        [
+            "MODEL.NESTED_FPN.SKIP",
+            skip,
+            "MODEL.NESTED_FPN.FUSION",
+            fusion,
+            "MODEL.NESTED_FPN.NODE_CONV",
+            node_conv,
+        ],
     )
     torch.manual_seed(0)
     backbone = build_backbone(cfg).eval()
@@ -69,7 +80,12 @@ def test_mask_rcnnpp_trains_and_infers_on_cuda():
     assert all(p.is_cuda for p in model.parameters())
     images = [torch.rand(3, 256, 256, device="cuda") * 255 for _ in range(2)]
     batch = [
-        {"image": image, "height": 256, "width": 256, "instances": random_nuclei_instances(256, 256, 12, k)}
+        {
+            "image": image,
+            "height": 256,
+            "width": 256,
+            "instances": random_nuclei_instances(256, 256, 12, k),
+        }
         for k, image in enumerate(images)
     ]  # the ground truth stays on the CPU, as the data loader gives it
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -157,7 +173,9 @@ def test_train_net_predict_on_cuda(tmp_path):
              "MODEL.DEVICE", device, "TEST.PREDICT.SCORE_THRESH", "0.0"],
             tmp_path,
         )  # fmt: skip
-        predicted[device] = json.loads((tmp_path / device / "coco_instances_results.json").read_text())
+        predicted[device] = json.loads(
+            (tmp_path / device / "coco_instances_results.json").read_text()
+        )
     # Float sums differ between the devices, so a box at an NMS or threshold edge may flip
     # (measured: 143 vs 142 of them); every confident CPU detection must be found on CUDA.
     assert abs(len(predicted["cuda"]) - len(predicted["cpu"])) <= 0.02 * len(predicted["cpu"]) + 1

@@ -1,4 +1,5 @@
 """tools/evaluate_unetpp_levels.py: every pruned level and the ensemble scored from one pass."""
+
 import json
 import pathlib
 import subprocess
@@ -15,7 +16,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 QUICK = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
 
 
-@pytest.mark.parametrize("views", [[], ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"]], ids=["plain", "dihedral_mean"])
+@pytest.mark.parametrize(
+    "views", [[], ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"]], ids=["plain", "dihedral_mean"]
+)
 def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory, views):
     cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
     torch.manual_seed(0)
@@ -25,10 +28,28 @@ def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory, view
     torch.save({"model": model.state_dict()}, weights)
     env = dict(__import__("os").environ, MASKRCNNPP_CACHE=str(cache), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate_unetpp_levels.py"), "--config-file", str(QUICK),
-         "--runs", "1", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights),
-         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"), *views],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "tools" / "evaluate_unetpp_levels.py"),
+            "--config-file",
+            str(QUICK),
+            "--runs",
+            "1",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            str(weights),
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            *views,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| ensemble" in proc.stdout
@@ -46,10 +67,29 @@ def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory, view
     # Level 2 from the one-pass evaluation equals the really pruned model's evaluation (with the
     # test-time mean over 8 views too).
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(QUICK), "--eval-only",
-         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights), "MODEL.UNETPP.TEST_LEVEL", "2",
-         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "pruned"), *views],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "tools" / "train_net.py"),
+            "--config-file",
+            str(QUICK),
+            "--eval-only",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            str(weights),
+            "MODEL.UNETPP.TEST_LEVEL",
+            "2",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "pruned"),
+            *views,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     pruned = json.loads((tmp_path / "pruned" / "final_metrics.json").read_text())["results"]

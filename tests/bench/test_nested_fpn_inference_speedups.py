@@ -2,6 +2,7 @@
 Inference speed-ups of the nested FPN keep its outputs: norms folded into convs, and
 channels-last memory, each against the eager NCHW model.
 """
+
 import copy
 
 import pytest

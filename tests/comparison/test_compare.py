@@ -1,5 +1,6 @@
 """tools/compare.py and maskrcnnpp.comparison.tables: the table's numbers against the per-run
 JSONs, resume (finished runs skipped, stopped ones resumed), the paired bootstrap."""
+
 import json
 import os
 import pathlib
@@ -22,20 +23,73 @@ FPN = REPO / "configs" / "quick" / "mask_rcnn_FPN.yaml"
 NESTED = REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml"
 UNETPP = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
 # a few seconds a run: 2 iterations of one small image, 128-px inputs, no pictures
-TINY = ["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "1", "SOLVER.CHECKPOINT_PERIOD", "1",
-        "INPUT.SCALE_FACTOR_TRAIN", "(0.5, 0.5)", "INPUT.SCALE_FACTOR_TEST", "0.5", "TEST.DETECTIONS_PER_IMAGE", "20",
-        "TEST.NUCLEI.SCORE_THRESH", "0.0", "TEST.NUCLEI.NUM_VIS", "0", "DATALOADER.NUM_WORKERS", "0"]
-METRICS = [("segm", "AP"), ("segm", "AP50"), ("segm", "AP75"), ("nuclei", "iou"), ("nuclei", "dice"),
-           ("nuclei", "dsb_score"), ("nuclei", "aji"), ("nuclei", "pq")]
+TINY = [
+    "SOLVER.MAX_ITER",
+    "2",
+    "SOLVER.IMS_PER_BATCH",
+    "1",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1",
+    "INPUT.SCALE_FACTOR_TRAIN",
+    "(0.5, 0.5)",
+    "INPUT.SCALE_FACTOR_TEST",
+    "0.5",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+    "TEST.NUCLEI.SCORE_THRESH",
+    "0.0",
+    "TEST.NUCLEI.NUM_VIS",
+    "0",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+]
+METRICS = [
+    ("segm", "AP"),
+    ("segm", "AP50"),
+    ("segm", "AP75"),
+    ("nuclei", "iou"),
+    ("nuclei", "dice"),
+    ("nuclei", "dsb_score"),
+    ("nuclei", "aji"),
+    ("nuclei", "pq"),
+]
 
 
 def _compare(root, *extra):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "compare.py"), "--output-root", str(root), "--seeds", "0", "1",
-         "--model", f"fpn={FPN}", "--model", f"nested={NESTED}", "--pair", "fpn", "nested",
-         "--pair", "classical", "nested", "--jobs", "2", "--threads", "1", "--bootstrap-resamples", "2000",
-         "--opts", *TINY, *extra],
-        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "tools" / "compare.py"),
+            "--output-root",
+            str(root),
+            "--seeds",
+            "0",
+            "1",
+            "--model",
+            f"fpn={FPN}",
+            "--model",
+            f"nested={NESTED}",
+            "--pair",
+            "fpn",
+            "nested",
+            "--pair",
+            "classical",
+            "nested",
+            "--jobs",
+            "2",
+            "--threads",
+            "1",
+            "--bootstrap-resamples",
+            "2000",
+            "--opts",
+            *TINY,
+            *extra,
+        ],
+        cwd=REPO,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -71,8 +125,12 @@ def test_compare_tool_trains_tabulates_and_resumes(tmp_path):
             values = [_final(root, model, seed)[task][key] for seed in (0, 1)]
             assert row["mean"][f"{task}/{key}"] == pytest.approx(statistics.mean(values), abs=1e-12)
             assert row["sd"][f"{task}/{key}"] == pytest.approx(statistics.stdev(values), abs=1e-12)
-        seconds = [json.loads((root / model / f"seed{s}" / "compare_run.json").read_text())["attempts"][0]
-                   ["wall_seconds"] for s in (0, 1)]
+        seconds = [
+            json.loads((root / model / f"seed{s}" / "compare_run.json").read_text())["attempts"][0][
+                "wall_seconds"
+            ]
+            for s in (0, 1)
+        ]
         assert row["train_minutes_mean"] == pytest.approx(statistics.mean(seconds) / 60)
         assert all(s > 1 for s in seconds)
     baseline = block["models"]["classical"]
@@ -98,11 +156,18 @@ def test_compare_tool_trains_tabulates_and_resumes(tmp_path):
     lines = markdown.splitlines()
     header = next(line for line in lines if line.startswith("| model |"))
     assert header.split(" | ")[1:4] == ["evaluated on", "seeds", "train min/run"]
-    assert header.rstrip(" |").endswith("| fg IoU | fg IoU pooled | Dice | DSB | AJI | PQ | TP/(TP+FP+FN) IoU 0.5 pooled")
+    assert header.rstrip(" |").endswith(
+        "| fg IoU | fg IoU pooled | Dice | DSB | AJI | PQ | TP/(TP+FP+FN) IoU 0.5 pooled"
+    )
     fpn_row = next(line for line in lines if line.startswith("| fpn |")).split(" | ")
-    mean, sd = block["models"]["fpn"]["mean"]["nuclei/dsb_score"], block["models"]["fpn"]["sd"]["nuclei/dsb_score"]
+    mean, sd = (
+        block["models"]["fpn"]["mean"]["nuclei/dsb_score"],
+        block["models"]["fpn"]["sd"]["nuclei/dsb_score"],
+    )
     assert f"{mean:.4f} ± {sd:.4f}" in fpn_row and fpn_row[2] == "2"
-    classical_row = next(line for line in lines if line.startswith("| classical (Otsu + watershed) |"))
+    classical_row = next(
+        line for line in lines if line.startswith("| classical (Otsu + watershed) |")
+    )
     assert classical_row.split(" | ")[4] == "-" and "deterministic" in classical_row
     assert "| fpn | nested | 16 |" in markdown and "ddof=1" in markdown
     assert (root / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -111,8 +176,12 @@ def test_compare_tool_trains_tabulates_and_resumes(tmp_path):
     stopped = root / "nested" / "seed1"
     (stopped / "final_metrics.json").unlink()
     assert (stopped / "last_checkpoint").is_file()
-    finished = [root / m / f"seed{s}" / "final_metrics.json" for m in ("fpn", "nested") for s in (0, 1)
-                if (m, s) != ("nested", 1)]
+    finished = [
+        root / m / f"seed{s}" / "final_metrics.json"
+        for m in ("fpn", "nested")
+        for s in (0, 1)
+        if (m, s) != ("nested", 1)
+    ]
     mtimes = [p.stat().st_mtime_ns for p in finished]
     _compare(root)
     assert [p.stat().st_mtime_ns for p in finished] == mtimes
@@ -121,9 +190,13 @@ def test_compare_tool_trains_tabulates_and_resumes(tmp_path):
     record = json.loads((stopped / "compare_run.json").read_text())
     assert [a["resumed"] for a in record["attempts"]] == [False, True]
     assert "--resume" in record["attempts"][1]["command"]
-    assert record["train_seconds"] == pytest.approx(sum(a["wall_seconds"] for a in record["attempts"]))
+    assert record["train_seconds"] == pytest.approx(
+        sum(a["wall_seconds"] for a in record["attempts"])
+    )
     again = json.loads((root / "comparison.json").read_text())["datasets"]["nuclei_synth_val"]
-    assert again["models"]["nested"]["train_minutes_per_run"]["1"] == pytest.approx(record["train_seconds"] / 60)
+    assert again["models"]["nested"]["train_minutes_per_run"]["1"] == pytest.approx(
+        record["train_seconds"] / 60
+    )
     assert again["models"]["fpn"]["mean"] == block["models"]["fpn"]["mean"]
 
 
@@ -134,6 +207,7 @@ def test_compare_tool_trains_tabulates_and_resumes(tmp_path):
 
 def _fake_runner(dataset, calls, metrics_of, per_image_dataset=None):
     """runner(command, env, log) writing final_metrics.json, nuclei_per_image.json and a checkpoint."""
+
     def runner(command, env, log_path):
         calls.append((command, env))
         output_dir = pathlib.Path(command[command.index("OUTPUT_DIR") + 1])
@@ -144,24 +218,44 @@ def _fake_runner(dataset, calls, metrics_of, per_image_dataset=None):
         (inference / "nuclei_per_image.json").write_text(json.dumps(per_image))
         (output_dir / "last_checkpoint").write_text("model_final.pth")
         (output_dir / "final_metrics.json").write_text(
-            json.dumps({"config_file": command[command.index("--config-file") + 1], "results": {dataset: results}}))
+            json.dumps(
+                {
+                    "config_file": command[command.index("--config-file") + 1],
+                    "results": {dataset: results},
+                }
+            )
+        )
         return 0
+
     return runner
 
 
 def _metrics(model, seed):
     base = {"fpn": 0.4, "nested": 0.5, "unet": 0.3}[model] + 0.01 * seed
-    results = {"nuclei": {"iou": base, "dice": base + 0.1, "dsb_score": base - 0.1, "aji": base, "pq": base}}
+    results = {
+        "nuclei": {
+            "iou": base,
+            "dice": base + 0.1,
+            "dsb_score": base - 0.1,
+            "aji": base,
+            "pq": base,
+        }
+    }
     if model != "unet":
         results["segm"] = {"AP": 100 * base, "AP50": 100 * base + 5, "AP75": 100 * base - 5}
-    per_image = [{"image_id": i, "dsb_score": base + 0.01 * i, "iou": base - 0.01 * i} for i in range(5)]
+    per_image = [
+        {"image_id": i, "dsb_score": base + 0.01 * i, "iou": base - 0.01 * i} for i in range(5)
+    ]
     return results, per_image
 
 
 def test_rerun_skips_finished_and_resumes_stopped(tmp_path):
     calls = []
     runner = _fake_runner("nuclei_synth_val", calls, _metrics)
-    models = [ModelSpec("fpn", str(FPN), ("SOLVER.MAX_ITER", "2")), ModelSpec("nested", str(NESTED))]
+    models = [
+        ModelSpec("fpn", str(FPN), ("SOLVER.MAX_ITER", "2")),
+        ModelSpec("nested", str(NESTED)),
+    ]
     kwargs = dict(pairs=[("fpn", "nested")], baseline=False, runner=runner, resamples=500)
     first = run_comparison(models, [0, 1, 2], str(tmp_path), jobs=2, threads=1, **kwargs)
     assert len(calls) == 6
@@ -194,15 +288,21 @@ def test_rerun_skips_finished_and_resumes_stopped(tmp_path):
     # records written by a checkout at another place are still this config's: read, not retrained
     record_path = tmp_path / "fpn" / "seed1" / "compare_run.json"
     record = json.loads(record_path.read_text())
-    record["config_file"] = "/elsewhere/checkout/" + record["config_file"][record["config_file"].rfind("configs/"):]
+    record["config_file"] = (
+        "/elsewhere/checkout/" + record["config_file"][record["config_file"].rfind("configs/") :]
+    )
     record_path.write_text(json.dumps(record))
     calls.clear()
     run_comparison(models, [0, 1, 2], str(tmp_path), **kwargs)
     assert calls == []
     # ... but another config in the same folder is refused
     with pytest.raises(ValueError, match=r"fpn/seed0/compare_run.json.*config_file"):
-        run_comparison([ModelSpec("fpn", str(NESTED), ("SOLVER.MAX_ITER", "2")), models[1]],
-                       [0, 1, 2], str(tmp_path), **kwargs)
+        run_comparison(
+            [ModelSpec("fpn", str(NESTED), ("SOLVER.MAX_ITER", "2")), models[1]],
+            [0, 1, 2],
+            str(tmp_path),
+            **kwargs,
+        )
 
 
 def test_killed_attempt_counts_until_its_last_checkpoint(tmp_path):
@@ -219,8 +319,12 @@ def test_killed_attempt_counts_until_its_last_checkpoint(tmp_path):
     run_dir = tmp_path / "fpn" / "seed0"
     run_dir.mkdir(parents=True)
     started = 1_700_000_000.0
-    record = {"config_file": str(FPN), "opts": [], "seed": 0,
-              "attempts": [{"command": [], "resumed": False, "started": started, "wall_seconds": None}]}
+    record = {
+        "config_file": str(FPN),
+        "opts": [],
+        "seed": 0,
+        "attempts": [{"command": [], "resumed": False, "started": started, "wall_seconds": None}],
+    }
     (run_dir / "compare_run.json").write_text(json.dumps(record))
     for iteration, seconds in ((99, 120.0), (199, 300.0)):
         checkpoint = run_dir / f"model_{iteration:07d}.pth"
@@ -238,9 +342,11 @@ def test_killed_attempt_counts_until_its_last_checkpoint(tmp_path):
 
 def _runner_by_model(model, special, default):
     """The fake runner ``special`` for the runs of ``model``, ``default`` for the others."""
+
     def runner(command, env, log_path):
         chosen = special if pathlib.Path(command[-1]).parent.name == model else default
         return chosen(command, env, log_path)
+
     return runner
 
 
@@ -248,15 +354,27 @@ def test_semantic_model_shares_the_images_and_shows_dashes(tmp_path):
     """A semantic run (scored on nuclei_synth_sem_seg_val, the images of nuclei_synth_val) sits in
     the same table; its missing segm AP shows as '-'."""
     calls = []
-    runner = _runner_by_model("unet", _fake_runner("nuclei_synth_sem_seg_val", calls, _metrics),
-                              _fake_runner("nuclei_synth_val", calls, _metrics))
+    runner = _runner_by_model(
+        "unet",
+        _fake_runner("nuclei_synth_sem_seg_val", calls, _metrics),
+        _fake_runner("nuclei_synth_val", calls, _metrics),
+    )
     models = [ModelSpec("fpn", str(FPN)), ModelSpec("unet", str(UNETPP))]
-    out = run_comparison(models, [0, 1], str(tmp_path), pairs=[("unet", "fpn")], baseline=False,
-                         runner=runner, resamples=200)
+    out = run_comparison(
+        models,
+        [0, 1],
+        str(tmp_path),
+        pairs=[("unet", "fpn")],
+        baseline=False,
+        runner=runner,
+        resamples=200,
+    )
     block = out["datasets"]["nuclei_synth_val"]
     assert block["models"]["unet"]["evaluated_on"] == "nuclei_synth_sem_seg_val"
     assert block["models"]["unet"]["mean"]["segm/AP"] is None
-    unet_row = next(line for line in format_comparison_markdown(out).splitlines() if line.startswith("| unet |"))
+    unet_row = next(
+        line for line in format_comparison_markdown(out).splitlines() if line.startswith("| unet |")
+    )
     assert unet_row.split(" | ")[4:7] == ["-", "-", "-"]
     assert block["pairs"][0]["metrics"]["iou"]["mean"] == pytest.approx(0.1)
 
@@ -264,40 +382,67 @@ def test_semantic_model_shares_the_images_and_shows_dashes(tmp_path):
 def test_table_only_tabulates_the_finished_runs_and_names_the_others(tmp_path):
     calls = []
     models = [ModelSpec("fpn", str(FPN)), ModelSpec("nested", str(NESTED))]
-    run_comparison(models, [0], str(tmp_path), baseline=False, resamples=200,
-                   runner=_fake_runner("nuclei_synth_val", calls, _metrics))
+    run_comparison(
+        models,
+        [0],
+        str(tmp_path),
+        baseline=False,
+        resamples=200,
+        runner=_fake_runner("nuclei_synth_val", calls, _metrics),
+    )
     assert len(calls) == 2
 
     def must_not_train(command, env, log_path):
         raise AssertionError(f"--table-only trained {command}")
 
-    out = run_comparison(models, [0, 1], str(tmp_path), pairs=[("fpn", "nested")], baseline=False,
-                         resamples=200, runner=must_not_train, train=False)
+    out = run_comparison(
+        models,
+        [0, 1],
+        str(tmp_path),
+        pairs=[("fpn", "nested")],
+        baseline=False,
+        resamples=200,
+        runner=must_not_train,
+        train=False,
+    )
     assert out["not_finished"] == ["fpn/seed1", "nested/seed1"]
     block = out["datasets"]["nuclei_synth_val"]
     assert block["models"]["fpn"]["num_seeds"] == 1
-    assert block["models"]["nested"]["mean"]["nuclei/dsb_score"] == pytest.approx(_metrics("nested", 0)[0]["nuclei"]["dsb_score"])
+    assert block["models"]["nested"]["mean"]["nuclei/dsb_score"] == pytest.approx(
+        _metrics("nested", 0)[0]["nuclei"]["dsb_score"]
+    )
     markdown = (tmp_path / "comparison.md").read_text()
     assert "Not finished, left out: fpn/seed1, nested/seed1." in markdown
     assert not (tmp_path / "fpn" / "seed1").exists()
     with pytest.raises(ValueError, match="no finished run"):
-        run_comparison(models, [5], str(tmp_path), baseline=False, runner=must_not_train, train=False)
+        run_comparison(
+            models, [5], str(tmp_path), baseline=False, runner=must_not_train, train=False
+        )
 
 
 def test_refuses_runs_on_different_datasets(tmp_path):
     calls = []
-    runner = _runner_by_model("nested", _fake_runner("nuclei_synth_train", calls, _metrics),
-                              _fake_runner("nuclei_synth_val", calls, _metrics))
+    runner = _runner_by_model(
+        "nested",
+        _fake_runner("nuclei_synth_train", calls, _metrics),
+        _fake_runner("nuclei_synth_val", calls, _metrics),
+    )
     models = [ModelSpec("fpn", str(FPN)), ModelSpec("nested", str(NESTED))]
-    with pytest.raises(ValueError, match=r"different datasets.*fpn/seed0 on nuclei_synth_val.*nested/seed0 on "
-                                         r"nuclei_synth_train"):
+    with pytest.raises(
+        ValueError,
+        match=r"different datasets.*fpn/seed0 on nuclei_synth_val.*nested/seed0 on "
+        r"nuclei_synth_train",
+    ):
         run_comparison(models, [0], str(tmp_path), baseline=False, runner=runner)
 
 
 def test_a_failed_training_names_its_log(tmp_path):
     models = [ModelSpec("fpn", str(FPN))]
-    with pytest.raises(RuntimeError, match=r"model 'fpn' seed 0: train_net.py exited with status 3; see .*"
-                                           r"fpn/seed0/compare_log.txt"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"model 'fpn' seed 0: train_net.py exited with status 3; see .*"
+        r"fpn/seed0/compare_log.txt",
+    ):
         run_comparison(models, [0], str(tmp_path), baseline=False, runner=lambda c, e, l: 3)
 
 
@@ -328,11 +473,19 @@ def test_model_spec_errors_name_the_value(tmp_path):
         parse_model_spec([f"a={FPN}", "SEED", "3"])
     with pytest.raises(ValueError, match=r"model name 'a/b'"):
         parse_model_spec([f"a/b={FPN}"])
-    with pytest.raises(FileNotFoundError, match=r"model 'a': config file .*missing.yaml does not exist"):
+    with pytest.raises(
+        FileNotFoundError, match=r"model 'a': config file .*missing.yaml does not exist"
+    ):
         plan_runs([ModelSpec("a", str(tmp_path / "missing.yaml"))], [0], str(tmp_path))
     with pytest.raises(ValueError, match=r"given more than once: \['a'\]"):
         plan_runs([ModelSpec("a", str(FPN)), ModelSpec("a", str(NESTED))], [0], str(tmp_path))
     with pytest.raises(ValueError, match=r"--pair fpn nope: no model named 'nope'"):
         calls = []
-        run_comparison([ModelSpec("fpn", str(FPN))], [0], str(tmp_path), pairs=[("fpn", "nope")],
-                       baseline=False, runner=_fake_runner("nuclei_synth_val", calls, _metrics))
+        run_comparison(
+            [ModelSpec("fpn", str(FPN))],
+            [0],
+            str(tmp_path),
+            pairs=[("fpn", "nope")],
+            baseline=False,
+            runner=_fake_runner("nuclei_synth_val", calls, _metrics),
+        )

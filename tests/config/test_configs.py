@@ -1,4 +1,5 @@
 """Every shipped YAML merges into a config with maskrcnnpp's keys, builds, and runs on the CPU."""
+
 import pathlib
 
 import pytest
@@ -26,7 +27,9 @@ def test_config_merges_builds_and_runs(name):
     model = build_model(cfg).eval()
     height, width = 97, 131  # odd sizes: the model pads to its size divisibility and crops back
     with torch.no_grad():
-        outputs = model([{"image": torch.rand(3, height, width) * 255, "height": height, "width": width}])
+        outputs = model(
+            [{"image": torch.rand(3, height, width) * 255, "height": height, "width": width}]
+        )
     assert len(outputs) == 1
     if cfg.MODEL.META_ARCHITECTURE == "SemanticUNetPlusPlus":
         probs = outputs[0]["sem_seg"]
@@ -61,7 +64,9 @@ def test_cuda_request_falls_back_to_cpu_when_absent(monkeypatch):
 
 def test_type_mismatch_names_file(tmp_path):
     bad = tmp_path / "typo.yaml"
-    bad.write_text(f'_BASE_: "{CONFIG_DIR / "quick/mask_rcnn_FPN.yaml"}"\nSOLVER:\n  MAX_ITER: "many"\n')
+    bad.write_text(
+        f'_BASE_: "{CONFIG_DIR / "quick/mask_rcnn_FPN.yaml"}"\nSOLVER:\n  MAX_ITER: "many"\n'
+    )
     with pytest.raises(ValueError, match=r"typo\.yaml.*SOLVER\.MAX_ITER"):
         setup_cfg(str(bad))
 
@@ -80,8 +85,18 @@ def test_add_maskrcnnpp_config_twice_keeps_merged_values():
 
     cfg = get_cfg()
     add_maskrcnnpp_config(cfg)
-    cfg.merge_from_list(["MODEL.NESTED_FPN.SKIP", "unet+", "MODEL.UNETPP.TEST_LEVEL", "3",
-                         "SOLVER.OPTIMIZER", "AdamW", "INPUT.SCALE_FACTOR_TEST", "2.0"])
+    cfg.merge_from_list(
+        [
+            "MODEL.NESTED_FPN.SKIP",
+            "unet+",
+            "MODEL.UNETPP.TEST_LEVEL",
+            "3",
+            "SOLVER.OPTIMIZER",
+            "AdamW",
+            "INPUT.SCALE_FACTOR_TEST",
+            "2.0",
+        ]
+    )
     cfg.MODEL.RESNETS.DEPTH = 18  # a Detectron2 key is left alone too
     add_maskrcnnpp_config(cfg)
     assert cfg.MODEL.NESTED_FPN.SKIP == "unet+" and cfg.MODEL.UNETPP.TEST_LEVEL == 3

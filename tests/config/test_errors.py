@@ -6,6 +6,7 @@ missing _BASE_ (tests/config/test_configs.py); a DSB2018 split that is registere
 missing or empty nested FPN IN_FEATURES and an unregistered BOTTOM_UP at build time
 (tests/modeling/test_nested_fpn.py); unreadable image files (tests/data/test_dsb2018.py, read_image_rgb).
 """
+
 import logging
 import os
 import pathlib
@@ -37,10 +38,22 @@ NESTED = REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml"
 VGG_NESTED = REPO / "configs" / "quick" / "mask_rcnn_VGG_NestedFPN.yaml"
 # a narrow Mask R-CNN++ on the fixture's 64 px images as they are: one training step takes well under a second
 TINY = [
-    "MODEL.VGG.STAGE_CHANNELS", "[8, 16, 16, 32, 32, 32]", "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.ROI_BOX_HEAD.CONV_DIM", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", "32", "INPUT.SCALE_FACTOR_TRAIN", "(1.0, 1.0)",
-    "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "1",
+    "MODEL.VGG.STAGE_CHANNELS",
+    "[8, 16, 16, 32, 32, 32]",
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "32",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "32",
+    "INPUT.SCALE_FACTOR_TRAIN",
+    "(1.0, 1.0)",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SOLVER.IMS_PER_BATCH",
+    "1",
 ]
 
 
@@ -50,12 +63,25 @@ TINY = [
 @pytest.mark.parametrize(
     "key,value,suggestion,also_listed",
     [
-        ("MODEL.BACKBONE.NAME", "build_resnet_nested_fpn", "build_resnet_nested_fpn_backbone",
-         ["build_nested_fpn_backbone", "build_resnet_fpn_backbone", "build_vgg_backbone"]),
-        ("MODEL.META_ARCHITECTURE", "GeneralisedRCNN", "GeneralizedRCNN",
-         ["SemanticUNetPlusPlus", "RetinaNet"]),
+        (
+            "MODEL.BACKBONE.NAME",
+            "build_resnet_nested_fpn",
+            "build_resnet_nested_fpn_backbone",
+            ["build_nested_fpn_backbone", "build_resnet_fpn_backbone", "build_vgg_backbone"],
+        ),
+        (
+            "MODEL.META_ARCHITECTURE",
+            "GeneralisedRCNN",
+            "GeneralizedRCNN",
+            ["SemanticUNetPlusPlus", "RetinaNet"],
+        ),
         ("MODEL.UNETPP.ENCODER", "build_vgg", "build_vgg_backbone", ["build_resnet_backbone"]),
-        ("MODEL.NESTED_FPN.BOTTOM_UP", "resnet", None, ["build_resnet_backbone", "build_vgg_backbone"]),
+        (
+            "MODEL.NESTED_FPN.BOTTOM_UP",
+            "resnet",
+            None,
+            ["build_resnet_backbone", "build_vgg_backbone"],
+        ),
         ("MODEL.ROI_HEADS.NAME", "StandardROIHead", "StandardROIHeads", ["CascadeROIHeads"]),
         ("MODEL.ROI_MASK_HEAD.NAME", "MaskHead", None, ["MaskRCNNConvUpsampleHead"]),
     ],
@@ -75,7 +101,9 @@ def test_unknown_registry_name_lists_the_registered_ones(key, value, suggestion,
 def test_unknown_backbone_in_yaml_names_the_file(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text(f'_BASE_: "{NESTED}"\nMODEL:\n  BACKBONE:\n    NAME: "build_nested_fpn"\n')
-    with pytest.raises(ValueError, match=r"MODEL\.BACKBONE\.NAME = 'build_nested_fpn' \(set in .*typo\.yaml"):
+    with pytest.raises(
+        ValueError, match=r"MODEL\.BACKBONE\.NAME = 'build_nested_fpn' \(set in .*typo\.yaml"
+    ):
         setup_cfg(str(bad))
 
 
@@ -102,14 +130,28 @@ def test_unregistered_dsb2018_split_says_how_to_prepare_it():
 def test_unregistered_own_dataset_says_how_to_register_it():
     cfg = setup_cfg(str(NESTED), ["DATASETS.TEST", "('my_cells_val',)"])
     check_datasets_registered(cfg, ("DATASETS.TRAIN",))  # only the keys asked for
-    with pytest.raises(ValueError, match=r"(?s)DATASETS\.TEST names dataset 'my_cells_val'.*register_coco_instances\('my_cells_val'"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)DATASETS\.TEST names dataset 'my_cells_val'.*register_coco_instances\('my_cells_val'",
+    ):
         check_datasets_registered(cfg)
 
 
 def test_train_net_names_an_unregistered_dataset_and_exits_nonzero():
     proc = subprocess.run(
-        [sys.executable, str(TRAIN_NET), "--config-file", str(NESTED), "DATASETS.TRAIN", "('dsb2018_trian',)"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"),
+        [
+            sys.executable,
+            str(TRAIN_NET),
+            "--config-file",
+            str(NESTED),
+            "DATASETS.TRAIN",
+            "('dsb2018_trian',)",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     assert proc.returncode != 0
     assert "DATASETS.TRAIN names dataset 'dsb2018_trian', which is not registered" in proc.stderr
@@ -123,8 +165,11 @@ def test_training_from_scratch_with_frozen_stages_is_refused(tmp_path):
     """Detectron2's default FREEZE_AT 2 with no MODEL.WEIGHTS would train around a random stem
     and res2: the trainer refuses before building the data loader."""
     cfg = setup_cfg(str(NESTED), ["MODEL.BACKBONE.FREEZE_AT", "2", "OUTPUT_DIR", str(tmp_path)])
-    with pytest.raises(ValueError, match=r"MODEL\.WEIGHTS is empty .* frozen \(backbone\.bottom_up\.res2\.0, .*"
-                       r"backbone\.bottom_up\.stem\): they would stay random\. MODEL\.BACKBONE\.FREEZE_AT = 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"MODEL\.WEIGHTS is empty .* frozen \(backbone\.bottom_up\.res2\.0, .*"
+        r"backbone\.bottom_up\.stem\): they would stay random\. MODEL\.BACKBONE\.FREEZE_AT = 2",
+    ):
         NucleiTrainer(cfg)
     assert not any(tmp_path.iterdir())
     proc = subprocess.run(
@@ -138,7 +183,9 @@ def test_training_from_scratch_with_frozen_stages_is_refused(tmp_path):
     model = build_model(setup_cfg(str(NESTED)))
     assert all(p.requires_grad for p in model.parameters())
     check_frozen_parameters_have_weights(
-        setup_cfg(str(NESTED), ["MODEL.BACKBONE.FREEZE_AT", "2", "MODEL.WEIGHTS", "pretrained.pkl"]),
+        setup_cfg(
+            str(NESTED), ["MODEL.BACKBONE.FREEZE_AT", "2", "MODEL.WEIGHTS", "pretrained.pkl"]
+        ),
         build_model(setup_cfg(str(NESTED), ["MODEL.BACKBONE.FREEZE_AT", "2"])),
     )
 
@@ -148,8 +195,11 @@ def test_training_from_scratch_with_frozen_stages_is_refused(tmp_path):
 # ------------------------------------------------------------------------------------------
 def _png_with_zero_width():
     """A well-formed PNG signature + IHDR chunk declaring a 0 x 5 image."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", 0, 5, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
@@ -162,9 +212,21 @@ def _record(path, image_id, masks, size=64):
         rle["counts"] = rle["counts"].decode("ascii")
         x, y, w, h = mask_util.toBbox(rle).tolist()
         annotations.append(
-            {"bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "segmentation": rle, "iscrowd": 0}
+            {
+                "bbox": [x, y, w, h],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 0,
+                "segmentation": rle,
+                "iscrowd": 0,
+            }
         )
-    return {"file_name": str(path), "image_id": image_id, "height": size, "width": size, "annotations": annotations}
+    return {
+        "file_name": str(path),
+        "image_id": image_id,
+        "height": size,
+        "width": size,
+        "annotations": annotations,
+    }
 
 
 @pytest.fixture
@@ -172,7 +234,9 @@ def dataset_with_bad_images(tmp_path):
     """nuclei: an image with nuclei; negative: one without; the others cannot be read."""
     records, good = [], {}
     for image_id, (name, num_nuclei) in enumerate((("nuclei.png", 12), ("negative.png", 0))):
-        image, masks = generate_synthetic_nuclei_image(image_id, image_size=64, num_nuclei=num_nuclei)
+        image, masks = generate_synthetic_nuclei_image(
+            image_id, image_size=64, num_nuclei=num_nuclei
+        )
         cv2.imwrite(str(tmp_path / name), image[:, :, ::-1])
         records.append(_record(tmp_path / name, image_id, masks))
         good[name] = len(masks)

@@ -277,7 +277,10 @@ def test_stale_temporaries_removed_and_unlisted_split_warned(tmp_path, capsys):
     stderr = capsys.readouterr().err
     assert _leftover_temporaries(root) == []
     assert "removed 3 temporary file(s) left by an interrupted run" in stderr
-    assert f"warning: {root / 'annotations' / 'instances_val.json'} is of split 'val', which is no longer listed" in stderr
+    assert (
+        f"warning: {root / 'annotations' / 'instances_val.json'} is of split 'val', which is no longer listed"
+        in stderr
+    )
     assert (root / "annotations" / "instances_val.json").exists()  # reported, not deleted
 
 
@@ -443,7 +446,9 @@ def test_read_compressed_tiff_that_tifffile_alone_cannot(tmp_path):
     np.testing.assert_array_equal(read_image_rgb(tmp_path / "lzw.tif"), rgb)
     gray16 = np.array([[100, 300], [150, 100]], np.uint16)
     cv2.imwrite(str(tmp_path / "lzw16.tiff"), gray16)
-    np.testing.assert_array_equal(read_image_rgb(tmp_path / "lzw16.tiff")[:, :, 0], [[0, 255], [64, 0]])
+    np.testing.assert_array_equal(
+        read_image_rgb(tmp_path / "lzw16.tiff")[:, :, 0], [[0, 255], [64, 0]]
+    )
 
 
 def test_read_tiny_image(tmp_path):

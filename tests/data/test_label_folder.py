@@ -82,7 +82,11 @@ def _by_stem(coco):
 
 
 def _files_under(folder):
-    return sorted(os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names)
+    return sorted(
+        os.path.relpath(os.path.join(d, n), folder)
+        for d, _, names in os.walk(folder)
+        for n in names
+    )
 
 
 # --------------------------------------------------------------------------- conversion
@@ -96,14 +100,20 @@ def test_hand_made_folder_converts_exactly(tmp_path, capsys):
     assert "train: 4 images, 6 instances" in stdout and "warning" not in stderr
     coco = _coco(out)
     assert coco["categories"] == [{"id": 1, "name": "nucleus", "supercategory": "nucleus"}]
-    assert [i["file_name"] for i in coco["images"]] == [str(images / n) for n in ("a.png", "b.tif", "c.jpg", "d.png")]
+    assert [i["file_name"] for i in coco["images"]] == [
+        str(images / n) for n in ("a.png", "b.tif", "c.jpg", "d.png")
+    ]
     assert all((i["height"], i["width"]) == SIZE for i in coco["images"])
     annotations = _by_stem(coco)
     for stem, instances in expected.items():
         got = annotations[stem]
-        assert [(a["area"], a["bbox"]) for a in got] == [(area, box) for _, area, box in instances], stem
+        assert [(a["area"], a["bbox"]) for a in got] == [
+            (area, box) for _, area, box in instances
+        ], stem
         for annotation, (label_id, _, _) in zip(got, instances):
-            np.testing.assert_array_equal(mask_util.decode(annotation["segmentation"]), labels[stem] == label_id)
+            np.testing.assert_array_equal(
+                mask_util.decode(annotation["segmentation"]), labels[stem] == label_id
+            )
             assert annotation["category_id"] == 1 and annotation["iscrowd"] == 0
         semantic = cv2.imread(str(out / "semantic" / "train" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
         assert semantic.dtype == np.uint8
@@ -121,7 +131,9 @@ def test_cellpose_layout_in_one_folder_and_float_labels(tmp_path):
     summary = label_folder.prepare_label_folder(str(folder), None, str(tmp_path / "out"), workers=1)
     assert summary["splits"]["train"]["images"] == 2
     assert [p.path for p in summary["left_out"]] == [str(folder / "y_label_flows.tif")]
-    areas = {stem: [a["area"] for a in anns] for stem, anns in _by_stem(_coco(tmp_path / "out")).items()}
+    areas = {
+        stem: [a["area"] for a in anns] for stem, anns in _by_stem(_coco(tmp_path / "out")).items()
+    }
     assert areas == {"x": [9], "y": [9]}
 
 
@@ -132,7 +144,10 @@ BAD_CASES = {
     "wrong_size": ("label image is 29x20 (WxH) but its image", np.ones((20, 29), np.uint16)),
     "fraction": ("not integer-valued", np.full(SIZE, 0.5, np.float32)),
     "negative": ("negative values (minimum -1)", np.full(SIZE, -1, np.int16)),
-    "rgb": ("3 channels (RGB)", np.dstack([np.ones(SIZE, np.uint8)] * 3) * np.array([1, 2, 3], np.uint8)),
+    "rgb": (
+        "3 channels (RGB)",
+        np.dstack([np.ones(SIZE, np.uint8)] * 3) * np.array([1, 2, 3], np.uint8),
+    ),
 }
 
 
@@ -165,12 +180,16 @@ def test_bad_files_are_named_and_left_out(folder_with_bad_files, tmp_path, capsy
         line = next((x for x in stderr.splitlines() if str(bad[name]) in x), "")
         assert line.startswith("warning: left out ") and reason in line, (name, stderr)
     line = next(x for x in stderr.splitlines() if str(bad["disconnected"]) in x)
-    assert "1 label id(s) in several 8-connected regions: 9 (2 regions); each is one instance" in line
+    assert (
+        "1 label id(s) in several 8-connected regions: 9 (2 regions); each is one instance" in line
+    )
     assert "left out: 6 file(s) with problems" in stdout
     assert "train: 5 images, 8 instances" in stdout  # the 4 good ones + the disconnected one
     split = _by_stem(_coco(out))["split"]
     assert [(a["area"], a["bbox"]) for a in split] == [(4, [10, 10, 2, 2]), (10, [0, 0, 8, 7])]
-    assert sorted(os.listdir(out / "semantic" / "train")) == [f"{s}.png" for s in "abcd"] + ["split.png"]
+    assert sorted(os.listdir(out / "semantic" / "train")) == [f"{s}.png" for s in "abcd"] + [
+        "split.png"
+    ]
 
 
 def test_split_disconnected_gives_one_instance_per_region(folder_with_bad_files, tmp_path):
@@ -181,21 +200,38 @@ def test_split_disconnected_gives_one_instance_per_region(folder_with_bad_files,
     assert summary["split_ids"] == 1 and summary["disconnected"] == []
     split = _by_stem(_coco(tmp_path / "out"))["split"]
     # ids in increasing order, the regions of id 9 in raster order
-    assert [(a["area"], a["bbox"]) for a in split] == [(4, [10, 10, 2, 2]), (4, [0, 0, 2, 2]), (6, [5, 5, 3, 2])]
+    assert [(a["area"], a["bbox"]) for a in split] == [
+        (4, [10, 10, 2, 2]),
+        (4, [0, 0, 2, 2]),
+        (6, [5, 5, 3, 2]),
+    ]
 
 
-def test_strict_names_every_bad_file_and_writes_nothing(folder_with_bad_files, tmp_path, run_script):
+def test_strict_names_every_bad_file_and_writes_nothing(
+    folder_with_bad_files, tmp_path, run_script
+):
     images, masks, bad = folder_with_bad_files
     out = tmp_path / "out"
     result = run_script(
-        "datasets/prepare_label_folder.py", "--images", images, "--labels", masks, "--out", out,
-        "--strict", "--workers", "2",
+        "datasets/prepare_label_folder.py",
+        "--images",
+        images,
+        "--labels",
+        masks,
+        "--out",
+        out,
+        "--strict",
+        "--workers",
+        "2",
     )
     assert result.returncode == 1, result.stderr
     errors = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
     for path in bad.values():
         assert any(str(path) in x for x in errors), (path, result.stderr)
-    assert errors[-1] == f"error: {images}: 7 problem(s), listed above: an error with --strict, nothing written"
+    assert (
+        errors[-1]
+        == f"error: {images}: 7 problem(s), listed above: an error with --strict, nothing written"
+    )
     assert not out.exists()
 
 
@@ -205,9 +241,16 @@ def test_strict_accepts_a_clean_folder_and_split_regions(tmp_path):
     two_parts[0:2, 0:2] = two_parts[5:7, 5:7] = 1
     _image(images, "e.png"), _labels(masks, "e.png", two_parts)
     with pytest.raises(prepared.DatasetFormatError, match="1 problem"):
-        label_folder.prepare_label_folder(str(images), str(masks), str(tmp_path / "o1"), strict=True, workers=1)
+        label_folder.prepare_label_folder(
+            str(images), str(masks), str(tmp_path / "o1"), strict=True, workers=1
+        )
     summary = label_folder.prepare_label_folder(
-        str(images), str(masks), str(tmp_path / "o2"), strict=True, split_disconnected=True, workers=1
+        str(images),
+        str(masks),
+        str(tmp_path / "o2"),
+        strict=True,
+        split_disconnected=True,
+        workers=1,
     )
     assert summary["splits"]["train"]["instances"] == 8
 
@@ -243,15 +286,26 @@ def test_split_file_and_val_fraction(tmp_path, capsys):
     split_file = tmp_path / "splits.json"
     split_file.write_text(json.dumps({"train": ["d", "a"], "val": ["b"], "test": ["c", "a"]}))
     out = tmp_path / "out"
-    summary = label_folder.prepare_label_folder(str(images), str(masks), str(out), split_file=str(split_file), workers=1)
-    assert {s: c["images"] for s, c in summary["splits"].items()} == {"train": 2, "val": 1, "test": 2}
-    assert [os.path.basename(i["file_name"]) for i in _coco(out, "train")["images"]] == ["d.png", "a.png"]
+    summary = label_folder.prepare_label_folder(
+        str(images), str(masks), str(out), split_file=str(split_file), workers=1
+    )
+    assert {s: c["images"] for s, c in summary["splits"].items()} == {
+        "train": 2,
+        "val": 1,
+        "test": 2,
+    }
+    assert [os.path.basename(i["file_name"]) for i in _coco(out, "train")["images"]] == [
+        "d.png",
+        "a.png",
+    ]
     assert sorted(os.listdir(out / "semantic" / "test")) == ["a.png", "c.png"]
     assert json.loads((out / "splits.json").read_text()) == json.loads(split_file.read_text())
     # unknown stems are an error before anything is written
     split_file.write_text(json.dumps({"train": ["a", "typo"]}))
     with pytest.raises(prepared.DatasetFormatError, match="names 'typo', which is no image stem"):
-        label_folder.prepare_label_folder(str(images), str(masks), str(tmp_path / "o2"), split_file=str(split_file))
+        label_folder.prepare_label_folder(
+            str(images), str(masks), str(tmp_path / "o2"), split_file=str(split_file)
+        )
     assert not (tmp_path / "o2").exists()
     # the default split: deterministic, at least one image in val
     first = label_folder.default_split(list("abcdefghij"), 0.2)
@@ -263,10 +317,15 @@ def test_split_file_and_val_fraction(tmp_path, capsys):
 def test_rerun_keeps_a_retired_split_and_reports_it(tmp_path, capsys):
     images, masks, _, _ = _hand_made(tmp_path)
     out = tmp_path / "out"
-    label_folder.prepare_label_folder(str(images), str(masks), str(out), val_fraction=0.5, workers=1)
+    label_folder.prepare_label_folder(
+        str(images), str(masks), str(out), val_fraction=0.5, workers=1
+    )
     capsys.readouterr()
     label_folder.prepare_label_folder(str(images), str(masks), str(out), workers=1)
-    assert f"{out / 'annotations' / 'instances_val.json'} is of split 'val', which is no longer listed" in capsys.readouterr().err
+    assert (
+        f"{out / 'annotations' / 'instances_val.json'} is of split 'val', which is no longer listed"
+        in capsys.readouterr().err
+    )
     assert len(_coco(out, "train")["images"]) == 4 and len(_coco(out, "val")["images"]) == 2
 
 
@@ -312,14 +371,23 @@ def test_same_annotations_as_the_dsb2018_conversion(shared_dsb2018, tmp_path):
     dsb, ours = _coco(dsb_out), _coco(ours_out)
     strip = [{k: v for k, v in i.items() if k != "file_name"} for i in dsb["images"]]
     assert strip == [{k: v for k, v in i.items() if k != "file_name"} for i in ours["images"]]
-    assert [os.path.basename(i["file_name"]) for i in dsb["images"]] == [f"{i}.png" for i in DSB_IMAGES]
-    assert [os.path.basename(i["file_name"]) for i in ours["images"]] == [f"{i}.png" for i in DSB_IMAGES]
+    assert [os.path.basename(i["file_name"]) for i in dsb["images"]] == [
+        f"{i}.png" for i in DSB_IMAGES
+    ]
+    assert [os.path.basename(i["file_name"]) for i in ours["images"]] == [
+        f"{i}.png" for i in DSB_IMAGES
+    ]
     assert len(ours["annotations"]) == len(dsb["annotations"]) > 50
     for theirs, mine in zip(dsb["annotations"], ours["annotations"]):
         assert mine == theirs  # id, image, area, box and RLE string alike
-        np.testing.assert_array_equal(mask_util.decode(mine["segmentation"]), mask_util.decode(theirs["segmentation"]))
+        np.testing.assert_array_equal(
+            mask_util.decode(mine["segmentation"]), mask_util.decode(theirs["segmentation"])
+        )
     for image_id in DSB_IMAGES:
-        read = [cv2.imread(str(o / "semantic" / "train" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED) for o in (dsb_out, ours_out)]
+        read = [
+            cv2.imread(str(o / "semantic" / "train" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
+            for o in (dsb_out, ours_out)
+        ]
         np.testing.assert_array_equal(read[0], read[1])
 
 
@@ -336,7 +404,9 @@ def _unregister(names):
 def registered(tmp_path):
     images, masks, _, labels = _hand_made(tmp_path)
     out = tmp_path / "out"
-    label_folder.prepare_label_folder(str(images), str(masks), str(out), val_fraction=0.25, workers=1)
+    label_folder.prepare_label_folder(
+        str(images), str(masks), str(out), val_fraction=0.25, workers=1
+    )
     name = f"lf_{tmp_path.name}"
     names = register_label_folder(str(out), name=name)
     yield out, name, names, labels
@@ -345,10 +415,14 @@ def registered(tmp_path):
 
 def test_registration_as_dsb2018(registered):
     out, name, names, labels = registered
-    assert set(names) == {f"{name}{kind}_{s}" for s in ("train", "val", "test") for kind in ("", "_sem_seg")}
+    assert set(names) == {
+        f"{name}{kind}_{s}" for s in ("train", "val", "test") for kind in ("", "_sem_seg")
+    }
     val_stem = json.loads((out / "splits.json").read_text())["val"][0]
     train = DatasetCatalog.get(f"{name}_train")
-    assert len(train) == 3 and f"{val_stem}.png" not in [os.path.basename(d["file_name"]) for d in train]
+    assert len(train) == 3 and f"{val_stem}.png" not in [
+        os.path.basename(d["file_name"]) for d in train
+    ]
     assert sum(len(d["annotations"]) for d in train) == 6 - (len(np.unique(labels[val_stem])) - 1)
     meta = MetadataCatalog.get(f"{name}_train")
     assert meta.thing_classes == ["nucleus"] and meta.evaluator_type == "coco"
@@ -357,7 +431,9 @@ def test_registration_as_dsb2018(registered):
     assert [os.path.basename(d["sem_seg_file_name"]) for d in semantic] == [f"{val_stem}.png"]
     sem_meta = MetadataCatalog.get(f"{name}_sem_seg_val")
     assert sem_meta.instance_dataset_name == f"{name}_val" and sem_meta.ignore_label == 255
-    with pytest.raises(FileNotFoundError, match=r"prepare_label_folder\.py --images <image folder>"):
+    with pytest.raises(
+        FileNotFoundError, match=r"prepare_label_folder\.py --images <image folder>"
+    ):
         DatasetCatalog.get(f"{name}_test")  # registered, not prepared: says what to run
     # a second registration replaces the first; another dataset's name is refused
     assert register_label_folder(str(out), name=name) == names
@@ -367,8 +443,12 @@ def test_registration_as_dsb2018(registered):
 
 def test_config_key_registers_and_rejects_bad_entries(registered):
     out, name, _, _ = registered
-    cfg = setup_cfg("", ["DATASETS.LABEL_FOLDERS", f"['{name}={out}']", "DATASETS.TRAIN", f"('{name}_train',)"])
-    assert cfg.DATASETS.LABEL_FOLDERS == [f"{name}={out}"] and f"{name}_val" in DatasetCatalog.list()
+    cfg = setup_cfg(
+        "", ["DATASETS.LABEL_FOLDERS", f"['{name}={out}']", "DATASETS.TRAIN", f"('{name}_train',)"]
+    )
+    assert (
+        cfg.DATASETS.LABEL_FOLDERS == [f"{name}={out}"] and f"{name}_val" in DatasetCatalog.list()
+    )
     with pytest.raises(ValueError, match="must be NAME=FOLDER"):
         setup_cfg("", ["DATASETS.LABEL_FOLDERS", f"['{out}']"])
 
@@ -384,22 +464,43 @@ def test_two_iterations_on_a_registered_label_folder(tmp_path, monkeypatch):
     example = tmp_path / "example"
     write_example_label_folder(str(example), num_images=4, size=96)
     out = tmp_path / "prepared"
-    label_folder.prepare_label_folder(str(example / "images"), str(example / "masks"), str(out), workers=1)
+    label_folder.prepare_label_folder(
+        str(example / "images"), str(example / "masks"), str(out), workers=1
+    )
     name = f"lf_train_{tmp_path.name}"
     common = [
-        "DATASETS.LABEL_FOLDERS", f"['{name}={out}']", "DATASETS.TEST", "()",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
-        "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "100000",
+        "DATASETS.LABEL_FOLDERS",
+        f"['{name}={out}']",
+        "DATASETS.TEST",
+        "()",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100000",
     ]
-    names = [f"{name}{kind}_{split}" for split in ("train", "val", "test") for kind in ("", "_sem_seg")]
+    names = [
+        f"{name}{kind}_{split}" for split in ("train", "val", "test") for kind in ("", "_sem_seg")
+    ]
     try:
         for config, dataset, extra in (
             ("configs/quick/mask_rcnn_FPN.yaml", f"{name}_train", []),
-            ("configs/quick/unetpp_vgg.yaml", f"{name}_sem_seg_train", ["INPUT.SEMANTIC_PATCH.SIZE", "48"]),
+            (
+                "configs/quick/unetpp_vgg.yaml",
+                f"{name}_sem_seg_train",
+                ["INPUT.SEMANTIC_PATCH.SIZE", "48"],
+            ),
         ):
             cfg = setup_cfg(
                 os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), config),
-                common + extra + ["DATASETS.TRAIN", f"('{dataset}',)", "OUTPUT_DIR", str(tmp_path / dataset)],
+                common
+                + extra
+                + ["DATASETS.TRAIN", f"('{dataset}',)", "OUTPUT_DIR", str(tmp_path / dataset)],
             )
             torch.manual_seed(0)
             trainer = NucleiTrainer(cfg)

@@ -42,7 +42,9 @@ def two_channels(seed=0, size=(96, 112)):
     rgb, masks = generate_synthetic_nuclei_image(seed, image_size=size)
     nuclei = rgb[:, :, 0].astype(np.uint16) * 16
     other = np.random.default_rng(seed).integers(1000, 30000, size, dtype=np.uint16)
-    labels = (masks * np.arange(1, len(masks) + 1, dtype=np.uint16)[:, None, None]).sum(0, dtype=np.uint16)
+    labels = (masks * np.arange(1, len(masks) + 1, dtype=np.uint16)[:, None, None]).sum(
+        0, dtype=np.uint16
+    )
     return np.stack([other, nuclei]), labels
 
 
@@ -88,7 +90,9 @@ def test_channel_of_each_layout_reads_as_that_channel_saved_gray(tmp_path, layou
         np.testing.assert_array_equal(read_image_rgb(path, "dapi"), expected)
         np.testing.assert_array_equal(read_image_rgb(path, "Actin"), read_image_rgb(path, 0))
     else:
-        with pytest.raises(ImageReadError, match=r"no channel named 'DAPI': 2 channels \(.*\): 0, 1$"):
+        with pytest.raises(
+            ImageReadError, match=r"no channel named 'DAPI': 2 channels \(.*\): 0, 1$"
+        ):
             read_image_rgb(path, "DAPI")
     with pytest.raises(ImageReadError, match=r"no channel 2 \(0-based\): 2 channels"):
         read_image_rgb(path, 2)
@@ -103,7 +107,10 @@ def test_stack_without_a_channel_is_refused_listing_its_channels(tmp_path, layou
             read(path)
         message = str(error.value)
         assert message.startswith(f"cannot read image {path}: 2 channels (axes ")
-        assert f"): {listed}; choose the nuclear channel with --channel (0-based index, or name)" in message
+        assert (
+            f"): {listed}; choose the nuclear channel with --channel (0-based index, or name)"
+            in message
+        )
         assert "\n" not in message
         assert NAMED.get(layout, "") in message
     check_channel_choice(path, 1)  # a choice passes
@@ -112,11 +119,20 @@ def test_stack_without_a_channel_is_refused_listing_its_channels(tmp_path, layou
 @pytest.mark.parametrize(
     "write,axis",
     [
-        (lambda p, s: tifffile.imwrite(p, np.stack([s] * 3), imagej=True, metadata={"axes": "ZCYX"}),
-         "a Z axis (depth) of 3 slices"),
-        (lambda p, s: tifffile.imwrite(p, np.stack([s] * 2), metadata={"axes": "TCYX"}),
-         "a T axis (time) of 2 frames"),
-        (lambda p, s: tifffile.imwrite(p, s, metadata={"axes": "ZYX"}), "a Z axis (depth) of 2 slices"),
+        (
+            lambda p, s: tifffile.imwrite(
+                p, np.stack([s] * 3), imagej=True, metadata={"axes": "ZCYX"}
+            ),
+            "a Z axis (depth) of 3 slices",
+        ),
+        (
+            lambda p, s: tifffile.imwrite(p, np.stack([s] * 2), metadata={"axes": "TCYX"}),
+            "a T axis (time) of 2 frames",
+        ),
+        (
+            lambda p, s: tifffile.imwrite(p, s, metadata={"axes": "ZYX"}),
+            "a Z axis (depth) of 2 slices",
+        ),
     ],
     ids=["imagej-zstack", "ome-timelapse", "shaped-zstack"],
 )
@@ -125,7 +141,9 @@ def test_z_and_t_axes_are_refused_naming_the_axis(tmp_path, write, axis):
     write(path, two_channels()[0])
     for channel in (None, 1):
         for read in (read_image_rgb, check_channel_choice):
-            with pytest.raises(ImageReadError, match=re.escape(f"cannot read image {path}: {axis} (axes ")):
+            with pytest.raises(
+                ImageReadError, match=re.escape(f"cannot read image {path}: {axis} (axes ")
+            ):
                 read(path, channel)
 
 
@@ -135,12 +153,19 @@ def test_rgb_and_grayscale_images(tmp_path):
     cv2.imwrite(str(tmp_path / "gray.png"), rgb[:, :, 0])
     np.testing.assert_array_equal(read_image_rgb(tmp_path / "rgb.png"), rgb)  # as before
     for channel in (2, "blue", "Blue"):
-        np.testing.assert_array_equal(read_image_unchanged(tmp_path / "rgb.png", channel), rgb[:, :, 2])
-    with pytest.raises(ImageReadError, match=r"no channel 3 \(0-based\): 3 channels \(RGB\): 0 'red', 1 'green', 2 'blue'"):
+        np.testing.assert_array_equal(
+            read_image_unchanged(tmp_path / "rgb.png", channel), rgb[:, :, 2]
+        )
+    with pytest.raises(
+        ImageReadError,
+        match=r"no channel 3 \(0-based\): 3 channels \(RGB\): 0 'red', 1 'green', 2 'blue'",
+    ):
         read_image_rgb(tmp_path / "rgb.png", 3)
     # a grayscale image is its one channel, whatever the choice
     for channel in (None, 0, 1, "DAPI"):
-        np.testing.assert_array_equal(read_image_unchanged(tmp_path / "gray.png", channel), rgb[:, :, 0])
+        np.testing.assert_array_equal(
+            read_image_unchanged(tmp_path / "gray.png", channel), rgb[:, :, 0]
+        )
 
 
 def test_parse_channel():
@@ -177,16 +202,28 @@ def test_predict_channel_gives_the_labels_of_the_channel_saved_gray(tmp_path, we
     folder = tmp_path / "in"
     folder.mkdir()
     stack, _ = two_channels()
-    stacks = {layout: write_layout(folder, layout, stack) for layout in ("cyx", "yxc", "imagej", "ome")}
+    stacks = {
+        layout: write_layout(folder, layout, stack) for layout in ("cyx", "yxc", "imagej", "ome")
+    }
     assert cv2.imwrite(str(folder / "nuclei.png"), stack[1])  # the channel as a 16-bit gray PNG
     model = [
-        "--config-file", QUICK_CONFIG, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights,
-        "TEST.DETECTIONS_PER_IMAGE", "20", "TEST.PREDICT.SCORE_THRESH", "0.0",  # random weights
+        "--config-file",
+        QUICK_CONFIG,
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        weights,
+        "TEST.DETECTIONS_PER_IMAGE",
+        "20",
+        "TEST.PREDICT.SCORE_THRESH",
+        "0.0",  # random weights
     ]
 
     # --channel 1 on every layout; the gray PNG is read as it is
     out = tmp_path / "by_index"
-    proc = run_script("tools/predict.py", "--input", folder, "--output", out, "--channel", "1", *model)
+    proc = run_script(
+        "tools/predict.py", "--input", folder, "--output", out, "--channel", "1", *model
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = read_labels(out, "nuclei")
     assert expected.max() > 0
@@ -197,11 +234,22 @@ def test_predict_channel_gives_the_labels_of_the_channel_saved_gray(tmp_path, we
     # by name through the config key: the files without names are skipped, saying so
     out = tmp_path / "by_name"
     proc = run_script(
-        "tools/predict.py", "--input", stacks["ome"], stacks["imagej"], stacks["cyx"],
-        "--output", out, *model, "TEST.PREDICT.CHANNEL", "DAPI",
+        "tools/predict.py",
+        "--input",
+        stacks["ome"],
+        stacks["imagej"],
+        stacks["cyx"],
+        "--output",
+        out,
+        *model,
+        "TEST.PREDICT.CHANNEL",
+        "DAPI",
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert f"skipped {stacks['cyx']}: no channel named 'DAPI': 2 channels (axes CYX, shape (2, 96, 112)): 0, 1" in proc.stderr
+    assert (
+        f"skipped {stacks['cyx']}: no channel named 'DAPI': 2 channels (axes CYX, shape (2, 96, 112)): 0, 1"
+        in proc.stderr
+    )
     np.testing.assert_array_equal(read_labels(out, "ome.ome"), expected)
     np.testing.assert_array_equal(read_labels(out, "imagej"), expected)
     assert not (out / "labels" / "cyx.png").exists()
@@ -209,7 +257,9 @@ def test_predict_channel_gives_the_labels_of_the_channel_saved_gray(tmp_path, we
     # no channel: refused with the channels listed, before the model is built (exit 2)
     zstack = folder / "zstack.tif"
     tifffile.imwrite(zstack, np.stack([stack] * 3), imagej=True, metadata={"axes": "ZCYX"})
-    proc = run_script("tools/predict.py", "--input", stacks["ome"], zstack, "--output", tmp_path / "none", *model)
+    proc = run_script(
+        "tools/predict.py", "--input", stacks["ome"], zstack, "--output", tmp_path / "none", *model
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert (
         f"error: skipped {stacks['ome']}: 2 channels (axes CYX, shape (2, 96, 112), OME-TIFF): "
@@ -219,7 +269,14 @@ def test_predict_channel_gives_the_labels_of_the_channel_saved_gray(tmp_path, we
     assert "error: no image to predict" in proc.stderr
 
     proc = run_script(
-        "tools/predict.py", "--input", stacks["ome"], "--output", tmp_path / "bad", "--channel", "-1", *model
+        "tools/predict.py",
+        "--input",
+        stacks["ome"],
+        "--output",
+        tmp_path / "bad",
+        "--channel",
+        "-1",
+        *model,
     )
     assert proc.returncode == 2
     assert "TEST.PREDICT.CHANNEL (--channel): channel -1: indices start at 0" in proc.stderr
@@ -243,13 +300,32 @@ def test_label_folder_trains_on_the_chosen_channel(tmp_path, run_script):
         counts[stem] = int(labels.max())
 
     # without --channel every image is left out, its channels listed
-    proc = run_script("datasets/prepare_label_folder.py", "--images", images, "--labels", masks, "--out", tmp_path / "none")
+    proc = run_script(
+        "datasets/prepare_label_folder.py",
+        "--images",
+        images,
+        "--labels",
+        masks,
+        "--out",
+        tmp_path / "none",
+    )
     assert proc.returncode == 1
-    assert f"{stacks['n1'][0]}: 2 channels (axes CYX, shape (2, 96, 112), ImageJ hyperstack): 0 'Actin', 1 'DAPI'" in proc.stderr
+    assert (
+        f"{stacks['n1'][0]}: 2 channels (axes CYX, shape (2, 96, 112), ImageJ hyperstack): 0 'Actin', 1 'DAPI'"
+        in proc.stderr
+    )
 
     out = tmp_path / "out"
     proc = run_script(
-        "datasets/prepare_label_folder.py", "--images", images, "--labels", masks, "--out", out, "--channel", "1"
+        "datasets/prepare_label_folder.py",
+        "--images",
+        images,
+        "--labels",
+        masks,
+        "--out",
+        out,
+        "--channel",
+        "1",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"channel 1 of each image: {out / 'channel_images'}" in proc.stdout
@@ -257,7 +333,9 @@ def test_label_folder_trains_on_the_chosen_channel(tmp_path, run_script):
         coco = json.load(f)
     assert "channel 1 of each image, in channel_images/" in coco["info"]["description"]
     assert sorted(i["file_name"] for i in coco["images"]) == [
-        "channel_images/n0.ome.tif", "channel_images/n1.tif", "channel_images/n2.tif"
+        "channel_images/n0.ome.tif",
+        "channel_images/n1.tif",
+        "channel_images/n2.tif",
     ]
     for image in coco["images"]:
         stem = os.path.basename(image["file_name"])[: -len(".tif")]

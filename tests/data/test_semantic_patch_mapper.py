@@ -1,5 +1,6 @@
 """SemanticPatchDatasetMapper: patches, symmetries that keep image and labels aligned, padding,
 jitter, and unreadable files."""
+
 import logging
 
 import cv2
@@ -15,13 +16,19 @@ def write_pair(tmp_path, height, width, seed=0):
     labels = (image[:, :, 0] > 127).astype(np.uint8)  # labels are a function of the pixels
     cv2.imwrite(str(tmp_path / "img.png"), image[:, :, ::-1])
     cv2.imwrite(str(tmp_path / "sem.png"), labels)
-    return {"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.png"),
-            "height": height, "width": width, "image_id": 0}
+    return {
+        "file_name": str(tmp_path / "img.png"),
+        "sem_seg_file_name": str(tmp_path / "sem.png"),
+        "height": height,
+        "width": width,
+        "image_id": 0,
+    }
 
 
 def mapper(is_train=True, size=32, jitter=0.0):
-    return SemanticPatchDatasetMapper(is_train=is_train, patch_size=size, intensity_jitter=jitter,
-                                      ignore_value=255)
+    return SemanticPatchDatasetMapper(
+        is_train=is_train, patch_size=size, intensity_jitter=jitter, ignore_value=255
+    )
 
 
 def test_patches_keep_image_and_labels_aligned(tmp_path):
@@ -100,10 +107,12 @@ def test_bad_settings_are_named():
 
 def test_bgr_models_get_bgr_images(tmp_path):
     record = write_pair(tmp_path, 20, 24)
-    rgb = SemanticPatchDatasetMapper(is_train=False, patch_size=8, intensity_jitter=0.0,
-                                     ignore_value=255, image_format="RGB")(record)["image"]
-    bgr = SemanticPatchDatasetMapper(is_train=False, patch_size=8, intensity_jitter=0.0,
-                                     ignore_value=255, image_format="BGR")(record)["image"]
+    rgb = SemanticPatchDatasetMapper(
+        is_train=False, patch_size=8, intensity_jitter=0.0, ignore_value=255, image_format="RGB"
+    )(record)["image"]
+    bgr = SemanticPatchDatasetMapper(
+        is_train=False, patch_size=8, intensity_jitter=0.0, ignore_value=255, image_format="BGR"
+    )(record)["image"]
     assert (bgr == rgb.flip(0)).all() and not (bgr == rgb).all()
 
 
@@ -115,12 +124,26 @@ def test_interior_boundary_targets_from_instance_masks(tmp_path):
     truth[10:20, 10:22], truth[10:20, 22:34] = 1, 2  # two touching rectangles
     cv2.imwrite(str(tmp_path / "img.png"), image)
     cv2.imwrite(str(tmp_path / "sem.png"), (truth > 0).astype(np.uint8))
-    record = {"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.png"),
-              "height": 40, "width": 60, "image_id": 0}
-    annotations = {record["file_name"]: [
-        {"segmentation": mask_util.encode(np.asfortranarray((truth == k).astype(np.uint8)))} for k in (1, 2)]}
-    m = SemanticPatchDatasetMapper(is_train=True, patch_size=64, intensity_jitter=0.0, ignore_value=255,
-                                   instance_annotations=annotations)
+    record = {
+        "file_name": str(tmp_path / "img.png"),
+        "sem_seg_file_name": str(tmp_path / "sem.png"),
+        "height": 40,
+        "width": 60,
+        "image_id": 0,
+    }
+    annotations = {
+        record["file_name"]: [
+            {"segmentation": mask_util.encode(np.asfortranarray((truth == k).astype(np.uint8)))}
+            for k in (1, 2)
+        ]
+    }
+    m = SemanticPatchDatasetMapper(
+        is_train=True,
+        patch_size=64,
+        intensity_jitter=0.0,
+        ignore_value=255,
+        instance_annotations=annotations,
+    )
     np.random.seed(0)
     for _ in range(3):  # the second and third draws come from the cached target
         sem = m(record)["sem_seg"].numpy()
@@ -140,11 +163,14 @@ def test_kept_images_give_the_same_patches_without_reading_the_files(tmp_path, m
         records.append(dict(write_pair(folder, height, width, seed=k), image_id=k))
     reads = []
     original_read = module.read_image_rgb
-    monkeypatch.setattr(module, "read_image_rgb", lambda path: reads.append(path) or original_read(path))
+    monkeypatch.setattr(
+        module, "read_image_rgb", lambda path: reads.append(path) or original_read(path)
+    )
 
     def patches(cache_mb):
-        m = SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.2, ignore_value=255,
-                                       cache_mb=cache_mb)
+        m = SemanticPatchDatasetMapper(
+            is_train=True, patch_size=32, intensity_jitter=0.2, ignore_value=255, cache_mb=cache_mb
+        )
         np.random.seed(3)
         outs = [m(records[i % 2]) for i in range(12)]
         return [(o["image"].numpy().copy(), o["sem_seg"].numpy().copy()) for o in outs], m
@@ -166,8 +192,13 @@ def test_kept_images_give_the_same_patches_without_reading_the_files(tmp_path, m
 
     # a budget below the first image's size keeps nothing: every visit reads the file
     reads.clear()
-    small = SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255,
-                                       cache_mb=70 * 90 * 4 / 1e6 - 1e-6)
+    small = SemanticPatchDatasetMapper(
+        is_train=True,
+        patch_size=32,
+        intensity_jitter=0.0,
+        ignore_value=255,
+        cache_mb=70 * 90 * 4 / 1e6 - 1e-6,
+    )
     for _ in range(3):
         small(records[0])
     assert len(reads) == 3 and small._decoded == {}
@@ -175,23 +206,39 @@ def test_kept_images_give_the_same_patches_without_reading_the_files(tmp_path, m
 
 def test_negative_cache_size_is_named():
     with pytest.raises(ValueError, match="CACHE_MB"):
-        SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255, cache_mb=-1)
+        SemanticPatchDatasetMapper(
+            is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255, cache_mb=-1
+        )
 
 
 def test_channel_shuffle_and_inversion_keep_the_labels(tmp_path):
-    record = write_pair(tmp_path, 32, 32)  # patch = whole image: symmetries, channel order, inversion
+    record = write_pair(
+        tmp_path, 32, 32
+    )  # patch = whole image: symmetries, channel order, inversion
     original = cv2.imread(record["file_name"])[:, :, ::-1]
-    m = SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255,
-                                   shuffle_channels=True, invert_prob=0.3)
+    m = SemanticPatchDatasetMapper(
+        is_train=True,
+        patch_size=32,
+        intensity_jitter=0.0,
+        ignore_value=255,
+        shuffle_channels=True,
+        invert_prob=0.3,
+    )
     np.random.seed(4)
     inverted, orders = 0, set()
     for _ in range(400):
         out = m(record)
         img, sem = out["image"].numpy(), out["sem_seg"].numpy()
         # undo the symmetry through the labels: they follow the geometry only
-        geometry = next((k, flip) for k in range(4) for flip in (False, True)
-                        if (np.rot90((original[:, ::-1] if flip else original)[:, :, 0] > 127, k) == sem).all())
-        base = np.rot90(original[:, ::-1] if geometry[1] else original, geometry[0]).transpose(2, 0, 1)
+        geometry = next(
+            (k, flip)
+            for k in range(4)
+            for flip in (False, True)
+            if (np.rot90((original[:, ::-1] if flip else original)[:, :, 0] > 127, k) == sem).all()
+        )
+        base = np.rot90(original[:, ::-1] if geometry[1] else original, geometry[0]).transpose(
+            2, 0, 1
+        )
         was_inverted = not any((img[0] == base[c]).all() for c in range(3))
         if was_inverted:
             img = 255 - img
@@ -205,4 +252,6 @@ def test_channel_shuffle_and_inversion_keep_the_labels(tmp_path):
 
 def test_invert_probability_outside_0_1_is_named():
     with pytest.raises(ValueError, match="INVERT_PROB.*1.5"):
-        SemanticPatchDatasetMapper(is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255, invert_prob=1.5)
+        SemanticPatchDatasetMapper(
+            is_train=True, patch_size=32, intensity_jitter=0.0, ignore_value=255, invert_prob=1.5
+        )

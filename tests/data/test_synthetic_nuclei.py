@@ -1,4 +1,5 @@
 """Tests of the synthetic nuclei generator, its cached dataset and its registration."""
+
 import contextlib
 import io
 import json
@@ -120,13 +121,16 @@ def test_bad_arguments_are_named():
 
 
 def test_image_k_does_not_depend_on_the_number_of_images(tmp_path):
-    short = write_synthetic_nuclei_dataset(tmp_path / "a", num_images=3, seed_base=40, image_size=96)
+    short = write_synthetic_nuclei_dataset(
+        tmp_path / "a", num_images=3, seed_base=40, image_size=96
+    )
     long = write_synthetic_nuclei_dataset(tmp_path / "b", num_images=5, seed_base=40, image_size=96)
     for k in range(3):
         for root in ("image_root", "sem_seg_root"):
-            assert Path(short[root], f"{k:04d}.png").read_bytes() == Path(
-                long[root], f"{k:04d}.png"
-            ).read_bytes()
+            assert (
+                Path(short[root], f"{k:04d}.png").read_bytes()
+                == Path(long[root], f"{k:04d}.png").read_bytes()
+            )
     coco_short, coco_long = (json.loads(Path(p["json_file"]).read_text()) for p in (short, long))
     assert coco_short["images"] == coco_long["images"][:3]
     assert coco_short["annotations"] == [a for a in coco_long["annotations"] if a["image_id"] <= 3]
@@ -304,7 +308,9 @@ def test_concurrent_generation_gives_one_consistent_dataset(tmp_path):
         names = sorted(os.listdir(paths[0][root]))
         assert names == sorted(os.listdir(reference[root])) and len(names) == 12
         for name in names:
-            assert Path(paths[0][root], name).read_bytes() == Path(reference[root], name).read_bytes()
+            assert (
+                Path(paths[0][root], name).read_bytes() == Path(reference[root], name).read_bytes()
+            )
     assert Path(paths[0]["json_file"]).read_bytes() == Path(reference["json_file"]).read_bytes()
 
 

@@ -2,6 +2,7 @@
 of writing one resumes to the end; metrics.json survives a kill; two-process CPU training (DDP
 over GLOO). Trainings are tiny: Mask R-CNN++ with a narrow VGG bottom-up, 64 px inputs, a few
 iterations, so that a run and its checkpoints (2 MB) take seconds."""
+
 import json
 import os
 import pathlib
@@ -22,18 +23,32 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 TRAIN_NET = REPO / "tools" / "train_net.py"
 CONFIG = REPO / "configs" / "quick" / "mask_rcnn_VGG_NestedFPN.yaml"
 NARROW = [
-    "MODEL.VGG.STAGE_CHANNELS", "[8, 16, 16, 32, 32, 32]", "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.ROI_BOX_HEAD.CONV_DIM", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
+    "MODEL.VGG.STAGE_CHANNELS",
+    "[8, 16, 16, 32, 32, 32]",
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "32",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "32",
 ]
 TINY = NARROW + [
-    "INPUT.SCALE_FACTOR_TRAIN", "(0.25, 0.25)", "SOLVER.IMS_PER_BATCH", "2",
-    "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0",
+    "INPUT.SCALE_FACTOR_TRAIN",
+    "(0.25, 0.25)",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "DATASETS.TEST",
+    "()",
+    "DATALOADER.NUM_WORKERS",
+    "0",
 ]
 
 # Runs tools/train_net.py in this process and kills it with SIGKILL when it saves checkpoint
 # KILL_AT: right after the save (KILL_WHEN=after), or halfway through writing the file,
 # after its first half is on disk and before the rename (KILL_WHEN=during).
-_KILLING_DRIVER = '''
+_KILLING_DRIVER = """
 import io, os, runpy, signal, sys
 import torch
 from maskrcnnpp.checkpoint import checkpointer
@@ -69,13 +84,17 @@ def save(self, name, **kwargs):
 checkpointer.AtomicDetectionCheckpointer.save = save
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
-'''
+"""
 
 
 def _train(args, *, driver=None, env=None):
     command = [sys.executable] + ([str(driver)] if driver else []) + [str(TRAIN_NET), *args]
     return subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=300,
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})),
     )
 
@@ -97,10 +116,21 @@ def _assert_loads_into_model(checkpoint):
     "kill_when,last_complete,resumes_at",
     [("after", "model_0000003.pth", 4), ("during", "model_0000001.pth", 2)],
 )
-def test_killed_at_a_checkpoint_then_resumed_to_the_end(tmp_path, kill_when, last_complete, resumes_at):
+def test_killed_at_a_checkpoint_then_resumed_to_the_end(
+    tmp_path, kill_when, last_complete, resumes_at
+):
     out = tmp_path / "run"
-    args = ["--config-file", str(CONFIG), *TINY, "SOLVER.MAX_ITER", "6",
-            "SOLVER.CHECKPOINT_PERIOD", "2", "OUTPUT_DIR", str(out)]
+    args = [
+        "--config-file",
+        str(CONFIG),
+        *TINY,
+        "SOLVER.MAX_ITER",
+        "6",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "OUTPUT_DIR",
+        str(out),
+    ]
     driver = tmp_path / "kill_at_checkpoint.py"
     driver.write_text(_KILLING_DRIVER)
 
@@ -134,8 +164,19 @@ def test_killed_at_a_checkpoint_then_resumed_to_the_end(tmp_path, kill_when, las
 
 def test_two_process_cpu_training(tmp_path):
     out = tmp_path / "ddp"
-    proc = _train(["--config-file", str(CONFIG), "--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "3",
-                   "OUTPUT_DIR", str(out)])
+    proc = _train(
+        [
+            "--config-file",
+            str(CONFIG),
+            "--num-gpus",
+            "2",
+            *TINY,
+            "SOLVER.MAX_ITER",
+            "3",
+            "OUTPUT_DIR",
+            str(out),
+        ]
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "Rank of current process: 0. World size: 2" in log
@@ -146,7 +187,9 @@ def test_two_process_cpu_training(tmp_path):
     # rank 0 writes the losses it gathered from both ranks (the last record is iteration 2, or
     # 1 once on the loaded CI machine: which iteration the one write shows is not the point)
     records = read_metrics_json(out / "metrics.json")
-    assert records and all(r["iteration"] in (1, 2) and r["total_loss"] > 0 for r in records), records
+    assert records and all(r["iteration"] in (1, 2) and r["total_loss"] > 0 for r in records), (
+        records
+    )
     assert _iteration_of(out / "model_final.pth") == 2
     _assert_loads_into_model(out / "model_final.pth")
 
@@ -208,5 +251,7 @@ def test_truncated_checkpoint_is_named(tmp_path):
     checkpointer.save("model_final")
     data = (tmp_path / "model_final.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"not a PyTorch or Detectron2 checkpoint: .*cut\.pth \(truncated"):
+    with pytest.raises(
+        ValueError, match=r"not a PyTorch or Detectron2 checkpoint: .*cut\.pth \(truncated"
+    ):
         checkpointer.load(str(tmp_path / "cut.pth"))

@@ -1,6 +1,7 @@
 """How the semantic UNet++ trains: batches that mix imaging types, the training pipeline against
 a minimal reference loop, BatchNorm statistics, the optimizer option, pixel-area sampling, and
 the interior / boundary target that splits touching nuclei."""
+
 import itertools
 
 import cv2
@@ -39,42 +40,94 @@ def two_look_dataset(tmp_path_factory):
     for index in range(12):
         look = "brightfield" if index % 2 else "fluorescence"
         size = LANDSCAPE if look == "brightfield" else PORTRAIT
-        image, masks = generate_synthetic_nuclei_image(100 + index, image_size=size, look=look, num_nuclei=8)
+        image, masks = generate_synthetic_nuclei_image(
+            100 + index, image_size=size, look=look, num_nuclei=8
+        )
         labels = masks.any(0).astype(np.uint8)
         image_file, label_file = root / f"{index}.png", root / f"{index}_sem.png"
         cv2.imwrite(str(image_file), image[:, :, ::-1])
         cv2.imwrite(str(label_file), labels)
-        records.append({"file_name": str(image_file), "sem_seg_file_name": str(label_file),
-                        "height": size[0], "width": size[1], "image_id": index, "look": look})
+        records.append(
+            {
+                "file_name": str(image_file),
+                "sem_seg_file_name": str(label_file),
+                "height": size[0],
+                "width": size[1],
+                "image_id": index,
+                "look": look,
+            }
+        )
     name = f"two_looks_{root.name}"
     DatasetCatalog.register(name, lambda: [dict(r) for r in records])
-    MetadataCatalog.get(name).set(stuff_classes=["background", "nucleus"], ignore_label=255,
-                                  evaluator_type="sem_seg")
+    MetadataCatalog.get(name).set(
+        stuff_classes=["background", "nucleus"], ignore_label=255, evaluator_type="sem_seg"
+    )
     yield name, records
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
 
 
 def tiny_unet_cfg(dataset_name, output_dir, max_iter=100):
-    return setup_cfg("", [
-        "MODEL.META_ARCHITECTURE", "SemanticUNetPlusPlus",
-        "MODEL.DEVICE", "cpu",
-        "MODEL.PIXEL_MEAN", "[128.0, 128.0, 128.0]", "MODEL.PIXEL_STD", "[64.0, 64.0, 64.0]",
-        "MODEL.VGG.STAGE_CHANNELS", "[8, 16, 32]", "MODEL.VGG.OUT_FEATURES", "['vgg0', 'vgg1', 'vgg2']",
-        "MODEL.UNETPP.IN_FEATURES", "['vgg0', 'vgg1', 'vgg2']",
-        "MODEL.UNETPP.SKIP", "unet", "MODEL.UNETPP.DEEP_SUPERVISION", "False",
-        "INPUT.FORMAT", "RGB", "INPUT.SEMANTIC_PATCH.SIZE", "48",
-        "DATASETS.TRAIN", f"('{dataset_name}',)", "DATASETS.TEST", "()",
-        "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.OPTIMIZER", "AdamW", "SOLVER.BASE_LR", "0.005", "SOLVER.WEIGHT_DECAY", "0.0",
-        "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", "()",
-        "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "100000",
-        "SEED", "3", "OUTPUT_DIR", str(output_dir),
-    ])
+    return setup_cfg(
+        "",
+        [
+            "MODEL.META_ARCHITECTURE",
+            "SemanticUNetPlusPlus",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.PIXEL_MEAN",
+            "[128.0, 128.0, 128.0]",
+            "MODEL.PIXEL_STD",
+            "[64.0, 64.0, 64.0]",
+            "MODEL.VGG.STAGE_CHANNELS",
+            "[8, 16, 32]",
+            "MODEL.VGG.OUT_FEATURES",
+            "['vgg0', 'vgg1', 'vgg2']",
+            "MODEL.UNETPP.IN_FEATURES",
+            "['vgg0', 'vgg1', 'vgg2']",
+            "MODEL.UNETPP.SKIP",
+            "unet",
+            "MODEL.UNETPP.DEEP_SUPERVISION",
+            "False",
+            "INPUT.FORMAT",
+            "RGB",
+            "INPUT.SEMANTIC_PATCH.SIZE",
+            "48",
+            "DATASETS.TRAIN",
+            f"('{dataset_name}',)",
+            "DATASETS.TEST",
+            "()",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "SOLVER.OPTIMIZER",
+            "AdamW",
+            "SOLVER.BASE_LR",
+            "0.005",
+            "SOLVER.WEIGHT_DECAY",
+            "0.0",
+            "SOLVER.IMS_PER_BATCH",
+            "8",
+            "SOLVER.MAX_ITER",
+            str(max_iter),
+            "SOLVER.STEPS",
+            "()",
+            "SOLVER.WARMUP_ITERS",
+            "0",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100000",
+            "SEED",
+            "3",
+            "OUTPUT_DIR",
+            str(output_dir),
+        ],
+    )
 
 
 def batch_orientations(loader, num_batches):
-    return [{x["width"] > x["height"] for x in batch} for batch in itertools.islice(iter(loader), num_batches)]
+    return [
+        {x["width"] > x["height"] for x in batch}
+        for batch in itertools.islice(iter(loader), num_batches)
+    ]
 
 
 def test_semantic_batches_mix_aspect_ratios(two_look_dataset, tmp_path):
@@ -95,10 +148,16 @@ def test_instance_models_keep_aspect_ratio_grouping(two_look_dataset, tmp_path, 
     cfg = tiny_unet_cfg(name, tmp_path)
     cfg.defrost()
     cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
-    monkeypatch.setattr(build, "build_nuclei_mapper",
-                        lambda cfg, is_train: SemanticPatchDatasetMapper(
-                            is_train=True, patch_size=48, intensity_jitter=0.2, ignore_value=255))
-    assert all(len(kinds) == 1 for kinds in batch_orientations(build.build_nuclei_train_loader(cfg), 12))
+    monkeypatch.setattr(
+        build,
+        "build_nuclei_mapper",
+        lambda cfg, is_train: SemanticPatchDatasetMapper(
+            is_train=True, patch_size=48, intensity_jitter=0.2, ignore_value=255
+        ),
+    )
+    assert all(
+        len(kinds) == 1 for kinds in batch_orientations(build.build_nuclei_train_loader(cfg), 12)
+    )
 
 
 def foreground_iou(model, records):
@@ -108,7 +167,9 @@ def foreground_iou(model, records):
         for record in records:
             image = cv2.imread(record["file_name"])[:, :, ::-1]
             truth = cv2.imread(record["sem_seg_file_name"], cv2.IMREAD_UNCHANGED) == 1
-            probs = model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}])[0]["sem_seg"]
+            probs = model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}])[0][
+                "sem_seg"
+            ]
             predicted = (probs.argmax(0) == 1).numpy()
             intersection += (predicted & truth).sum()
             union += (predicted | truth).sum()
@@ -126,7 +187,9 @@ def reference_training(cfg, records):
     np.random.seed(cfg.SEED)
     model.train()
     for _ in range(cfg.SOLVER.MAX_ITER):
-        batch = [mapper(records[i]) for i in rng.integers(0, len(records), cfg.SOLVER.IMS_PER_BATCH)]
+        batch = [
+            mapper(records[i]) for i in rng.integers(0, len(records), cfg.SOLVER.IMS_PER_BATCH)
+        ]
         loss = sum(model(batch).values())
         optimizer.zero_grad()
         loss.backward()
@@ -135,8 +198,11 @@ def reference_training(cfg, records):
 
 
 def bn_running_stats(model):
-    return {name: (m.running_mean.clone(), m.running_var.clone())
-            for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    return {
+        name: (m.running_mean.clone(), m.running_var.clone())
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    }
 
 
 def recomputed_bn_stats(model, cfg, records, num_batches=30):
@@ -197,7 +263,17 @@ def test_bn_running_statistics_match_training_patches(trained_pair):
 
 # --------------------------------------------------------------------------------------------
 def test_adamw_option_builds_and_steps():
-    cfg = setup_cfg("", ["SOLVER.OPTIMIZER", "AdamW", "SOLVER.BASE_LR", "0.01", "SOLVER.ADAMW_BETAS", "(0.8, 0.99)"])
+    cfg = setup_cfg(
+        "",
+        [
+            "SOLVER.OPTIMIZER",
+            "AdamW",
+            "SOLVER.BASE_LR",
+            "0.01",
+            "SOLVER.ADAMW_BETAS",
+            "(0.8, 0.99)",
+        ],
+    )
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     optimizer = build_optimizer(cfg, model)
     assert isinstance(optimizer, torch.optim.AdamW)
@@ -238,7 +314,9 @@ def test_pixel_area_sampler_gives_a_rare_large_type_its_share():
     # power 0.5: weights 1024 and 256, share 2 * 1024 / (2 * 1024 + 98 * 256)
     draws = list(itertools.islice(iter(PixelAreaTrainingSampler(areas, power=0.5, seed=0)), 20000))
     assert abs(np.isin(draws, [0, 1]).mean() - 2048 / (2048 + 98 * 256)) < 0.01
-    with pytest.raises(ValueError, match=r"power \(DATALOADER.PIXEL_AREA_POWER\) must be >= 0, got -1"):
+    with pytest.raises(
+        ValueError, match=r"power \(DATALOADER.PIXEL_AREA_POWER\) must be >= 0, got -1"
+    ):
         PixelAreaTrainingSampler(areas, power=-1)
     # the key is a config key: it merges from the command line
     assert setup_cfg("", ["DATALOADER.PIXEL_AREA_POWER", "0.5"]).DATALOADER.PIXEL_AREA_POWER == 0.5
@@ -267,11 +345,16 @@ def test_interior_boundary_target_splits_touching_discs():
     assert set(np.unique(target)) == {BACKGROUND, INTERIOR, BOUNDARY}
     assert (target[truth == 0] == BACKGROUND).all()
     # boundary pixels separate the two interiors
-    assert cv2.connectedComponents((target == INTERIOR).astype(np.uint8), connectivity=8)[0] - 1 == 2
+    assert (
+        cv2.connectedComponents((target == INTERIOR).astype(np.uint8), connectivity=8)[0] - 1 == 2
+    )
     labels, scores = nuclei_from_interior_boundary(one_hot(target))
     assert labels.max() == 2 and np.allclose(scores, 1.0)
     for k in (1, 2):
-        best = max(((labels == j) & (truth == k)).sum() / ((labels == j) | (truth == k)).sum() for j in (1, 2))
+        best = max(
+            ((labels == j) & (truth == k)).sum() / ((labels == j) | (truth == k)).sum()
+            for j in (1, 2)
+        )
         assert best > 0.97
 
 
@@ -295,8 +378,19 @@ def test_nucleus_too_small_for_an_interior_is_kept():
 
 def test_interior_boundary_needs_three_classes():
     with pytest.raises(ValueError, match="NUM_CLASSES 3"):
-        build_model(setup_cfg("", ["MODEL.META_ARCHITECTURE", "SemanticUNetPlusPlus", "MODEL.DEVICE", "cpu",
-                                   "MODEL.UNETPP.TARGET", "interior_boundary"]))
+        build_model(
+            setup_cfg(
+                "",
+                [
+                    "MODEL.META_ARCHITECTURE",
+                    "SemanticUNetPlusPlus",
+                    "MODEL.DEVICE",
+                    "cpu",
+                    "MODEL.UNETPP.TARGET",
+                    "interior_boundary",
+                ],
+            )
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,9 +400,21 @@ def test_interior_boundary_needs_three_classes():
 @pytest.fixture
 def touching_discs_model(monkeypatch):
     truth = discs((64, 96), [(30, 32), (57, 32)], 14)
-    cfg = setup_cfg("", ["MODEL.META_ARCHITECTURE", "SemanticUNetPlusPlus", "MODEL.DEVICE", "cpu",
-                         "MODEL.UNETPP.TARGET", "interior_boundary", "MODEL.UNETPP.NUM_CLASSES", "3",
-                         "MODEL.VGG.STAGE_CHANNELS", "[4, 4, 4, 4, 4]"])
+    cfg = setup_cfg(
+        "",
+        [
+            "MODEL.META_ARCHITECTURE",
+            "SemanticUNetPlusPlus",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.UNETPP.TARGET",
+            "interior_boundary",
+            "MODEL.UNETPP.NUM_CLASSES",
+            "3",
+            "MODEL.VGG.STAGE_CHANNELS",
+            "[4, 4, 4, 4, 4]",
+        ],
+    )
     model = build_model(cfg).eval()
     probs = torch.from_numpy(one_hot(interior_boundary_target(truth)))
     monkeypatch.setattr(model, "predict_probabilities", lambda image: probs)
@@ -335,11 +441,29 @@ def test_interior_boundary_nuclei_through_evaluator_and_predictor(touching_discs
     from maskrcnnpp.inference import NucleiPredictor
 
     model, image, truth = touching_discs_model
-    annotations = [{"segmentation": mask_util.encode(np.asfortranarray((truth == k).astype(np.uint8))),
-                    "bbox": [0, 0, 1, 1], "bbox_mode": 1, "category_id": 0, "iscrowd": 0} for k in (1, 2)]
+    annotations = [
+        {
+            "segmentation": mask_util.encode(np.asfortranarray((truth == k).astype(np.uint8))),
+            "bbox": [0, 0, 1, 1],
+            "bbox_mode": 1,
+            "category_id": 0,
+            "iscrowd": 0,
+        }
+        for k in (1, 2)
+    ]
     name = f"touching_discs_{tmp_path.name}"
-    DatasetCatalog.register(name, lambda: [{"file_name": "discs.png", "image_id": 7, "height": 64,
-                                            "width": 96, "annotations": annotations}])
+    DatasetCatalog.register(
+        name,
+        lambda: [
+            {
+                "file_name": "discs.png",
+                "image_id": 7,
+                "height": 64,
+                "width": 96,
+                "annotations": annotations,
+            }
+        ],
+    )
     try:
         evaluator = NucleiEvaluator(name)
         evaluator.reset()
@@ -353,8 +477,15 @@ def test_interior_boundary_nuclei_through_evaluator_and_predictor(touching_discs
         assert nuclei["dsb_score"] > 0.99 and nuclei["aji"] > 0.99 and nuclei["pq"] > 0.99
     finally:
         DatasetCatalog.remove(name)
-    predictor = NucleiPredictor(model=model, augmentations=[], input_format="RGB", max_untiled_size=1024,
-                                tile_size=512, tile_overlap=128, score_thresh=0.5)
+    predictor = NucleiPredictor(
+        model=model,
+        augmentations=[],
+        input_format="RGB",
+        max_untiled_size=1024,
+        tile_size=512,
+        tile_overlap=128,
+        score_thresh=0.5,
+    )
     prediction = predictor(image)
     assert prediction.labels.max() == 2
     for k in (1, 2):
@@ -373,7 +504,9 @@ def probabilities(model, records, precision):
     with torch.no_grad(), inference_autocast(precision, model):
         for record in records:
             image = cv2.imread(record["file_name"])[:, :, ::-1]
-            out.append(model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}])[0]["sem_seg"])
+            out.append(
+                model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}])[0]["sem_seg"]
+            )
     return out
 
 
@@ -385,10 +518,16 @@ def test_bfloat16_inference_stays_within_its_tolerance(trained_pair):
         reduced = probabilities(model, records, "bfloat16")
         assert all(r.dtype == torch.float32 for r in reduced)
         diff = torch.cat([(a - b).abs().flatten() for a, b in zip(exact, reduced)])
-        same_class = torch.cat([(a.argmax(0) == b.argmax(0)).flatten() for a, b in zip(exact, reduced)])
+        same_class = torch.cat(
+            [(a.argmax(0) == b.argmax(0)).flatten() for a, b in zip(exact, reduced)]
+        )
         # The tolerance docs/benchmark.md states for TEST.PRECISION "bfloat16"; measured here:
         # max 0.013, mean 0.0003, 99.99 % of the pixels in the same class.
-        assert diff.max().item() < 0.05 and diff.mean().item() < 0.002, (level, diff.max(), diff.mean())
+        assert diff.max().item() < 0.05 and diff.mean().item() < 0.002, (
+            level,
+            diff.max(),
+            diff.mean(),
+        )
         assert same_class.float().mean().item() > 0.999, level
     model.test_level = 0
 

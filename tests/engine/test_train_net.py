@@ -1,5 +1,6 @@
 """tools/train_net.py end to end on the synthetic nuclei: train a few iterations, evaluate,
 write the metrics, the plot and the pictures; evaluate again from the checkpoint."""
+
 import json
 import pathlib
 import subprocess
@@ -15,7 +16,11 @@ QUICK = REPO / "configs" / "quick" / "mask_rcnn_FPN.yaml"
 def _run(args, env_cache):
     env = dict(__import__("os").environ, MASKRCNNPP_CACHE=str(env_cache), OMP_NUM_THREADS="2")
     proc = subprocess.run(
-        [sys.executable, str(TRAIN_NET), *args], cwd=REPO, env=env, capture_output=True, text=True,
+        [sys.executable, str(TRAIN_NET), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -26,10 +31,26 @@ def test_two_iterations_then_eval_only(tmp_path, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
     out = tmp_path / "run"
     log = _run(
-        ["--config-file", str(QUICK), "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2",
-         "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.DETECTIONS_PER_IMAGE", "50",
-         "TEST.NUCLEI.SCORE_THRESH", "0.0", "TEST.NUCLEI.NUM_VIS", "2",
-         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)],
+        [
+            "--config-file",
+            str(QUICK),
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1",
+            "TEST.DETECTIONS_PER_IMAGE",
+            "50",
+            "TEST.NUCLEI.SCORE_THRESH",
+            "0.0",
+            "TEST.NUCLEI.NUM_VIS",
+            "2",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(out),
+        ],
         cache,
     )
     assert "Results on nuclei_synth_val" in log and "| mask_rcnn_FPN " in log
@@ -49,9 +70,21 @@ def test_two_iterations_then_eval_only(tmp_path, tmp_path_factory):
     assert state["iteration"] == 1 and "model" in state
 
     log = _run(
-        ["--config-file", str(QUICK), "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
-         "TEST.DETECTIONS_PER_IMAGE", "50", "TEST.NUCLEI.SCORE_THRESH", "0.0",
-         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "eval")],
+        [
+            "--config-file",
+            str(QUICK),
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            str(out / "model_final.pth"),
+            "TEST.DETECTIONS_PER_IMAGE",
+            "50",
+            "TEST.NUCLEI.SCORE_THRESH",
+            "0.0",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "eval"),
+        ],
         cache,
     )
     again = json.loads((tmp_path / "eval" / "final_metrics.json").read_text())["results"]
@@ -66,12 +99,26 @@ def test_unetpp_trains_then_evaluates_pruned(tmp_path, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
     out = tmp_path / "unetpp"
     log = _run(
-        ["--config-file", str(QUICK_UNETPP), "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
-         "DATALOADER.NUM_WORKERS", "0", "TEST.NUCLEI.NUM_VIS", "1", "OUTPUT_DIR", str(out)],
+        [
+            "--config-file",
+            str(QUICK_UNETPP),
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "TEST.NUCLEI.NUM_VIS",
+            "1",
+            "OUTPUT_DIR",
+            str(out),
+        ],
         cache,
     )
     assert "Results on nuclei_synth_sem_seg_val" in log
-    final = json.loads((out / "final_metrics.json").read_text())["results"]["nuclei_synth_sem_seg_val"]
+    final = json.loads((out / "final_metrics.json").read_text())["results"][
+        "nuclei_synth_sem_seg_val"
+    ]
     assert {"mIoU", "fwIoU"} <= set(final["sem_seg"])
     assert final["nuclei"]["num_images"] == 16
     for key in ("iou", "dice", "dsb_score", "aji", "pq"):
@@ -80,9 +127,19 @@ def test_unetpp_trains_then_evaluates_pruned(tmp_path, tmp_path_factory):
     assert {f"heads.x_0_{j}.weight" for j in range(1, 5)} <= set(state["model"])
 
     _run(
-        ["--config-file", str(QUICK_UNETPP), "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
-         "MODEL.UNETPP.TEST_LEVEL", "3", "DATALOADER.NUM_WORKERS", "0",
-         "OUTPUT_DIR", str(tmp_path / "pruned")],
+        [
+            "--config-file",
+            str(QUICK_UNETPP),
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            str(out / "model_final.pth"),
+            "MODEL.UNETPP.TEST_LEVEL",
+            "3",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "pruned"),
+        ],
         cache,
     )
     pruned = json.loads((tmp_path / "pruned" / "final_metrics.json").read_text())["results"]

@@ -1,5 +1,6 @@
 """The classical floor (Otsu + distance-transform watershed) on images with known nuclei, and
 its scoring through NucleiEvaluator."""
+
 import json
 
 import cv2
@@ -89,7 +90,9 @@ def test_label_image_to_instances():
     labels[4:6, 2:5] = 9
     instances = label_image_to_instances(labels)
     assert instances.image_size == (6, 7)
-    assert tuple(instances.pred_masks.shape) == (2, 6, 7) and instances.pred_masks.dtype == torch.bool
+    assert (
+        tuple(instances.pred_masks.shape) == (2, 6, 7) and instances.pred_masks.dtype == torch.bool
+    )
     assert instances.pred_masks[0].sum() == 4 and instances.pred_masks[1].sum() == 6
     assert instances.scores.tolist() == [1.0, 1.0]
 
@@ -102,7 +105,9 @@ def test_scored_through_the_nuclei_evaluator(tmp_path):
     assert results["nuclei"]["num_images"] == len(records) == 16
     final = json.loads((tmp_path / "final_metrics.json").read_text())
     assert final["results"]["nuclei_synth_val"]["nuclei"] == pytest.approx(results["nuclei"])
-    per_image = json.loads((tmp_path / "inference" / "nuclei_synth_val" / "nuclei_per_image.json").read_text())
+    per_image = json.loads(
+        (tmp_path / "inference" / "nuclei_synth_val" / "nuclei_per_image.json").read_text()
+    )
     assert [p["image_id"] for p in per_image] == [r["image_id"] for r in records]
     record = records[0]
     truth = coco_segmentations_to_label_image(
@@ -111,4 +116,6 @@ def test_scored_through_the_nuclei_evaluator(tmp_path):
     expected = image_nuclei_stats(truth, otsu_watershed_labels(read_image_rgb(record["file_name"])))
     assert per_image[0]["dsb_score"] == pytest.approx(expected["dsb_score"])
     assert per_image[0]["iou"] == pytest.approx(expected["iou"])
-    assert np.mean([p["dsb_score"] for p in per_image]) == pytest.approx(results["nuclei"]["dsb_score"])
+    assert np.mean([p["dsb_score"] for p in per_image]) == pytest.approx(
+        results["nuclei"]["dsb_score"]
+    )

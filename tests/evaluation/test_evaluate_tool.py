@@ -212,8 +212,12 @@ def test_results_paired_by_file_name_and_mismatched_sets_refused(gt_file, tmp_pa
     for r in results:
         r["image_id"] = 3 - r["image_id"]
     pred = write_json(run / "coco_instances_results.json", results)
-    listing = {"images": [{"id": 1, "file_name": "/data/2.png", "height": HEIGHT, "width": WIDTH},
-                          {"id": 2, "file_name": "/data/1.png", "height": HEIGHT, "width": WIDTH}]}
+    listing = {
+        "images": [
+            {"id": 1, "file_name": "/data/2.png", "height": HEIGHT, "width": WIDTH},
+            {"id": 2, "file_name": "/data/1.png", "height": HEIGHT, "width": WIDTH},
+        ]
+    }
     write_json(run / "coco_images.json", listing)
     out = tmp_path / "m.json"
     assert evaluate_results_file(gt_file, pred, out=str(out)) == 0

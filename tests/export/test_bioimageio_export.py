@@ -5,6 +5,7 @@ each written by the tool from saved weights, then loaded and run by bioimageio.c
 test, and its test output compared with what the project computes for the same image: the
 eager model's probabilities, and NucleiPredictor's label image (what tools/predict.py writes).
 """
+
 import os
 
 import cv2
@@ -22,7 +23,8 @@ from maskrcnnpp.export.bioimageio_module import NucleusLabelImage
 from maskrcnnpp.inference.predictor import NucleiPredictor
 
 bioimageio_core = pytest.importorskip(
-    "bioimageio.core", reason="the bioimageio extra (pip install -e '.[bioimageio]'); CI installs it"
+    "bioimageio.core",
+    reason="the bioimageio extra (pip install -e '.[bioimageio]'); CI installs it",
 )
 
 COMMON = ["MODEL.DEVICE", "cpu"]
@@ -42,8 +44,12 @@ def _sample_images(folder):
     enough that area-dependent detection caps stay at their floors)."""
     os.makedirs(folder)
     for seed, (height, width) in enumerate(((128, 128), (112, 144))):
-        rgb = generate_synthetic_nuclei_image(seed, image_size=max(height, width))[0][:height, :width]
-        cv2.imwrite(os.path.join(folder, f"sample{seed}.png"), np.ascontiguousarray(rgb[:, :, ::-1]))
+        rgb = generate_synthetic_nuclei_image(seed, image_size=max(height, width))[0][
+            :height, :width
+        ]
+        cv2.imwrite(
+            os.path.join(folder, f"sample{seed}.png"), np.ascontiguousarray(rgb[:, :, ::-1])
+        )
     return folder
 
 
@@ -55,7 +61,15 @@ def _export(run_script, config_file, opts, out):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     folder = os.path.join(out, "bioimageio")
-    for name in ("rdf.yaml", "weights.pt", "test_input.npy", "test_output.npy", "cover.png", "README.md", "LICENSE"):
+    for name in (
+        "rdf.yaml",
+        "weights.pt",
+        "test_input.npy",
+        "test_output.npy",
+        "cover.png",
+        "README.md",
+        "LICENSE",
+    ):
         assert os.path.isfile(os.path.join(folder, name)), name
     assert os.path.isfile(os.path.join(out, "bioimageio.zip"))
     return folder
@@ -64,7 +78,9 @@ def _export(run_script, config_file, opts, out):
 def _bioimageio_test(source):
     """bioimageio.core's model test, run here on what the tool wrote."""
     summary = bioimageio_core.test_model(source, weight_format="torchscript", devices=["cpu"])
-    failed = [f"{d.name}: {[e.msg for e in d.errors]}" for d in summary.details if d.status == "failed"]
+    failed = [
+        f"{d.name}: {[e.msg for e in d.errors]}" for d in summary.details if d.status == "failed"
+    ]
     assert summary.status == "passed", failed
     names = [d.name for d in summary.details]
     assert any(n.startswith("Reproduce test outputs") for n in names), names
@@ -99,7 +115,9 @@ def test_instance_package_paints_the_label_image_of_predict(tmp_path, run_script
     # A factor of 1: the resize is the one step done otherwise than tools/predict.py (see
     # test_label_module_resize_is_within_one_grey_level); the rest must agree pixel for pixel.
     # A score threshold of 0 keeps the random model's detections.
-    opts = SMALL_RCNN + COMMON + ["INPUT.SCALE_FACTOR_TEST", "1.0", "TEST.PREDICT.SCORE_THRESH", "0.0"]
+    opts = (
+        SMALL_RCNN + COMMON + ["INPUT.SCALE_FACTOR_TEST", "1.0", "TEST.PREDICT.SCORE_THRESH", "0.0"]
+    )
     weights = _saved_weights(MASK_RCNNPP, opts, tmp_path / "rcnn.pth")
     opts = opts + ["MODEL.WEIGHTS", weights]
     folder = _export(run_script, MASK_RCNNPP, opts, str(tmp_path / "out"))
@@ -127,12 +145,16 @@ def test_instance_package_paints_the_label_image_of_predict(tmp_path, run_script
 def test_label_module_resize_is_within_one_grey_level():
     """The package resizes by INPUT.SCALE_FACTOR_TEST with PyTorch (antialiased bilinear,
     rounded); tools/predict.py with PIL through Detectron2's ResizeTransform."""
-    module = NucleusLabelImage(torch.nn.Identity(), bgr=False, scale_factor=1.5, score_threshold=0.5)
+    module = NucleusLabelImage(
+        torch.nn.Identity(), bgr=False, scale_factor=1.5, score_threshold=0.5
+    )
     for factor, size in ((1.5, 96), (0.8, 101)):
         module.scale_factor = factor
         rgb = generate_synthetic_nuclei_image(0, image_size=size)[0]
         height, width = rgb.shape[:2]
-        resized, new_height, new_width = module._resized(torch.as_tensor(rgb.transpose(2, 0, 1).copy()).float(), height, width)
+        resized, new_height, new_width = module._resized(
+            torch.as_tensor(rgb.transpose(2, 0, 1).copy()).float(), height, width
+        )
         reference = T.ResizeTransform(height, width, new_height, new_width, None).apply_image(rgb)
         assert resized.shape == (3, round(height * factor), round(width * factor))
         difference = np.abs(resized.numpy().transpose(1, 2, 0) - reference.astype(np.float32))

@@ -4,6 +4,7 @@ and the semantic UNet++ (random weights, small synthetic images), each export re
 the file it wrote and compared with the eager model on an image it was not traced on; the
 output check itself on hand-made outputs; nothing written when the check or the export fails.
 """
+
 import json
 import os
 
@@ -64,7 +65,10 @@ def _model_and_samples(config_file, opts, sizes):
     model = build_model(cfg).eval()
     samples = [
         image_to_model_input(
-            generate_synthetic_nuclei_image(seed, image_size=size)[0], cfg, cfg.MODEL.DEVICE, f"synthetic:{seed}"
+            generate_synthetic_nuclei_image(seed, image_size=size)[0],
+            cfg,
+            cfg.MODEL.DEVICE,
+            f"synthetic:{seed}",
         )
         for seed, size in enumerate(sizes)
     ]
@@ -107,13 +111,25 @@ def mask_rcnnpp():
 def test_mask_rcnnpp_torchscript_from_the_command_line(mask_rcnnpp, tmp_path, run_script):
     cfg, model, _ = mask_rcnnpp
     image = tmp_path / "nuclei.png"
-    cv2.imwrite(str(image), generate_synthetic_nuclei_image(3, image_size=(120, 160))[0][:, :, ::-1])
+    cv2.imwrite(
+        str(image), generate_synthetic_nuclei_image(3, image_size=(120, 160))[0][:, :, ::-1]
+    )
     weights = tmp_path / "random_init.pth"
     torch.save({"model": model.state_dict()}, weights)
     out = tmp_path / "export"
     proc = run_script(
-        "tools/export_model.py", "--config-file", MASK_RCNNPP, "--format", "torchscript",
-        "--output", out, "--sample-image", image, *SMALL_RCNN, "MODEL.WEIGHTS", weights
+        "tools/export_model.py",
+        "--config-file",
+        MASK_RCNNPP,
+        "--format",
+        "torchscript",
+        "--output",
+        out,
+        "--sample-image",
+        image,
+        *SMALL_RCNN,
+        "MODEL.WEIGHTS",
+        weights,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = proc.stdout
@@ -121,7 +137,11 @@ def test_mask_rcnnpp_torchscript_from_the_command_line(mask_rcnnpp, tmp_path, ru
     info = json.loads((out / EXPORT_INFO_FILE).read_text())
     assert info["outputs"] == RCNN_NAMES
     assert set(info["check"]["max_abs_diff"]) == set(RCNN_NAMES)
-    assert info["samples"][0] == {"source": str(image), "input_size": [96, 128], "original_size": [120, 160]}
+    assert info["samples"][0] == {
+        "source": str(image),
+        "input_size": [96, 128],
+        "original_size": [120, 160],
+    }
     assert (out / "model_ts_IR.txt").stat().st_size > 0  # Detectron2's IR dump
     assert not [p for p in os.listdir(out) if p.startswith(".")], "no temporary files left"
 
@@ -164,16 +184,22 @@ class _ModelWithoutOnnxOp(torch.nn.Module):
 def test_onnx_export_failure_names_the_operator():
     image = torch.rand(3, 8, 8)
     adapter = build_traceable_model(_ModelWithoutOnnxOp().eval(), image)
-    with pytest.raises(OnnxExportError, match=r"opset 17\) of _ModelWithoutOnnxOp failed at aten::special_erfcx"):
+    with pytest.raises(
+        OnnxExportError, match=r"opset 17\) of _ModelWithoutOnnxOp failed at aten::special_erfcx"
+    ):
         export_onnx_bytes(adapter, image, flattened_output_names(adapter), 17)
 
 
-@pytest.mark.parametrize("export_format,views", [("torchscript", []), ("onnx", []),
-                                                  ("onnx", ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"])],
-                         ids=["torchscript", "onnx", "onnx_dihedral_mean"])
+@pytest.mark.parametrize(
+    "export_format,views",
+    [("torchscript", []), ("onnx", []), ("onnx", ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"])],
+    ids=["torchscript", "onnx", "onnx_dihedral_mean"],
+)
 def test_unetpp_export_round_trip(export_format, views, tmp_path):
     # 64x64 traced, 48x80 (odd multiple of 16 wide) and 45x70 (padded, cropped back) checked.
-    cfg, model, samples = _model_and_samples(_unetpp_config(), NARROW_UNETPP + views, [(64, 64), (48, 80)])
+    cfg, model, samples = _model_and_samples(
+        _unetpp_config(), NARROW_UNETPP + views, [(64, 64), (48, 80)]
+    )
     info = export_model(
         cfg, model, samples, export_format=export_format, output_dir=str(tmp_path), dump_ir=False
     )
@@ -188,9 +214,16 @@ def test_unetpp_export_round_trip(export_format, views, tmp_path):
 def test_interior_boundary_unetpp_exports_its_class_probabilities(tmp_path):
     # the nuclei come from numpy post-processing, which a trace would freeze: the export holds
     # the 3 class probabilities and names the function that makes nuclei of them
-    overrides = NARROW_UNETPP + ["MODEL.UNETPP.TARGET", "interior_boundary", "MODEL.UNETPP.NUM_CLASSES", "3"]
+    overrides = NARROW_UNETPP + [
+        "MODEL.UNETPP.TARGET",
+        "interior_boundary",
+        "MODEL.UNETPP.NUM_CLASSES",
+        "3",
+    ]
     cfg, model, samples = _model_and_samples(_unetpp_config(), overrides, [(64, 64), (48, 80)])
-    info = export_model(cfg, model, samples, export_format="torchscript", output_dir=str(tmp_path), dump_ir=False)
+    info = export_model(
+        cfg, model, samples, export_format="torchscript", output_dir=str(tmp_path), dump_ir=False
+    )
     assert info["outputs"] == ["sem_seg"]
     assert "nuclei_from_interior_boundary" in info["postprocessing"]
     odd = _third_image(cfg, (45, 70))
@@ -205,7 +238,9 @@ def test_mismatch_writes_nothing_and_explains(tmp_path):
     # Tracing replays one control flow: a window-by-window sample (side > 64) cannot match a
     # graph traced on a whole 48x48 image. The tool must say so and write nothing.
     cfg, model, samples = _model_and_samples(
-        _unetpp_config(), NARROW_UNETPP + ["MODEL.UNETPP.SLIDING_WINDOW_SIZE", "64"], [(48, 48), (96, 96)]
+        _unetpp_config(),
+        NARROW_UNETPP + ["MODEL.UNETPP.SLIDING_WINDOW_SIZE", "64"],
+        [(48, 48), (96, 96)],
     )
     with pytest.raises(ExportMismatchError) as e:
         export_model(cfg, model, samples, export_format="torchscript", output_dir=str(tmp_path))
@@ -221,7 +256,13 @@ def _detections(boxes, scores, masks=None):
     boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     n = len(boxes)
     masks = torch.full((n, 1, 4, 4), 0.5) if masks is None else masks
-    return (boxes, torch.zeros(n, dtype=torch.int64), masks, torch.tensor(scores), torch.tensor([64, 64]))
+    return (
+        boxes,
+        torch.zeros(n, dtype=torch.int64),
+        masks,
+        torch.tensor(scores),
+        torch.tensor([64, 64]),
+    )
 
 
 BOXES = [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 52]]
@@ -243,7 +284,9 @@ def test_check_reports_max_abs_difference_per_output():
 def test_check_fails_on_moved_box_and_changed_mask():
     eager = _detections(BOXES, [0.9, 0.8, 0.7])
     moved = _detections([BOXES[0], BOXES[1], [40, 40, 50, 53]], [0.9, 0.8, 0.7])
-    with pytest.raises(ExportMismatchError, match=r"img: instances.: 2 detection\(s\) without a counterpart"):
+    with pytest.raises(
+        ExportMismatchError, match=r"img: instances.: 2 detection\(s\) without a counterpart"
+    ):
         _check(eager, moved)
     masks = torch.full((3, 1, 4, 4), 0.5)
     masks[1, 0, 2, 2] = 0.6
@@ -270,10 +313,14 @@ def test_check_semantic_outputs_use_atol_and_rtol():
     eager = torch.linspace(-20, 20, 100).reshape(1, 10, 10)
     near = eager * (1 + 5e-4)
     tolerance = OutputTolerance(atol=1e-3, rtol=1e-3)
-    report = check_exported_outputs(["sem_seg"], [(eager,)], [(near,)], ["img"], tolerance=tolerance)
+    report = check_exported_outputs(
+        ["sem_seg"], [(eager,)], [(near,)], ["img"], tolerance=tolerance
+    )
     assert report["max_abs_diff"]["sem_seg"] == pytest.approx(0.01, rel=1e-3)
     with pytest.raises(ExportMismatchError, match="sem_seg: max abs difference"):
-        check_exported_outputs(["sem_seg"], [(eager,)], [(eager + 0.05,)], ["img"], tolerance=tolerance)
+        check_exported_outputs(
+            ["sem_seg"], [(eager,)], [(eager + 0.05,)], ["img"], tolerance=tolerance
+        )
     with pytest.raises(ExportMismatchError, match=r"sem_seg: shape \(1, 10, 9\)"):
         check_exported_outputs(["sem_seg"], [(eager,)], [(eager[..., :9],)], ["img"])
 
@@ -284,8 +331,18 @@ def test_cli_says_to_repeat_sample_image_for_a_stray_path(tmp_path, run_script):
     image = tmp_path / "b.png"
     image.write_bytes(b"")
     proc = run_script(
-        "tools/export_model.py", "--config-file", MASK_RCNNPP, "--format", "onnx",
-        "--output", tmp_path, "--sample-image", "a.png", image, "MODEL.WEIGHTS", "w.pth"
+        "tools/export_model.py",
+        "--config-file",
+        MASK_RCNNPP,
+        "--format",
+        "onnx",
+        "--output",
+        tmp_path,
+        "--sample-image",
+        "a.png",
+        image,
+        "MODEL.WEIGHTS",
+        "w.pth",
     )
     assert proc.returncode == 2  # argparse's usage error
     assert "give one --sample-image per image path" in proc.stderr
@@ -294,8 +351,16 @@ def test_cli_says_to_repeat_sample_image_for_a_stray_path(tmp_path, run_script):
 def test_cli_missing_weights_exit_2_and_nothing_written(tmp_path, run_script):
     out = tmp_path / "export"
     proc = run_script(
-        "tools/export_model.py", "--config-file", MASK_RCNNPP, "--format", "torchscript",
-        "--output", out, *SMALL_RCNN, "MODEL.WEIGHTS", tmp_path / "missing.pth"
+        "tools/export_model.py",
+        "--config-file",
+        MASK_RCNNPP,
+        "--format",
+        "torchscript",
+        "--output",
+        out,
+        *SMALL_RCNN,
+        "MODEL.WEIGHTS",
+        tmp_path / "missing.pth",
     )
     assert proc.returncode == 2
     assert f"MODEL.WEIGHTS: no such file: {tmp_path / 'missing.pth'}" in proc.stderr
@@ -314,7 +379,9 @@ def test_sample_images_are_found_as_predict_finds_inputs(tmp_path):
     samples = load_sample_inputs(cfg, [str(folder)])
     assert [os.path.basename(s.source) for s in samples] == ["a.tif", "b.png"]
     assert (samples[0].height, samples[0].width) == (20, 30)
-    with pytest.raises(FileNotFoundError, match=r"--sample-image .*nothing\*\.png: pattern matches no file"):
+    with pytest.raises(
+        FileNotFoundError, match=r"--sample-image .*nothing\*\.png: pattern matches no file"
+    ):
         load_sample_inputs(cfg, [str(tmp_path / "nothing*.png")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: folder holds no image file"):

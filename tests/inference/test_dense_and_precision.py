@@ -2,6 +2,7 @@
 Instance models (Mask R-CNN, Mask R-CNN++) under ``TEST.PRECISION bfloat16`` (issue 32
 item 1). Each test failed on the code before its fix (the commit says how).
 """
+
 import json
 import os
 import pathlib
@@ -43,14 +44,22 @@ def test_bfloat16_instance_outputs_are_float32_and_close(config):
 
     cfg, model = quick_model(config, "TEST.DETECTIONS_PER_IMAGE", "20")
     image = generate_synthetic_nuclei_image(0, image_size=(96, 96))[0]
-    inputs = [{"image": torch.as_tensor(image.transpose(2, 0, 1).astype("float32")), "height": 96, "width": 96}]
+    inputs = [
+        {
+            "image": torch.as_tensor(image.transpose(2, 0, 1).astype("float32")),
+            "height": 96,
+            "width": 96,
+        }
+    ]
     outputs = {}
     for precision in ("float32", "bfloat16"):
         with torch.no_grad(), inference_autocast(precision, model):
             outputs[precision] = model(inputs)[0]["instances"]
     exact, reduced = outputs["float32"], outputs["bfloat16"]
     assert len(reduced) == len(exact) > 0
-    assert reduced.scores.dtype == torch.float32 and reduced.pred_boxes.tensor.dtype == torch.float32
+    assert (
+        reduced.scores.dtype == torch.float32 and reduced.pred_boxes.tensor.dtype == torch.float32
+    )
     # bfloat16 keeps 8 bits of mantissa: scores near 0.5 move by about 2**-8
     assert (reduced.scores - exact.scores).abs().max().item() < 0.02
     # outside autocast the model is float32 again (the hook is removed)
@@ -78,9 +87,22 @@ def test_predict_with_bfloat16_instance_model(rcnn_weights, tmp_path, run_script
     for precision in ("float32", "bfloat16"):
         out = tmp_path / precision
         proc = run_script(
-            "tools/predict.py", "--config-file", QUICK / "mask_rcnn_FPN.yaml", "--input", folder,
-            "--output", out, *CPU, "MODEL.WEIGHTS", rcnn_weights, "TEST.DETECTIONS_PER_IMAGE", "20",
-            "TEST.PREDICT.SCORE_THRESH", "0.0", "TEST.PRECISION", precision,
+            "tools/predict.py",
+            "--config-file",
+            QUICK / "mask_rcnn_FPN.yaml",
+            "--input",
+            folder,
+            "--output",
+            out,
+            *CPU,
+            "MODEL.WEIGHTS",
+            rcnn_weights,
+            "TEST.DETECTIONS_PER_IMAGE",
+            "20",
+            "TEST.PREDICT.SCORE_THRESH",
+            "0.0",
+            "TEST.PRECISION",
+            precision,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         labels = cv2.imread(str(out / "labels" / "a.png"), cv2.IMREAD_UNCHANGED)
@@ -95,11 +117,34 @@ def test_train_net_bfloat16_amp_and_evaluation_write_final_metrics(tmp_path, tmp
     cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(QUICK / "mask_rcnn_FPN.yaml"),
-         "SOLVER.MAX_ITER", "1", "SOLVER.IMS_PER_BATCH", "1", "SOLVER.AMP.ENABLED", "True",
-         "TEST.PRECISION", "bfloat16", "TEST.DETECTIONS_PER_IMAGE", "20", "TEST.NUCLEI.SCORE_THRESH", "0.0",
-         "TEST.NUCLEI.NUM_VIS", "0", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(REPO / "tools" / "train_net.py"),
+            "--config-file",
+            str(QUICK / "mask_rcnn_FPN.yaml"),
+            "SOLVER.MAX_ITER",
+            "1",
+            "SOLVER.IMS_PER_BATCH",
+            "1",
+            "SOLVER.AMP.ENABLED",
+            "True",
+            "TEST.PRECISION",
+            "bfloat16",
+            "TEST.DETECTIONS_PER_IMAGE",
+            "20",
+            "TEST.NUCLEI.SCORE_THRESH",
+            "0.0",
+            "TEST.NUCLEI.NUM_VIS",
+            "0",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
         env=dict(os.environ, MASKRCNNPP_CACHE=str(cache), OMP_NUM_THREADS="1"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -113,7 +158,10 @@ def test_train_net_bfloat16_amp_and_evaluation_write_final_metrics(tmp_path, tmp
 # ------------------------------------------------------------------------------------------
 INSTANCE_CONFIGS = sorted(
     str(path.relative_to(REPO / "configs"))
-    for path in [*QUICK.glob("mask_rcnn*.yaml"), *(REPO / "configs" / "DSB2018").rglob("mask_rcnn*.yaml")]
+    for path in [
+        *QUICK.glob("mask_rcnn*.yaml"),
+        *(REPO / "configs" / "DSB2018").rglob("mask_rcnn*.yaml"),
+    ]
 )
 PEAK_STRIDE = 8
 
@@ -245,8 +293,12 @@ def test_image_with_more_nuclei_than_any_cap(tmp_path):
     found, reached = count("quick/mask_rcnn_NestedFPN.yaml", dense)
     assert found == 1600 and not reached, (found, reached)
     found, reached = count(
-        "quick/mask_rcnn_NestedFPN.yaml", dense, "TEST.DETECTIONS_PER_MEGAPIXEL", "0",
-        "MODEL.RPN.POST_NMS_TOPK_TEST_PER_MEGAPIXEL", "0",
+        "quick/mask_rcnn_NestedFPN.yaml",
+        dense,
+        "TEST.DETECTIONS_PER_MEGAPIXEL",
+        "0",
+        "MODEL.RPN.POST_NMS_TOPK_TEST_PER_MEGAPIXEL",
+        "0",
     )
     assert found == 200
     assert len(reached) == 2, reached
@@ -264,8 +316,24 @@ def test_predict_and_export_refuse_random_weights(tmp_path, run_script):
     cv2.imwrite(str(image), generate_synthetic_nuclei_image(0, image_size=(64, 64))[0])
     config = QUICK / "mask_rcnn_FPN.yaml"
     for args in (
-        ["tools/predict.py", "--config-file", config, "--input", image, "--output", tmp_path / "out"],
-        ["tools/export_model.py", "--config-file", config, "--format", "torchscript", "--output", tmp_path / "out"],
+        [
+            "tools/predict.py",
+            "--config-file",
+            config,
+            "--input",
+            image,
+            "--output",
+            tmp_path / "out",
+        ],
+        [
+            "tools/export_model.py",
+            "--config-file",
+            config,
+            "--format",
+            "torchscript",
+            "--output",
+            tmp_path / "out",
+        ],
     ):
         proc = run_script(*args)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -281,9 +349,19 @@ def test_predict_refuses_overrides_swallowed_by_input(tmp_path, run_script):
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((16, 16), np.uint8))
     proc = run_script(
-        "tools/predict.py", "--config-file", QUICK / "mask_rcnn_FPN.yaml", "--output", tmp_path / "out",
-        "--input", image, "MODEL.WEIGHTS", tmp_path / "w.pth",
+        "tools/predict.py",
+        "--config-file",
+        QUICK / "mask_rcnn_FPN.yaml",
+        "--output",
+        tmp_path / "out",
+        "--input",
+        image,
+        "MODEL.WEIGHTS",
+        tmp_path / "w.pth",
     )
     assert proc.returncode == 2
-    assert "'MODEL.WEIGHTS' looks like a config key: put KEY VALUE overrides last" in proc.stderr.splitlines()[-1]
+    assert (
+        "'MODEL.WEIGHTS' looks like a config key: put KEY VALUE overrides last"
+        in proc.stderr.splitlines()[-1]
+    )
     assert not (tmp_path / "out").exists()

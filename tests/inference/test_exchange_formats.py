@@ -39,7 +39,9 @@ def rasterise(rings, shape):
 
 
 def geojson_mask(geometry, shape):
-    polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
+    polygons = (
+        geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
+    )
     assert geometry["type"] == ("MultiPolygon" if len(polygons) > 1 else "Polygon")
     mask = np.zeros(shape, bool)
     for polygon in polygons:  # parts filled one by one: they touch at most at corners
@@ -99,13 +101,26 @@ def case_labels(name):
     return labels
 
 
-CASES = ["convex_blob", "ring", "two_parts", "one_pixel", "corner_touching", "island_in_hole", "no_nuclei", "many"]
+CASES = [
+    "convex_blob",
+    "ring",
+    "two_parts",
+    "one_pixel",
+    "corner_touching",
+    "island_in_hole",
+    "no_nuclei",
+    "many",
+]
 
 
 def write_all(tmp_path, labels):
     image = np.dstack([(labels * 37 % 256).astype(np.uint8)] * 3)
     rows = measure_nuclei(labels, np.linspace(0.9, 0.5, labels.max()), image)
-    paths = {"geojson": tmp_path / "x.geojson", "rois": tmp_path / "x.zip", "tiff": tmp_path / "x.tif"}
+    paths = {
+        "geojson": tmp_path / "x.geojson",
+        "rois": tmp_path / "x.zip",
+        "tiff": tmp_path / "x.tif",
+    }
     write_qupath_geojson(str(paths["geojson"]), labels, rows)
     write_imagej_rois(str(paths["rois"]), labels)
     write_label_tiff(str(paths["tiff"]), labels)
@@ -146,7 +161,12 @@ def test_formats_read_back_to_the_masks(name, tmp_path):
         assert_same_mask(rasterise(rings, labels.shape), labels == k)
         # the bounding box ImageJ reads
         ys, xs = np.nonzero(labels == k)
-        assert (roi.left, roi.top, roi.right, roi.bottom) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert (roi.left, roi.top, roi.right, roi.bottom) == (
+            xs.min(),
+            ys.min(),
+            xs.max() + 1,
+            ys.max() + 1,
+        )
     if not num:
         import zipfile
 
@@ -226,14 +246,25 @@ def test_writer_extra_outputs_and_overwrite(tmp_path):
     assert writer.write_image(1, "a", "in/a.png", image, prediction_of(labels)) == 2
     writer.write_image(2, "empty", "in/empty.png", image, prediction_of(np.zeros_like(labels)))
     writer.close()
-    written = sorted(os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out) for f in fs)
+    written = sorted(
+        os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out) for f in fs
+    )
     assert written == sorted(
         [
-            "coco_images.json", "coco_instances_results.json",
-            *(f"{kind}/{n}.{ext}" for n in ("a", "empty") for kind, ext in (
-                ("labels", "png"), ("overlays", "png"), ("measurements", "csv"),
-                ("geojson", "geojson"), ("rois", "zip"), ("labels_tiff", "tif"),
-            )),
+            "coco_images.json",
+            "coco_instances_results.json",
+            *(
+                f"{kind}/{n}.{ext}"
+                for n in ("a", "empty")
+                for kind, ext in (
+                    ("labels", "png"),
+                    ("overlays", "png"),
+                    ("measurements", "csv"),
+                    ("geojson", "geojson"),
+                    ("rois", "zip"),
+                    ("labels_tiff", "tif"),
+                )
+            ),
         ]
     )
     with open(out / "geojson" / "a.geojson") as f:
@@ -250,9 +281,16 @@ def test_writer_extra_outputs_and_overwrite(tmp_path):
 def test_writer_default_writes_no_extra_output(tmp_path):
     writer = PredictionWriter(str(tmp_path))
     labels = case_labels("convex_blob")
-    writer.write_image(1, "a", "a.png", np.zeros(labels.shape + (3,), np.uint8), prediction_of(labels))
+    writer.write_image(
+        1, "a", "a.png", np.zeros(labels.shape + (3,), np.uint8), prediction_of(labels)
+    )
     # the progress record of a run under way lies beside the outputs until the writer closes
-    assert sorted(os.listdir(tmp_path)) == [".predict_progress.jsonl", "labels", "measurements", "overlays"]
+    assert sorted(os.listdir(tmp_path)) == [
+        ".predict_progress.jsonl",
+        "labels",
+        "measurements",
+        "overlays",
+    ]
     with pytest.raises(ValueError, match="unknown extra output 'qupath'"):
         PredictionWriter(str(tmp_path), extra_outputs=("qupath",))
 
@@ -268,7 +306,9 @@ def test_failed_extra_output_leaves_no_partial_file(tmp_path, monkeypatch):
     writer = PredictionWriter(str(tmp_path), extra_outputs=("imagej-rois",))
     labels = case_labels("convex_blob")
     with pytest.raises(OSError, match="disk full"):
-        writer.write_image(1, "a", "a.png", np.zeros(labels.shape + (3,), np.uint8), prediction_of(labels))
+        writer.write_image(
+            1, "a", "a.png", np.zeros(labels.shape + (3,), np.uint8), prediction_of(labels)
+        )
     assert os.listdir(tmp_path / "rois") == []
     assert writer.images == []  # not listed in the COCO files
 

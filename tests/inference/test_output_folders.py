@@ -4,6 +4,7 @@ second run refused in one line, exit status 2, before any work), a full disk sto
 prediction run at the first failed write keeping what finished whole, and ``predict
 --resume`` finishes a stopped run. Two real processes in each concurrency test.
 """
+
 import errno
 import json
 import os
@@ -51,10 +52,23 @@ def image_folder(folder, count, size=128):
 
 def predict_command(weights, inputs, out, *extra):
     return [
-        sys.executable, str(REPO / "tools" / "predict.py"), "--config-file", RCNN_CONFIG,
-        "--input", str(inputs), "--output", str(out), *extra, *CPU, "MODEL.WEIGHTS", weights,
+        sys.executable,
+        str(REPO / "tools" / "predict.py"),
+        "--config-file",
+        RCNN_CONFIG,
+        "--input",
+        str(inputs),
+        "--output",
+        str(out),
+        *extra,
+        *CPU,
+        "MODEL.WEIGHTS",
+        weights,
         # every detection kept: random weights, and the point is the files
-        "TEST.PREDICT.SCORE_THRESH", "0.0", "TEST.DETECTIONS_PER_IMAGE", "20",
+        "TEST.PREDICT.SCORE_THRESH",
+        "0.0",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "20",
     ]
 
 
@@ -77,16 +91,24 @@ def test_second_predict_into_the_same_folder_is_refused(weights, tmp_path):
     first_in, second_in = image_folder(tmp_path / "a", 12), image_folder(tmp_path / "b", 2)
     out = tmp_path / "out"
     first = subprocess.Popen(
-        predict_command(weights, first_in, out), cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=ENV,
+        predict_command(weights, first_in, out),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
     )
     wait_for_first_image(first, out)
     first.send_signal(signal.SIGSTOP)  # paused in the middle of its run, lock held
     try:
         start = time.monotonic()
         second = subprocess.run(
-            predict_command(weights, second_in, out, "--overwrite"), cwd=REPO,
-            capture_output=True, text=True, env=ENV, timeout=300,
+            predict_command(weights, second_in, out, "--overwrite"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
         )
     finally:
         first.send_signal(signal.SIGCONT)
@@ -107,11 +129,17 @@ def test_second_predict_into_the_same_folder_is_refused(weights, tmp_path):
 def _hold_lock(folder):
     """A process (not this one) that holds ``folder``'s lock until killed."""
     proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from maskrcnnpp.utils.folder_lock import exclusive_folder\n"
-         "with exclusive_folder(sys.argv[1]):\n print('locked', flush=True); time.sleep(600)",
-         str(folder)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True, env=ENV,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from maskrcnnpp.utils.folder_lock import exclusive_folder\n"
+            "with exclusive_folder(sys.argv[1]):\n print('locked', flush=True); time.sleep(600)",
+            str(folder),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
     )
     assert proc.stdout.readline().strip() == "locked"
     return proc
@@ -123,12 +151,28 @@ def test_second_dataset_conversion_into_the_same_folder_is_refused(tool, tmp_pat
     out = tmp_path / "prepared"
     if tool == "label_folder":
         write_example_label_folder(str(tmp_path / "example"), num_images=3, size=64)
-        args = ["datasets/prepare_label_folder.py", "--images", tmp_path / "example" / "images",
-                "--labels", tmp_path / "example" / "masks", "--out", out, "--workers", "1"]
+        args = [
+            "datasets/prepare_label_folder.py",
+            "--images",
+            tmp_path / "example" / "images",
+            "--labels",
+            tmp_path / "example" / "masks",
+            "--out",
+            out,
+            "--workers",
+            "1",
+        ]
     else:
         (tmp_path / "kaggle" / "stage1_train").mkdir(parents=True)
-        args = ["datasets/prepare_dsb2018.py", "--root", tmp_path / "kaggle", "--out", out,
-                "--workers", "1"]
+        args = [
+            "datasets/prepare_dsb2018.py",
+            "--root",
+            tmp_path / "kaggle",
+            "--out",
+            out,
+            "--workers",
+            "1",
+        ]
     holder = _hold_lock(out)
     try:
         proc = run_script(*args)
@@ -155,10 +199,17 @@ def test_folder_lock_is_per_folder_and_leaves_nothing(tmp_path):
             with exclusive_folder(str(tmp_path / "one")):
                 pass
         holder = subprocess.run(
-            [sys.executable, "-c",
-             "import sys; from maskrcnnpp.utils.folder_lock import exclusive_folder\n"
-             "with exclusive_folder(sys.argv[1], '--out'): pass", str(tmp_path / "one")],
-            cwd=REPO, capture_output=True, text=True, env=ENV,
+            [
+                sys.executable,
+                "-c",
+                "import sys; from maskrcnnpp.utils.folder_lock import exclusive_folder\n"
+                "with exclusive_folder(sys.argv[1], '--out'): pass",
+                str(tmp_path / "one"),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=ENV,
         )
         assert holder.returncode == 1 and "FolderInUseError: --out" in holder.stderr
     assert not (tmp_path / "one").exists() and not (tmp_path / "two").exists()  # created empty
@@ -182,7 +233,8 @@ def coco_files(out):
 def run_files(out):
     return sorted(
         os.path.relpath(os.path.join(root, name), out)
-        for root, _, names in os.walk(out) for name in names
+        for root, _, names in os.walk(out)
+        for name in names
     )
 
 
@@ -194,8 +246,15 @@ def in_process_run(weights, monkeypatch):
 
     cfg = setup_cfg(
         RCNN_CONFIG,
-        [*CPU, "MODEL.WEIGHTS", weights, "TEST.PREDICT.SCORE_THRESH", "0.0",
-         "TEST.DETECTIONS_PER_IMAGE", "20"],
+        [
+            *CPU,
+            "MODEL.WEIGHTS",
+            weights,
+            "TEST.PREDICT.SCORE_THRESH",
+            "0.0",
+            "TEST.DETECTIONS_PER_IMAGE",
+            "20",
+        ],
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -246,7 +305,9 @@ def test_full_disk_stops_at_the_first_failed_write_and_resume_finishes(
     predicted = []
     real_call = NucleiPredictor.__call__
     monkeypatch.setattr(
-        NucleiPredictor, "__call__", lambda self, image: predicted.append(1) or real_call(self, image)
+        NucleiPredictor,
+        "__call__",
+        lambda self, image: predicted.append(1) or real_call(self, image),
     )
     # the label PNG of image 3 fits, its overlay does not
     fill_the_disk(monkeypatch, after_writes=5, coco_too=coco_too)
@@ -255,7 +316,9 @@ def test_full_disk_stops_at_the_first_failed_write_and_resume_finishes(
     # the test's random model fills the detection caps (named warnings): the errors are the rest
     errors = [line for line in lines(capsys.readouterr().err) if "reached the cap" not in line]
     assert len(errors) == 1, errors
-    assert errors[0].startswith(f"error: stopped at {inputs / 'im02.png'}: cannot write into {out} ")
+    assert errors[0].startswith(
+        f"error: stopped at {inputs / 'im02.png'}: cannot write into {out} "
+    )
     assert "No space left on device" in errors[0] and "--resume" in errors[0]
     assert len(predicted) == 3  # stopped at the failed write, no inference after it
     finished = ["im00", "im01"]
@@ -288,8 +351,12 @@ def test_stopped_run_resumed_equals_an_uninterrupted_run(signum, weights, tmp_pa
     proc = run_script(*predict_command(weights, inputs, reference)[1:])
     assert proc.returncode == 0, proc.stderr
     stopped = subprocess.Popen(
-        predict_command(weights, inputs, out), cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=ENV,
+        predict_command(weights, inputs, out),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
     )
     wait_for_first_image(stopped, out)
     stopped.send_signal(signal.SIGSTOP)  # stopped after one image or more, before the last
@@ -304,6 +371,9 @@ def test_stopped_run_resumed_equals_an_uninterrupted_run(signum, weights, tmp_pa
     assert proc.returncode == 0, proc.stderr
     finished = int(proc.stderr.split("resuming: ")[1].split(" of 8")[0])
     assert finished >= done
-    assert "8 image(s)" in proc.stdout and f"({finished} image(s) finished by the stopped run, kept)" in proc.stdout
+    assert (
+        "8 image(s)" in proc.stdout
+        and f"({finished} image(s) finished by the stopped run, kept)" in proc.stdout
+    )
     assert coco_files(out) == coco_files(reference)
     assert run_files(out) == run_files(reference)  # no temporary, no progress file left

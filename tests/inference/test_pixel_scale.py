@@ -3,6 +3,7 @@ One pixel scale for instance models (maskrcnnpp/data/pixel_scale.py): training, 
 prediction and export resize images by a factor, never to a size, through one builder. Fast:
 fake models, small images, no training.
 """
+
 import os
 
 import cv2
@@ -55,7 +56,13 @@ def _record(file_name, rgb, masks=()):
                 "iscrowd": 0,
             }
         )
-    return {"file_name": file_name, "height": height, "width": width, "image_id": 0, "annotations": annotations}
+    return {
+        "file_name": file_name,
+        "height": height,
+        "width": width,
+        "image_id": 0,
+        "annotations": annotations,
+    }
 
 
 class _InputRecorder(torch.nn.Module):
@@ -96,12 +103,28 @@ def test_configs_pixel_scale(path, test, train):
 @pytest.mark.parametrize(
     "path,opts,message",
     [
-        (QUICK, ["INPUT.SCALE_FACTOR_TEST", "0.0"], "INPUT.SCALE_FACTOR_TEST = 0.0 (set on the command line) must be a finite number > 0"),
-        (QUICK, ["INPUT.SCALE_FACTOR_TEST", "-1.5"], "INPUT.SCALE_FACTOR_TEST = -1.5 (set on the command line)"),
-        (QUICK, ["INPUT.SCALE_FACTOR_TRAIN", "(2.0, 1.0)"], "INPUT.SCALE_FACTOR_TRAIN = (2.0, 1.0) (set on the command line) must be (min, max)"),
+        (
+            QUICK,
+            ["INPUT.SCALE_FACTOR_TEST", "0.0"],
+            "INPUT.SCALE_FACTOR_TEST = 0.0 (set on the command line) must be a finite number > 0",
+        ),
+        (
+            QUICK,
+            ["INPUT.SCALE_FACTOR_TEST", "-1.5"],
+            "INPUT.SCALE_FACTOR_TEST = -1.5 (set on the command line)",
+        ),
+        (
+            QUICK,
+            ["INPUT.SCALE_FACTOR_TRAIN", "(2.0, 1.0)"],
+            "INPUT.SCALE_FACTOR_TRAIN = (2.0, 1.0) (set on the command line) must be (min, max)",
+        ),
         (QUICK, ["INPUT.SCALE_FACTOR_TRAIN", "(1.0,)"], "INPUT.SCALE_FACTOR_TRAIN = (1.0,)"),
         (UNETPP, ["INPUT.SCALE_FACTOR_TEST", "2.0"], "must be 1 for semantic models"),
-        (UNETPP, ["INPUT.SCALE_FACTOR_TRAIN", "(0.5, 2.0)"], "INPUT.SCALE_FACTOR_TRAIN = (0.5, 2.0)"),
+        (
+            UNETPP,
+            ["INPUT.SCALE_FACTOR_TRAIN", "(0.5, 2.0)"],
+            "INPUT.SCALE_FACTOR_TRAIN = (0.5, 2.0)",
+        ),
     ],
 )
 def test_bad_factors_are_refused_naming_key_and_value(path, opts, message):
@@ -135,7 +158,11 @@ def test_scale_by_factor_draws_within_the_range_log_uniformly():
     assert factors.min() < 0.55 and factors.max() > 1.8
     # log-uniform: as many shrunk as enlarged
     assert 0.4 < np.mean(factors < 1.0) < 0.6
-    assert ScaleByFactor(1.5).get_transform(image).apply_image(image).shape[:2] == (150, 90) == scaled_size(100, 60, 1.5)
+    assert (
+        ScaleByFactor(1.5).get_transform(image).apply_image(image).shape[:2]
+        == (150, 90)
+        == scaled_size(100, 60, 1.5)
+    )
     assert type(ScaleByFactor(1.0).get_transform(image)).__name__ == "NoOpTransform"
     with pytest.raises(ValueError, match="0 < min <= max"):
         ScaleByFactor(2.0, 1.0)
@@ -186,7 +213,9 @@ def test_training_crop_comes_after_the_resize():
     cfg = _cfg(DSB_CPU)
     names = [type(a).__name__ for a in build_instance_augmentations(cfg, is_train=True)]
     assert names == ["ScaleByFactor", "RandomCrop", "RandomFlip"]
-    assert [type(a).__name__ for a in build_instance_augmentations(cfg, is_train=False)] == ["ScaleByFactor"]
+    assert [type(a).__name__ for a in build_instance_augmentations(cfg, is_train=False)] == [
+        "ScaleByFactor"
+    ]
     assert build_instance_augmentations(_cfg(QUICK), is_train=False) == []
 
 
@@ -227,10 +256,17 @@ def test_export_records_the_test_factor(monkeypatch, tmp_path):
     monkeypatch.setattr(exporter, "load_torchscript", lambda data, device: lambda image: (image,))
     monkeypatch.setattr(exporter, "check_exported_outputs", lambda *a, **k: {"max_abs_diff": {}})
     info = exporter.export_model(
-        cfg, torch.nn.Identity(), [sample], export_format="torchscript", output_dir=str(tmp_path), dump_ir=False
+        cfg,
+        torch.nn.Identity(),
+        [sample],
+        export_format="torchscript",
+        output_dir=str(tmp_path),
+        dump_ir=False,
     )
     assert info["input"]["resize_before"] == {"scale_factor": 1.5, "interpolation": "bilinear"}
-    assert info["samples"][0]["input_size"] == [96, 120] and info["samples"][0]["original_size"] == [64, 80]
+    assert info["samples"][0]["input_size"] == [96, 120] and info["samples"][0][
+        "original_size"
+    ] == [64, 80]
     quick_sample = image_to_model_input(rgb, _cfg(QUICK), "cpu", "zeros")
     assert tuple(quick_sample.image.shape[1:]) == (64, 80)
 
@@ -250,7 +286,9 @@ def test_mosaic_has_nine_times_the_nuclei_in_evaluation_and_prediction(tmp_path,
     mosaic = np.tile(single, (3, 3, 1))
     counts = {}
     for name, rgb in (("single", single), ("mosaic", mosaic)):
-        inputs = mapper(_record(_write(tmp_path / f"{name}.png", rgb), rgb))  # white discs: BGR = RGB
+        inputs = mapper(
+            _record(_write(tmp_path / f"{name}.png", rgb), rgb)
+        )  # white discs: BGR = RGB
         evaluated = len(model([inputs])[0]["instances"])
         predicted = NucleiPredictor(cfg, model=model)(rgb)
         counts[name] = (evaluated, int(predicted.labels.max()))

@@ -71,7 +71,11 @@ def test_tile_axis_covers_overlaps_and_partitions(length, tile, overlap):
 def test_keep_rule_keeps_every_small_nucleus_once_whole(length, tile, overlap, axis):
     """Every 1-D nucleus [p, p + d) with d < overlap, seen by each tile as its part inside the
     tile, is kept by exactly one tile, and that tile saw it whole."""
-    tiles = tile_image(length, 1, tile, overlap) if axis == "y" else tile_image(1, length, tile, overlap)
+    tiles = (
+        tile_image(length, 1, tile, overlap)
+        if axis == "y"
+        else tile_image(1, length, tile, overlap)
+    )
     for diameter in range(1, overlap):
         for start in range(0, length - diameter + 1):
             end = start + diameter
@@ -165,13 +169,22 @@ def test_collect_image_files_and_names(tmp_path):
             "MODEL.WEIGHTS",
         ]
     )
-    assert [os.path.relpath(f, tmp_path) for f in files] == ["a/x.png", "a/y.TIF", "b/x.jpg", "b/deep/z.png"]
+    assert [os.path.relpath(f, tmp_path) for f in files] == [
+        "a/x.png",
+        "a/y.TIF",
+        "b/x.jpg",
+        "b/deep/z.png",
+    ]
     reasons = dict(problems)
     assert reasons[str(tmp_path / "missing.png")] == "no such file or folder"
     assert reasons[str(tmp_path / "nothing*.png")] == "pattern matches no file"
     assert "config key" in reasons["MODEL.WEIGHTS"]
     assert unique_output_names(["a/x.png", "b/x.jpg", "c/y.tif", "d/x.png", "e/y 1.png"]) == [
-        "x_png", "x_jpg", "y", "x_png-2", "y_1",
+        "x_png",
+        "x_jpg",
+        "y",
+        "x_png-2",
+        "y_1",
     ]
 
 
@@ -196,10 +209,24 @@ class FakeDiscDetector(torch.nn.Module):
         for item in batched_inputs:
             image = item["image"].numpy().transpose(1, 2, 0)
             assert image.shape[:2] == (item["height"], item["width"])
-            count, components = cv2.connectedComponents((image[:, :, 0] > 127).astype(np.uint8), connectivity=8)
-            masks = np.stack([components == k for k in range(1, count)]) if count > 1 else np.zeros((0,) + image.shape[:2], bool)
+            count, components = cv2.connectedComponents(
+                (image[:, :, 0] > 127).astype(np.uint8), connectivity=8
+            )
+            masks = (
+                np.stack([components == k for k in range(1, count)])
+                if count > 1
+                else np.zeros((0,) + image.shape[:2], bool)
+            )
             scores = [0.9 if image[:, :, 1][m].mean() > 127 else 0.4 for m in masks]
-            boxes = [[np.flatnonzero(m.any(0))[0], np.flatnonzero(m.any(1))[0], np.flatnonzero(m.any(0))[-1] + 1, np.flatnonzero(m.any(1))[-1] + 1] for m in masks]
+            boxes = [
+                [
+                    np.flatnonzero(m.any(0))[0],
+                    np.flatnonzero(m.any(1))[0],
+                    np.flatnonzero(m.any(0))[-1] + 1,
+                    np.flatnonzero(m.any(1))[-1] + 1,
+                ]
+                for m in masks
+            ]
             instances = Instances(image.shape[:2])
             instances.pred_masks = torch.from_numpy(masks)
             instances.scores = torch.tensor(scores, dtype=torch.float32)
@@ -288,7 +315,9 @@ def test_tiled_instances_neither_doubled_nor_cut():
     assert 10 < len(bright) < len(discs)  # both scores present
     detector = FakeDiscDetector()
     prediction = fake_predictor(detector)(image)
-    assert prediction.num_tiles == len(tile_axis(height, 90, 24)) * len(tile_axis(width, 90, 24)) > 9
+    assert (
+        prediction.num_tiles == len(tile_axis(height, 90, 24)) * len(tile_axis(width, 90, 24)) > 9
+    )
     # The tiles saw the nuclei on their borders twice or more, often cut: the merge is tested.
     assert detector.num_detections > 1.5 * len(discs)
     assert_same_nuclei(prediction.labels, bright)
@@ -359,7 +388,9 @@ def test_mask_iou_matches_full_size():
 def test_predictor_rejects_bad_outputs_and_settings():
     class NoMasks(torch.nn.Module):
         def forward(self, batched_inputs):
-            return [{"instances": Instances((item["height"], item["width"]))} for item in batched_inputs]
+            return [
+                {"instances": Instances((item["height"], item["width"]))} for item in batched_inputs
+            ]
 
     class Neither(torch.nn.Module):
         def forward(self, batched_inputs):
@@ -392,7 +423,10 @@ def write_mixed_folder(folder):
     (folder / "truncated.png").write_bytes(encoded[: len(encoded) // 2])
     tifffile.imwrite(str(folder / "sixteen_bit.tif"), (noisy[:, :, 0].astype(np.uint16) * 16))
     cv2.imwrite(str(folder / "gray.jpg"), noisy[:, :, 0])
-    cv2.imwrite(str(folder / "rgba.png"), np.dstack([noisy[:, :, ::-1], np.full(noisy.shape[:2], 200, np.uint8)]))
+    cv2.imwrite(
+        str(folder / "rgba.png"),
+        np.dstack([noisy[:, :, ::-1], np.full(noisy.shape[:2], 200, np.uint8)]),
+    )
     cv2.imwrite(str(folder / "tiny_3x5.png"), noisy[:3, :5])
     big = np.tile(noisy, (13, 11, 1))[:2500, :2500]
     cv2.imwrite(str(folder / "big_2500.png"), big)
@@ -431,11 +465,18 @@ def check_outputs(out, expected_sizes):
         assert (areas[1:] > 0).all()
         for k, (row, result) in enumerate(zip(rows, mine), 1):
             x, y, w, h = result["bbox"]
-            assert [int(row[c]) for c in ("bbox_x", "bbox_y", "bbox_width", "bbox_height")] == [x, y, w, h]
+            assert [int(row[c]) for c in ("bbox_x", "bbox_y", "bbox_width", "bbox_height")] == [
+                x,
+                y,
+                w,
+                h,
+            ]
             in_box = labels[y : y + h, x : x + w] == k
             # the box holds all of nucleus k and is tight
             assert int(row["label"]) == k and int(row["area"]) == in_box.sum() == areas[k]
-            assert in_box[0].any() and in_box[-1].any() and in_box[:, 0].any() and in_box[:, -1].any()
+            assert (
+                in_box[0].any() and in_box[-1].any() and in_box[:, 0].any() and in_box[:, -1].any()
+            )
             decoded = mask_util.decode(result["segmentation"])
             assert decoded.shape == (height, width) and decoded.sum() == areas[k]
             np.testing.assert_array_equal(decoded[y : y + h, x : x + w].astype(bool), in_box)
@@ -469,7 +510,9 @@ def check_extra_outputs(out, expected_sizes):
             assert properties["measurements"] == {c: float(v) for c, v in row.items()}
             mask = labels == k
             np.testing.assert_array_equal(geojson_mask(feature["geometry"], labels.shape), mask)
-            np.testing.assert_array_equal(rasterise(roi.coordinates(multi=True), labels.shape), mask)
+            np.testing.assert_array_equal(
+                rasterise(roi.coordinates(multi=True), labels.shape), mask
+            )
 
 
 def random_weights(config, folder):
@@ -481,7 +524,9 @@ def random_weights(config, folder):
 
     torch.manual_seed(0)
     path = os.path.join(folder, "random_init.pth")
-    torch.save({"model": build_model(setup_cfg(config, ["MODEL.DEVICE", "cpu"])).state_dict()}, path)
+    torch.save(
+        {"model": build_model(setup_cfg(config, ["MODEL.DEVICE", "cpu"])).state_dict()}, path
+    )
     return path
 
 
@@ -491,19 +536,32 @@ def test_predict_tool_on_mixed_folder(tmp_path, run_script):
     proc = run_script(
         "tools/predict.py",
         *[
-            "--config-file", QUICK_CONFIG,
-            "--input", str(tmp_path / "in"),
-            "--output", str(out),
+            "--config-file",
+            QUICK_CONFIG,
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(out),
             # every extra output; the overrides follow the formats directly
-            "--extra-outputs", "geojson", "imagej-rois", "label-tiff",
+            "--extra-outputs",
+            "geojson",
+            "imagej-rois",
+            "label-tiff",
             # small model inputs (every image and tile shrunk 10x) and few tiles: the point is
             # the files, not the nuclei
-            "INPUT.SCALE_FACTOR_TEST", "0.1",
-            "TEST.DETECTIONS_PER_IMAGE", "8",
+            "INPUT.SCALE_FACTOR_TEST",
+            "0.1",
+            "TEST.DETECTIONS_PER_IMAGE",
+            "8",
             # random weights: keep every detection, so that there are nuclei to check
-            "MODEL.WEIGHTS", random_weights(QUICK_CONFIG, tmp_path),
-            "TEST.PREDICT.SCORE_THRESH", "0.0",
-            "TEST.PREDICT.TILE_SIZE", "1400", "TEST.PREDICT.TILE_OVERLAP", "200",
+            "MODEL.WEIGHTS",
+            random_weights(QUICK_CONFIG, tmp_path),
+            "TEST.PREDICT.SCORE_THRESH",
+            "0.0",
+            "TEST.PREDICT.TILE_SIZE",
+            "1400",
+            "TEST.PREDICT.TILE_OVERLAP",
+            "200",
         ],
     )
     stderr = proc.stderr
@@ -511,8 +569,12 @@ def test_predict_tool_on_mixed_folder(tmp_path, run_script):
     assert f"skipped {bad}: " in stderr and "truncated" in stderr
     assert not (out / "labels" / "truncated.png").exists()
     sizes = {
-        "good.png": (200, 240), "sixteen_bit.tif": (200, 240), "gray.jpg": (200, 240),
-        "rgba.png": (200, 240), "tiny_3x5.png": (3, 5), "big_2500.png": (2500, 2500),
+        "good.png": (200, 240),
+        "sixteen_bit.tif": (200, 240),
+        "gray.jpg": (200, 240),
+        "rgba.png": (200, 240),
+        "tiny_3x5.png": (3, 5),
+        "big_2500.png": (2500, 2500),
     }
     counts, images = check_outputs(out, sizes)
     assert counts["good.png"] > 0 and counts["big_2500.png"] > 0
@@ -549,10 +611,22 @@ def test_predict_tool_with_semantic_unetpp(tmp_path, run_script):
     proc = run_script(
         "tools/predict.py",
         *[
-            "--config-file", UNETPP_CONFIG, "--input", str(tmp_path / "noisy.png"),
-            "--output", str(out), "MODEL.WEIGHTS", random_weights(UNETPP_CONFIG, tmp_path),
-            "TEST.PREDICT.SCORE_THRESH", "0.0", "TEST.PREDICT.MAX_UNTILED_SIZE", "100", "TEST.PREDICT.TILE_SIZE", "96",
-            "TEST.PREDICT.TILE_OVERLAP", "32",
+            "--config-file",
+            UNETPP_CONFIG,
+            "--input",
+            str(tmp_path / "noisy.png"),
+            "--output",
+            str(out),
+            "MODEL.WEIGHTS",
+            random_weights(UNETPP_CONFIG, tmp_path),
+            "TEST.PREDICT.SCORE_THRESH",
+            "0.0",
+            "TEST.PREDICT.MAX_UNTILED_SIZE",
+            "100",
+            "TEST.PREDICT.TILE_SIZE",
+            "96",
+            "TEST.PREDICT.TILE_OVERLAP",
+            "32",
         ],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -560,6 +634,10 @@ def test_predict_tool_with_semantic_unetpp(tmp_path, run_script):
     assert counts["noisy.png"] > 0
     # no --extra-outputs: today's outputs only
     assert sorted(os.listdir(out)) == [
-        "coco_images.json", "coco_instances_results.json", "labels", "measurements", "overlays",
+        "coco_images.json",
+        "coco_instances_results.json",
+        "labels",
+        "measurements",
+        "overlays",
     ]
     assert images["noisy.png"]["num_tiles"] == len(tile_image(120, 150, 96, 32)) == 4

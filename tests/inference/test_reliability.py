@@ -3,6 +3,7 @@ Reliability of the tools (issue 13): no silent wrong answers, nothing lost on an
 bad output folders refused before the work, one-line errors, known third-party warnings
 filtered. Each test failed on the code before its fix (the commit says how).
 """
+
 import json
 import os
 import pathlib
@@ -71,7 +72,15 @@ def test_predict_refuses_weights_of_another_architecture(weights, images, tmp_pa
     missing-key warnings."""
     out = tmp_path / "out"
     common = ["--input", str(images), "--output", str(out)]
-    proc = run_script("tools/predict.py", "--config-file", UNETPP_CONFIG, *common, *CPU, "MODEL.WEIGHTS", weights["rcnn"])
+    proc = run_script(
+        "tools/predict.py",
+        "--config-file",
+        UNETPP_CONFIG,
+        *common,
+        *CPU,
+        "MODEL.WEIGHTS",
+        weights["rcnn"],
+    )
     status, lines = proc.returncode, error_lines(proc.stderr)
     assert status == 2
     assert len(lines) == 1, lines
@@ -84,10 +93,21 @@ def test_predict_refuses_weights_of_another_architecture(weights, images, tmp_pa
     kept = {k: v for k, v in checkpoint["model"].items() if not k.startswith("roi_heads.")}
     partial = tmp_path / "partial.pth"
     torch.save({"model": kept, "iteration": 0}, partial)
-    proc = run_script("tools/predict.py", "--config-file", RCNN_CONFIG, *common, *CPU, "MODEL.WEIGHTS", str(partial))
+    proc = run_script(
+        "tools/predict.py",
+        "--config-file",
+        RCNN_CONFIG,
+        *common,
+        *CPU,
+        "MODEL.WEIGHTS",
+        str(partial),
+    )
     status, lines = proc.returncode, error_lines(proc.stderr)
     assert status == 2 and len(lines) == 1, lines
-    match = re.search(rf"{re.escape(str(partial))} holds (\d+) of the model's (\d+) weights; missing (\d+), e.g. roi_heads\.", lines[0])
+    match = re.search(
+        rf"{re.escape(str(partial))} holds (\d+) of the model's (\d+) weights; missing (\d+), e.g. roi_heads\.",
+        lines[0],
+    )
     assert match, lines[0]
     held, total, missing = map(int, match.groups())
     assert held > 0 and missing > 0 and held + missing == total
@@ -98,8 +118,16 @@ def test_export_refuses_weights_of_another_architecture(weights, tmp_path, run_s
     """Before: the export was written from a random model, export_info.json naming the file."""
     out = tmp_path / "export"
     proc = run_script(
-        "tools/export_model.py", "--config-file", UNETPP_CONFIG, "--format", "torchscript",
-        "--output", str(out), *CPU, "MODEL.WEIGHTS", weights["rcnn"]
+        "tools/export_model.py",
+        "--config-file",
+        UNETPP_CONFIG,
+        "--format",
+        "torchscript",
+        "--output",
+        str(out),
+        *CPU,
+        "MODEL.WEIGHTS",
+        weights["rcnn"],
     )
     assert proc.returncode == 2
     err = proc.stderr
@@ -110,12 +138,28 @@ def test_export_refuses_weights_of_another_architecture(weights, tmp_path, run_s
 def test_eval_only_refuses_weights_of_another_architecture(weights, tmp_path):
     """Before: --eval-only evaluated the randomly initialised model and reported its metrics."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", UNETPP_CONFIG,
-         "--eval-only", *CPU, "MODEL.WEIGHTS", weights["rcnn"], "OUTPUT_DIR", str(tmp_path / "eval")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
+        [
+            sys.executable,
+            str(REPO / "tools" / "train_net.py"),
+            "--config-file",
+            UNETPP_CONFIG,
+            "--eval-only",
+            *CPU,
+            "MODEL.WEIGHTS",
+            weights["rcnn"],
+            "OUTPUT_DIR",
+            str(tmp_path / "eval"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert error_lines(proc.stderr)[-1].startswith(f"train_net: error: {weights['rcnn']} matches none")
+    assert error_lines(proc.stderr)[-1].startswith(
+        f"train_net: error: {weights['rcnn']} matches none"
+    )
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "eval" / "inference").exists()
 
@@ -130,9 +174,14 @@ def test_training_init_refuses_a_checkpoint_matching_no_weight(tmp_path):
     assert torch.equal(model[0].weight, torch.ones(4, 3))
     other = tmp_path / "other.pth"
     torch.save({"model": nn.Conv2d(1, 1, 1).state_dict()}, other)
-    with pytest.raises(WeightsError, match=r"other\.pth matches none of the model's 4 weights \(e\.g\. 0\.weight"):
+    with pytest.raises(
+        WeightsError, match=r"other\.pth matches none of the model's 4 weights \(e\.g\. 0\.weight"
+    ):
         AtomicDetectionCheckpointer(model).load(str(other))
-    with pytest.raises(WeightsError, match=r"partial\.pth holds 2 of the model's 4 weights; missing 2, e\.g\. 1\.weight, 1\.bias"):
+    with pytest.raises(
+        WeightsError,
+        match=r"partial\.pth holds 2 of the model's 4 weights; missing 2, e\.g\. 1\.weight, 1\.bias",
+    ):
         AtomicDetectionCheckpointer(model, require_all_weights=True).load(str(partial))
     with pytest.raises(WeightsError, match="MODEL.WEIGHTS is empty"):
         AtomicDetectionCheckpointer(model, require_all_weights=True).load("")
@@ -152,8 +201,16 @@ def test_not_a_checkpoint_is_one_line(kind, images, tmp_path, run_script):
     else:
         torch.save([torch.zeros(3)], path)
     proc = run_script(
-        "tools/predict.py", "--config-file", UNETPP_CONFIG, "--input", str(images),
-        "--output", str(tmp_path / "out"), *CPU, "MODEL.WEIGHTS", str(path)
+        "tools/predict.py",
+        "--config-file",
+        UNETPP_CONFIG,
+        "--input",
+        str(images),
+        "--output",
+        str(tmp_path / "out"),
+        *CPU,
+        "MODEL.WEIGHTS",
+        str(path),
     )
     lines = error_lines(proc.stderr)
     assert proc.returncode == 2
@@ -167,8 +224,14 @@ def test_not_a_checkpoint_is_one_line(kind, images, tmp_path, run_script):
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        (["SOLVER.IMS_PER_BATCH", "0"], "SOLVER.IMS_PER_BATCH = 0 (set on the command line) must be an integer >= 1"),
-        (["SOLVER.BASE_LR", "-0.1"], "SOLVER.BASE_LR = -0.1 (set on the command line) must be a finite number >= 0"),
+        (
+            ["SOLVER.IMS_PER_BATCH", "0"],
+            "SOLVER.IMS_PER_BATCH = 0 (set on the command line) must be an integer >= 1",
+        ),
+        (
+            ["SOLVER.BASE_LR", "-0.1"],
+            "SOLVER.BASE_LR = -0.1 (set on the command line) must be a finite number >= 0",
+        ),
         (["SOLVER.BASE_LRR", "0.1"], "Non-existent key: SOLVER.BASE_LRR"),
         (["SOLVER.BASE_LR", "fast"], "values (0.02 vs. fast) for config key: SOLVER.BASE_LR"),
     ],
@@ -178,13 +241,17 @@ def test_train_net_config_error_is_one_line_exit_2(overrides, expected, run_scri
     proc = run_script("tools/train_net.py", "--config-file", RCNN_CONFIG, *overrides)
     assert proc.returncode == 2
     lines = error_lines(proc.stderr)
-    assert len(lines) == 1 and lines[0].startswith("train_net: error: ") and expected in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("train_net: error: ") and expected in lines[0], (
+        lines
+    )
 
 
 def test_config_value_error_names_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(f'_BASE_: "{RCNN_CONFIG}"\nSOLVER:\n  IMS_PER_BATCH: 0\n')
-    with pytest.raises(ValueError, match=rf"SOLVER\.IMS_PER_BATCH = 0 \(set in {bad} or its _BASE_\)"):
+    with pytest.raises(
+        ValueError, match=rf"SOLVER\.IMS_PER_BATCH = 0 \(set in {bad} or its _BASE_\)"
+    ):
         setup_cfg(str(bad))
 
 
@@ -198,7 +265,12 @@ def test_train_net_traceback_on_request(tmp_path):
         f"train_net: error: {bad} (or one of its _BASE_ files): Non-existent config key: SOLVER.BASE_LRR"
     ]
     verbose = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(ENV, MASKRCNNPP_TRACEBACK="1")
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(ENV, MASKRCNNPP_TRACEBACK="1"),
     )
     assert verbose.returncode == 2 and "Traceback (most recent call last)" in verbose.stderr
 
@@ -210,10 +282,25 @@ def test_predict_run_prints_no_warning(weights, images, tmp_path):
     """Before: torch.jit.script FutureWarnings (twice), the torch.meshgrid UserWarning and
     torch's is_fx_tracing notice on every run."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "predict.py"), "--config-file", RCNN_CONFIG,
-         "--input", str(images), "--output", str(tmp_path / "out"), *CPU, *SMALL_RCNN,
-         "MODEL.WEIGHTS", weights["rcnn"]],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
+        [
+            sys.executable,
+            str(REPO / "tools" / "predict.py"),
+            "--config-file",
+            RCNN_CONFIG,
+            "--input",
+            str(images),
+            "--output",
+            str(tmp_path / "out"),
+            *CPU,
+            *SMALL_RCNN,
+            "MODEL.WEIGHTS",
+            weights["rcnn"],
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert error_lines(proc.stderr) == [], proc.stderr[-3000:]
@@ -258,8 +345,15 @@ def test_bad_output_folder_refused_before_the_work(fault, images, tmp_path, run_
         expected = f"error: --output {out} cannot be created: {tmp_path / 'blocker'} is a file"
     try:
         proc = run_script(
-            "tools/predict.py", "--config-file", RCNN_CONFIG, "--input", str(images),
-            "--output", str(out), *CPU, *NEVER_LOADED
+            "tools/predict.py",
+            "--config-file",
+            RCNN_CONFIG,
+            "--input",
+            str(images),
+            "--output",
+            str(out),
+            *CPU,
+            *NEVER_LOADED,
         )
     finally:
         if fault == "read_only":
@@ -315,9 +409,24 @@ def test_interrupted_predict_keeps_the_finished_images(signum, status, weights, 
         cv2.imwrite(str(folder / f"im{seed:02d}.png"), rgb[:, :, ::-1])
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tools" / "predict.py"), "--config-file", RCNN_CONFIG,
-         "--input", str(folder), "--output", str(out), *CPU, "MODEL.WEIGHTS", weights["rcnn"]],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        [
+            sys.executable,
+            str(REPO / "tools" / "predict.py"),
+            "--config-file",
+            RCNN_CONFIG,
+            "--input",
+            str(folder),
+            "--output",
+            str(out),
+            *CPU,
+            "MODEL.WEIGHTS",
+            weights["rcnn"],
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
     )
     deadline = time.monotonic() + 240
     while not (out / "labels").is_dir() or not os.listdir(out / "labels"):
@@ -327,7 +436,9 @@ def test_interrupted_predict_keeps_the_finished_images(signum, status, weights, 
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == status, stderr
     lines = error_lines(stderr)
-    assert len(lines) == 1 and lines[0].startswith(f"interrupted by {signal.Signals(signum).name}: "), stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        f"interrupted by {signal.Signals(signum).name}: "
+    ), stderr
     done = sorted(os.path.splitext(n)[0] for n in os.listdir(out / "labels"))
     assert 1 <= len(done) < 12
     assert f"{len(done)} of 12 image(s) done" in lines[0]
@@ -353,13 +464,26 @@ def test_multi_page_tiff_is_refused_clearly(images, weights, tmp_path, run_scrip
     with tifffile.TiffWriter(str(stack)) as tif:
         for value in (10, 200, 90):
             tif.write(np.full((40, 50), value, np.uint8))
-    with pytest.raises(ImageReadError, match=r"multi-image TIFF \(3 separate images\): only single-image files are read"):
+    with pytest.raises(
+        ImageReadError,
+        match=r"multi-image TIFF \(3 separate images\): only single-image files are read",
+    ):
         read_image_rgb(stack)
     # predict names it among the skipped inputs (exit 1) and predicts the others
     out = tmp_path / "out"
     proc = run_script(
-        "tools/predict.py", "--config-file", RCNN_CONFIG, "--input", stack, images / "img0.png",
-        "--output", out, *CPU, *SMALL_RCNN, "MODEL.WEIGHTS", weights["rcnn"]
+        "tools/predict.py",
+        "--config-file",
+        RCNN_CONFIG,
+        "--input",
+        stack,
+        images / "img0.png",
+        "--output",
+        out,
+        *CPU,
+        *SMALL_RCNN,
+        "MODEL.WEIGHTS",
+        weights["rcnn"],
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert f"skipped {stack}: multi-image TIFF (3 separate images)" in proc.stderr
@@ -389,10 +513,22 @@ class ScaleSensitiveModel(nn.Module):
         outputs = []
         for item in batched_inputs:
             image = item["image"].numpy().transpose(1, 2, 0)
-            count, components, stats, _ = cv2.connectedComponentsWithStats((image[:, :, 0] > 127).astype(np.uint8))
-            keep = [k for k in range(1, count) if 0.6 * self.area <= stats[k, cv2.CC_STAT_AREA] <= 1.6 * self.area]
+            count, components, stats, _ = cv2.connectedComponentsWithStats(
+                (image[:, :, 0] > 127).astype(np.uint8)
+            )
+            keep = [
+                k
+                for k in range(1, count)
+                if 0.6 * self.area <= stats[k, cv2.CC_STAT_AREA] <= 1.6 * self.area
+            ]
             size = (item["width"], item["height"])
-            masks = [cv2.resize((components == k).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0 for k in keep]
+            masks = [
+                cv2.resize(
+                    (components == k).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST
+                )
+                > 0
+                for k in keep
+            ]
             if self.semantic:
                 nucleus = np.any(masks, axis=0) if masks else np.zeros(size[::-1], bool)
                 prob = torch.from_numpy(np.where(nucleus, 0.9, 0.05).astype(np.float32))

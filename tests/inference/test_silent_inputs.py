@@ -3,6 +3,7 @@ Inputs that were taken silently (issue 32 item 8): out-of-range thresholds and t
 literals for float keys, symbolic links, label folders without a single nucleus. Each test
 failed before its fix.
 """
+
 import os
 
 import cv2
@@ -14,7 +15,12 @@ from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data.label_folder import prepare_and_report
 from maskrcnnpp.inference.input_files import collect_image_files, unique_output_names
 
-QUICK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs", "quick", "mask_rcnn_NestedFPN.yaml")
+QUICK = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    "configs",
+    "quick",
+    "mask_rcnn_NestedFPN.yaml",
+)
 
 
 @pytest.mark.parametrize(
@@ -30,7 +36,10 @@ def test_out_of_range_prediction_settings_are_refused(key, value):
     """Before: accepted (no nucleus written at 1.5; 16-pixel tiles)."""
     with pytest.raises(ValueError) as error:
         setup_cfg(QUICK, [key, value])
-    assert f"{key} = {float(value) if '.' in value else int(value)!r} (set on the command line)" in str(error.value)
+    assert (
+        f"{key} = {float(value) if '.' in value else int(value)!r} (set on the command line)"
+        in str(error.value)
+    )
 
 
 def test_integer_literal_for_a_float_key_is_that_float():
@@ -51,7 +60,9 @@ def test_symbolic_links_in_an_input_folder(tmp_path):
     os.symlink("gone.png", folder / "c.png")
     files, problems = collect_image_files([str(folder), str(folder / "a.png")])
     assert files == [str(folder / "a.png"), str(folder / "b.png")]  # a.png given twice: once
-    assert problems == [(str(folder / "c.png"), "a symbolic link to gone.png, which does not exist")]
+    assert problems == [
+        (str(folder / "c.png"), "a symbolic link to gone.png, which does not exist")
+    ]
     assert unique_output_names(files) == ["a", "b"]
 
 
@@ -62,7 +73,12 @@ def test_label_folder_without_any_nucleus_warns(tmp_path, capsys):
     for k in range(2):
         cv2.imwrite(str(tmp_path / "images" / f"n{k}.png"), np.full((32, 32), 100, np.uint8))
         tifffile.imwrite(str(tmp_path / "masks" / f"n{k}.tif"), np.zeros((32, 32), np.uint16))
-    assert prepare_and_report(str(tmp_path / "images"), str(tmp_path / "masks"), str(tmp_path / "out"), workers=1) == 0
+    assert (
+        prepare_and_report(
+            str(tmp_path / "images"), str(tmp_path / "masks"), str(tmp_path / "out"), workers=1
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert f"warning: every label image of {tmp_path / 'masks'} is empty (all 0)" in err
 
@@ -86,6 +102,8 @@ def test_exif_orientation_is_named_not_applied(tmp_path, caplog):
         read_image_rgb(tmp_path / "plain.jpg")
     assert image.shape == (20, 40, 3)
     warnings = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
-    assert warnings == [f"{tmp_path / 'phone.jpg'}: EXIF orientation 6 (the file asks viewers to rotate or "
-                        "mirror it) is not applied: the image is read, and its nuclei are written, as "
-                        "its pixels are stored"]
+    assert warnings == [
+        f"{tmp_path / 'phone.jpg'}: EXIF orientation 6 (the file asks viewers to rotate or "
+        "mirror it) is not applied: the image is read, and its nuclei are written, as "
+        "its pixels are stored"
+    ]

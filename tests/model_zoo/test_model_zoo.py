@@ -1,4 +1,5 @@
 """The model zoo: shipped models by name, SHA-256-checked float16 weights, ``maskrcnnpp://``."""
+
 import hashlib
 import pathlib
 import shutil
@@ -39,7 +40,9 @@ def test_unknown_name_lists_the_shipped_ones():
 
 
 def test_predict_refuses_an_unknown_model_in_one_line(run_script, tmp_path):
-    result = run_script("tools/predict.py", "--model", "nope", "--input", tmp_path, "--output", tmp_path / "out")
+    result = run_script(
+        "tools/predict.py", "--model", "nope", "--input", tmp_path, "--output", tmp_path / "out"
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "unknown model 'nope'" in result.stderr and SHIPPED in result.stderr
@@ -51,7 +54,9 @@ def test_config_and_weights_load_as_float32():
     assert cfg.MODEL.WEIGHTS == f"maskrcnnpp://{SHIPPED}"
     model = build_model(cfg)
     load_model_weights(model, cfg.MODEL.WEIGHTS)
-    stored = torch.load(model_zoo.get_weights_path(SHIPPED), map_location="cpu", weights_only=True)["model"]
+    stored = torch.load(model_zoo.get_weights_path(SHIPPED), map_location="cpu", weights_only=True)[
+        "model"
+    ]
     floats = [key for key, value in stored.items() if value.is_floating_point()]
     # float16 but for the tensors beyond its range (the stem's BatchNorm running variance)
     halves = [key for key in floats if stored[key].dtype == torch.float16]
@@ -66,7 +71,9 @@ def test_config_and_weights_load_as_float32():
 @pytest.fixture
 def zoo_copy(tmp_path, monkeypatch):
     """The shipped files copied to a folder the zoo then reads from."""
-    shutil.copytree(zoo_module._ROOT, tmp_path / "zoo", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        zoo_module._ROOT, tmp_path / "zoo", ignore=shutil.ignore_patterns("__pycache__")
+    )
     monkeypatch.setattr(zoo_module, "_ROOT", str(tmp_path / "zoo"))
     return tmp_path / "zoo" / "weights" / f"{SHIPPED}.pth"
 
@@ -97,17 +104,35 @@ def test_train_net_fine_tunes_from_the_scheme(run_script, tmp_path):
     file (with a zero learning rate the trained convolutions are the shipped ones)."""
     out = tmp_path / "run"
     result = run_script(
-        "tools/train_net.py", "--config-file", "configs/finetune/mask_rcnnpp_nuclei.yaml",
-        "DATASETS.TRAIN", '("nuclei_synth_train",)', "DATASETS.TEST", "()",
-        "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "1", "SOLVER.BASE_LR", "0.0",
-        "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0", "DATALOADER.NUM_WORKERS", "0",
-        "OUTPUT_DIR", out,
+        "tools/train_net.py",
+        "--config-file",
+        "configs/finetune/mask_rcnnpp_nuclei.yaml",
+        "DATASETS.TRAIN",
+        '("nuclei_synth_train",)',
+        "DATASETS.TEST",
+        "()",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.IMS_PER_BATCH",
+        "1",
+        "SOLVER.BASE_LR",
+        "0.0",
+        "SOLVER.STEPS",
+        "()",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        out,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     log = (out / "log.txt").read_text()
     assert f"Loading from maskrcnnpp://{SHIPPED}" in log
     trained = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
-    stored = torch.load(model_zoo.get_weights_path(SHIPPED), map_location="cpu", weights_only=True)["model"]
+    stored = torch.load(model_zoo.get_weights_path(SHIPPED), map_location="cpu", weights_only=True)[
+        "model"
+    ]
     convs = [key for key in stored if key.startswith("backbone.") and key.endswith("conv.weight")]
     convs += [key for key in stored if key.endswith(".weight") and stored[key].dim() == 4]
     assert convs
@@ -116,7 +141,11 @@ def test_train_net_fine_tunes_from_the_scheme(run_script, tmp_path):
 
 
 def _val_images(shared_dsb2018, count):
-    ids = [line.strip() for line in (shared_dsb2018 / "val.txt").read_text().splitlines() if line.strip()]
+    ids = [
+        line.strip()
+        for line in (shared_dsb2018 / "val.txt").read_text().splitlines()
+        if line.strip()
+    ]
     for image_id in ids[:count]:
         folder = shared_dsb2018 / "stage1_train" / image_id
         image = cv2.imread(str(folder / "images" / f"{image_id}.png"), cv2.IMREAD_COLOR)[:, :, ::-1]
@@ -143,12 +172,20 @@ def test_pip_install_ships_the_weights(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(REPO_ROOT)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", str(REPO_ROOT)],
+        check=True,
+        cwd=tmp_path,
+    )
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     installed = pathlib.Path(site) / "maskrcnnpp" / "model_zoo"
     entry = zoo_module.MODELS[SHIPPED]
-    assert (installed / entry.config_file).read_bytes() == pathlib.Path(model_zoo.get_config_file(SHIPPED)).read_bytes()
+    assert (installed / entry.config_file).read_bytes() == pathlib.Path(
+        model_zoo.get_config_file(SHIPPED)
+    ).read_bytes()
     assert hashlib.sha256((installed / entry.weights_file).read_bytes()).hexdigest() == entry.sha256

@@ -1,5 +1,6 @@
 """The model kind comes from the registered meta-architecture class, so a user's own semantic
 meta-architecture gets the semantic data path and pixel-scale rule."""
+
 import pytest
 from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY

@@ -28,7 +28,9 @@ from maskrcnnpp.modeling.backbone.nested_node import NestedNode
 from maskrcnnpp.modeling.backbone.vgg import build_vgg_backbone
 from maskrcnnpp.modeling.nested_graph import NodeInputs, nested_node_inputs
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+CONFIG_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs"
+)
 DESIGNS = list(
     itertools.product(("top_down", "unet+", "unet++"), ("concat", "sum"), ("plain", "separable"))
 )
@@ -89,7 +91,7 @@ def node_modules(backbone):
         if name.startswith("x_"):
             nodes[tuple(int(k) for k in name.split("_")[1:])] = module
         elif name.startswith("fpn_lateral"):
-            nodes[(int(name[len("fpn_lateral"):]) - 2, 0)] = module
+            nodes[(int(name[len("fpn_lateral") :]) - 2, 0)] = module
     return nodes
 
 
@@ -209,7 +211,9 @@ def test_sum_node_equals_explicit_upsampling_and_leaves_its_inputs(num_same_leve
     torch.manual_seed(0)
     node = NestedNode(num_same_level=num_same_level, channels=8, fusion="sum", node_conv="plain")
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    same_level = [torch.randn(2, 8, 6, 4).contiguous(memory_format=layout) for _ in range(num_same_level)]
+    same_level = [
+        torch.randn(2, 8, 6, 4).contiguous(memory_format=layout) for _ in range(num_same_level)
+    ]
     below = torch.randn(2, 8, 3, 2).contiguous(memory_format=layout)
     originals = [f.clone() for f in same_level + [below]]
     fused = sum(same_level) + torch.nn.functional.interpolate(below, scale_factor=2.0)
@@ -445,8 +449,13 @@ def test_fpn_checkpoint_initializes_all_but_the_nested_nodes(tmp_path, checkpoin
         DetectionCheckpointer(fpn_model, save_dir=str(tmp_path)).save("fpn")
     else:
         with open(tmp_path / "fpn.pkl", "wb") as f:
-            pickle.dump({"model": {k: v.numpy() for k, v in fpn_state.items()},
-                         "__author__": "Detectron2 Model Zoo"}, f)
+            pickle.dump(
+                {
+                    "model": {k: v.numpy() for k, v in fpn_state.items()},
+                    "__author__": "Detectron2 Model Zoo",
+                },
+                f,
+            )
     torch.manual_seed(1)
     nested_model = build_model(quick_cfg("quick/mask_rcnn_NestedFPN.yaml"))
     log = _load_logged(nested_model, tmp_path / f"fpn.{checkpoint_format}")
@@ -461,7 +470,11 @@ def test_fpn_checkpoint_initializes_all_but_the_nested_nodes(tmp_path, checkpoin
     missing = log.split("not found in the checkpoint")[-1]
     for key in ("backbone.x_0_1", "backbone.x_0_3", "backbone.x_2_1"):
         assert key in missing, key
-    assert "roi_heads" not in missing and "proposal_generator" not in missing and "bottom_up" not in missing
+    assert (
+        "roi_heads" not in missing
+        and "proposal_generator" not in missing
+        and "bottom_up" not in missing
+    )
 
 
 def test_checkpoint_with_the_old_lateral_and_output_names_loads(tmp_path):
@@ -470,7 +483,9 @@ def test_checkpoint_with_the_old_lateral_and_output_names_loads(tmp_path):
     state = model.state_dict()
     old = {}
     for key, value in state.items():
-        key = re.sub(r"backbone\.fpn_lateral(\d)\.", lambda m: f"backbone.x_{int(m.group(1)) - 2}_0.", key)
+        key = re.sub(
+            r"backbone\.fpn_lateral(\d)\.", lambda m: f"backbone.x_{int(m.group(1)) - 2}_0.", key
+        )
         old[re.sub(r"backbone\.fpn_output(\d)\.", r"backbone.output_p\1.", key)] = value.clone()
     assert "backbone.x_0_0.weight" in old and "backbone.output_p2.weight" in old
     torch.save({"model": old}, tmp_path / "old.pth")

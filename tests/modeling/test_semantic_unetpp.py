@@ -1,4 +1,5 @@
 """Semantic UNet++: shapes, pruning, the hybrid loss, parameter counts, encoders, windows."""
+
 import pathlib
 
 import numpy as np
@@ -72,7 +73,9 @@ def test_pruned_level_equals_full_network_head_and_runs_fewer_ops(level):
     assert pruned_convs == 2 * (level + 1) + 3 * level * (level + 1) // 2 + level
     # ... and not one conv of the deeper encoder stages.
     deeper = [m for name, m in model.encoder.named_children() if int(name[3:]) > level]
-    _, deeper_calls = count_convs(torch.nn.ModuleList(deeper), lambda: model.head_logits(x, depth=level))
+    _, deeper_calls = count_convs(
+        torch.nn.ModuleList(deeper), lambda: model.head_logits(x, depth=level)
+    )
     assert deeper_calls == 0
 
 
@@ -111,7 +114,9 @@ def test_dihedral_mean_is_the_mean_of_the_eight_views_mapped_back(test_level):
     torch.testing.assert_close(mean, torch.stack(views).mean(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(flipped, mean.flip(1), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(rotated, torch.rot90(mean, 1, dims=(1, 2)), rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(mean, plain, atol=1e-4)  # the views differ: the mean is not the plain output
+    assert not torch.allclose(
+        mean, plain, atol=1e-4
+    )  # the views differ: the mean is not the plain output
 
 
 def test_dihedral_mean_is_read_from_the_config():
@@ -137,7 +142,9 @@ def test_invalid_test_level_and_designs_are_named():
 
 
 def test_unknown_encoder_lists_registered_ones():
-    with pytest.raises((KeyError, ValueError), match=r"MODEL.UNETPP.ENCODER.*build_vgg'.*build_vgg_backbone"):
+    with pytest.raises(
+        (KeyError, ValueError), match=r"MODEL.UNETPP.ENCODER.*build_vgg'.*build_vgg_backbone"
+    ):
         build(opts=["MODEL.UNETPP.ENCODER", "build_vgg"])
 
 
@@ -160,7 +167,12 @@ def test_hybrid_loss_multiclass_hand_computed():
     probs = F.softmax(logits, dim=1)[0, :, 0].numpy()  # (3, 2)
     ce = -np.mean([np.log(probs[0, 0]), np.log(probs[2, 1])])
     onehot = np.array([[1, 0], [0, 0], [0, 1]], float)
-    dice = np.mean([2 * (onehot[c] * probs[c]).sum() / (onehot[c].sum() + probs[c].sum() + 1e-6) for c in range(3)])
+    dice = np.mean(
+        [
+            2 * (onehot[c] * probs[c]).sum() / (onehot[c].sum() + probs[c].sum() + 1e-6)
+            for c in range(3)
+        ]
+    )
     got = hybrid_loss(logits, targets, ignore_value=255, ce_weight=1.0)
     assert got.item() == pytest.approx(ce + 1 - dice, rel=1e-6)
 
@@ -174,17 +186,23 @@ def test_hybrid_loss_nonnegative_even_when_perfect():
         hybrid_loss(perfect, targets * 7, ignore_value=255, ce_weight=0.5)
 
 
-@pytest.mark.parametrize("config", ["DSB2018/unetpp_vgg.yaml", "DSB2018/unetpp_vgg_nods.yaml", "DSB2018/unet_vgg.yaml"])
+@pytest.mark.parametrize(
+    "config", ["DSB2018/unetpp_vgg.yaml", "DSB2018/unetpp_vgg_nods.yaml", "DSB2018/unet_vgg.yaml"]
+)
 def test_training_loss_nonnegative_and_every_parameter_gets_gradient(config):
     model = build(config).train()
-    batch = [{"image": image(48, 40, s), "sem_seg": torch.randint(0, 2, (48, 40))} for s in range(2)]
+    batch = [
+        {"image": image(48, 40, s), "sem_seg": torch.randint(0, 2, (48, 40))} for s in range(2)
+    ]
     batch[1]["sem_seg"][:5] = 255
     losses = model(batch)
     expected_heads = 4 if "nods" not in config and "unet_" not in config else 1
     assert len(losses) == expected_heads
     assert all(v.item() >= 0 for v in losses.values())
     sum(losses.values()).backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    no_grad = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert no_grad == []
 
 
@@ -220,14 +238,18 @@ def test_resnet_encoder_prunes_too():
     with torch.no_grad():
         full = model.head_logits(x)
         pruned, _ = count_convs(model, lambda: model.head_logits(x, depth=2))
-        res4_calls = count_convs(model.encoder.resnet.res4, lambda: model.head_logits(x, depth=2))[1]
+        res4_calls = count_convs(model.encoder.resnet.res4, lambda: model.head_logits(x, depth=2))[
+            1
+        ]
     torch.testing.assert_close(pruned[2], full[2], rtol=1e-5, atol=1e-5)
     assert res4_calls == 0
     assert full[4].shape == (1, 1, 64, 64)
 
 
 # ---------------------------------------------------------------------------- sliding window
-@pytest.mark.parametrize("length, window, overlap", [(10, 4, 0.5), (1000, 512, 0.25), (513, 512, 0.0), (5, 8, 0.25)])
+@pytest.mark.parametrize(
+    "length, window, overlap", [(10, 4, 0.5), (1000, 512, 0.25), (513, 512, 0.0), (5, 8, 0.25)]
+)
 def test_window_starts_cover_with_overlap(length, window, overlap):
     starts = window_starts(length, window, overlap)
     covered = np.zeros(length, bool)
@@ -250,7 +272,9 @@ def test_model_uses_sliding_windows_on_large_images():
     model = build(opts=["MODEL.UNETPP.SLIDING_WINDOW_SIZE", 64]).eval()
     calls = []
     original = model._whole_image_head_probabilities
-    model._whole_image_head_probabilities = lambda x, d: calls.append(tuple(x.shape[-2:])) or original(x, d)
+    model._whole_image_head_probabilities = lambda x, d: (
+        calls.append(tuple(x.shape[-2:])) or original(x, d)
+    )
     with torch.no_grad():
         out = model([{"image": image(100, 150)}])[0]["sem_seg"]
         heads = model.head_probabilities(model.normalize_image(image(100, 150)))
@@ -273,5 +297,7 @@ def test_conv_transpose_2x2_equals_torch_transposed_conv(bias):
     torch.testing.assert_close(ours(x), reference(x))
     # gradients too: the weight reshuffle is differentiable
     (ours(x) * torch.arange(5.0)[:, None, None]).sum().backward()
-    expected = torch.autograd.grad((reference(x) * torch.arange(5.0)[:, None, None]).sum(), reference.weight)[0]
+    expected = torch.autograd.grad(
+        (reference(x) * torch.arange(5.0)[:, None, None]).sum(), reference.weight
+    )[0]
     torch.testing.assert_close(ours.weight.grad, expected)

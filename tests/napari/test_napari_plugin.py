@@ -2,6 +2,7 @@
 folders and the "Segment nuclei" widget, headless (Qt offscreen; pytest-xvfb gives OpenGL a
 virtual display where there is none), checked against tools/predict.py on the same image with
 the same model (a small random-weights model saved to a file)."""
+
 import csv
 import json
 import os
@@ -72,8 +73,18 @@ def one_thread():
 def predict_with_tool(run_script, model, image_path, out, *extra):
     config, weights = model
     proc = run_script(
-        "tools/predict.py", "--config-file", config, "--input", image_path, "--output", out,
-        *extra, "MODEL.WEIGHTS", weights, "TEST.PREDICT.SCORE_THRESH", "0.0",
+        "tools/predict.py",
+        "--config-file",
+        config,
+        "--input",
+        image_path,
+        "--output",
+        out,
+        *extra,
+        "MODEL.WEIGHTS",
+        weights,
+        "TEST.PREDICT.SCORE_THRESH",
+        "0.0",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -90,7 +101,9 @@ def assert_features_match_csv(features, csv_path):
     expected = read_csv_columns(csv_path)
     assert len(expected["label"]) > 0
     for column, values in expected.items():
-        np.testing.assert_allclose(np.asarray(features[column], float), values, atol=1e-4, err_msg=column)
+        np.testing.assert_allclose(
+            np.asarray(features[column], float), values, atol=1e-4, err_msg=column
+        )
     np.testing.assert_array_equal(np.asarray(features["index"]), expected["label"])
 
 
@@ -101,7 +114,9 @@ def test_manifest_is_valid():
     assert "valid" in proc.stdout
 
 
-def test_reader_opens_output_folder_and_one_image(make_napari_viewer, tmp_path, run_script, small_model, nuclei_image):
+def test_reader_opens_output_folder_and_one_image(
+    make_napari_viewer, tmp_path, run_script, small_model, nuclei_image
+):
     image_path, pixels = nuclei_image
     out = predict_with_tool(run_script, small_model, image_path, tmp_path / "out")
     labels_png = cv2.imread(str(out / "labels" / "cells.png"), cv2.IMREAD_UNCHANGED)
@@ -143,11 +158,15 @@ def run_widget(qtbot, widget):
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=300_000)
 
 
-def test_widget_matches_tool_and_saves_its_outputs(make_napari_viewer, qtbot, tmp_path, run_script, small_model, nuclei_image):
+def test_widget_matches_tool_and_saves_its_outputs(
+    make_napari_viewer, qtbot, tmp_path, run_script, small_model, nuclei_image
+):
     from maskrcnnpp.napari.widget import CONFIG_AND_WEIGHTS, SegmentNucleiWidget
 
     image_path, _ = nuclei_image
-    cli = predict_with_tool(run_script, small_model, image_path, tmp_path / "cli", "--extra-outputs", "label-tiff")
+    cli = predict_with_tool(
+        run_script, small_model, image_path, tmp_path / "cli", "--extra-outputs", "label-tiff"
+    )
     viewer = make_napari_viewer()
     (layer,) = viewer.open(image_path)  # napari's own reader: (H, W) uint8
     widget = SegmentNucleiWidget(viewer)
@@ -173,8 +192,13 @@ def test_widget_matches_tool_and_saves_its_outputs(make_napari_viewer, qtbot, tm
     assert sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*")) == sorted(
         p.relative_to(cli).as_posix() for p in cli.rglob("*")
     )
-    for relative in ("labels/cells.png", "measurements/cells.csv", "labels_tiff/cells.tif",
-                     "overlays/cells.png", "coco_instances_results.json"):
+    for relative in (
+        "labels/cells.png",
+        "measurements/cells.csv",
+        "labels_tiff/cells.tif",
+        "overlays/cells.png",
+        "coco_instances_results.json",
+    ):
         assert (saved / relative).read_bytes() == (cli / relative).read_bytes(), relative
     with open(saved / "coco_images.json") as f, open(cli / "coco_images.json") as g:
         assert json.load(f) == json.load(g)
@@ -189,7 +213,9 @@ def test_widget_matches_tool_and_saves_its_outputs(make_napari_viewer, qtbot, tm
     assert cv2.imread(str(saved / "labels" / "cells.png"), cv2.IMREAD_UNCHANGED).max() == 0
 
 
-def test_widget_segments_the_chosen_channel(make_napari_viewer, qtbot, tmp_path, run_script, small_model, nuclei_image):
+def test_widget_segments_the_chosen_channel(
+    make_napari_viewer, qtbot, tmp_path, run_script, small_model, nuclei_image
+):
     """A (channel, Y, X) layer: channel 1 holds the nuclei, channel 0 noise; the widget on
     channel 1 gives the tool's labels of channel 1 saved as a gray image."""
     from maskrcnnpp.napari.widget import CONFIG_AND_WEIGHTS, SegmentNucleiWidget
@@ -242,16 +268,32 @@ def test_screenshot_tool(tmp_path, run_script, small_model, nuclei_image):
     config, weights = small_model
     png = tmp_path / "shot.png"
     proc = run_script(
-        "tools/napari_screenshot.py", "--config-file", config, "--weights", weights,
-        "--input", nuclei_image[0], "--output", png, "--score-thresh", "0.0", "--size", "900x500",
+        "tools/napari_screenshot.py",
+        "--config-file",
+        config,
+        "--weights",
+        weights,
+        "--input",
+        nuclei_image[0],
+        "--output",
+        png,
+        "--score-thresh",
+        "0.0",
+        "--size",
+        "900x500",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     shot = cv2.imread(str(png))
     assert shot.shape[0] >= 400 and shot.shape[1] >= 800 and shot.std() > 10
     assert png.stat().st_size < 300_000
     proc = run_script(
-        "tools/napari_screenshot.py", "--model", "no_such_model", "--input", nuclei_image[0],
-        "--output", tmp_path / "no.png",
+        "tools/napari_screenshot.py",
+        "--model",
+        "no_such_model",
+        "--input",
+        nuclei_image[0],
+        "--output",
+        tmp_path / "no.png",
     )
     assert proc.returncode == 2 and "'no_such_model' is not a shipped model" in proc.stderr
     assert not (tmp_path / "no.png").exists()

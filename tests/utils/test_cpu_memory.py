@@ -1,5 +1,6 @@
 """keep_freed_memory: counted in minor page faults of a fresh process
 that allocates and frees the same 64 MiB tensor ten times."""
+
 import json
 import os
 import platform
@@ -29,7 +30,10 @@ print(json.dumps(steps))
 
 def _faults(*steps, env=None):
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, *steps], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", _CHILD, *steps],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -74,11 +78,24 @@ def test_predictions_are_the_same_with_memory_kept(tmp_path, run_script):
     for mode, env in (("kept", None), ("given back", {"MALLOC_MMAP_MAX_": "65536"})):
         out = tmp_path / mode.replace(" ", "_")
         proc = run_script(
-            "tools/predict.py", "--config-file", config, "--input", tmp_path / "big.png",
-            "--output", out, "MODEL.WEIGHTS", weights, "TEST.PREDICT.SCORE_THRESH", "0.0", env=env,
+            "tools/predict.py",
+            "--config-file",
+            config,
+            "--input",
+            tmp_path / "big.png",
+            "--output",
+            out,
+            "MODEL.WEIGHTS",
+            weights,
+            "TEST.PREDICT.SCORE_THRESH",
+            "0.0",
+            env=env,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        outputs[mode] = (out / "labels" / "big.png").read_bytes(), (out / "coco_instances_results.json").read_text()
+        outputs[mode] = (
+            (out / "labels" / "big.png").read_bytes(),
+            (out / "coco_instances_results.json").read_text(),
+        )
     labels = cv2.imread(str(tmp_path / "kept" / "labels" / "big.png"), cv2.IMREAD_UNCHANGED)
     assert labels.max() > 0  # random weights on noise: nuclei to compare
     assert outputs["kept"] == outputs["given back"]

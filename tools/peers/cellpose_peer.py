@@ -29,6 +29,7 @@ docs/peers.md lists each parameter and where it comes from. In short:
     python tools/peers/cellpose_peer.py train --train-data D --run-dir R --seed 0 --minutes 60 --cores 2 --threads 2
     python tools/peers/cellpose_peer.py predict --data D --run-dir R --threads 2
 """
+
 import os
 import sys
 import time
@@ -80,11 +81,18 @@ def train(args):
     device = torch.device("cpu")
     normalize_params = {**models.normalize_default, "normalize": True}
     processed = cp_train._process_train_test(
-        train_data=images, train_labels=labels, min_train_masks=MIN_TRAIN_MASKS,
-        channels=CHANNELS, normalize_params=normalize_params, device=device)
+        train_data=images,
+        train_labels=labels,
+        min_train_masks=MIN_TRAIN_MASKS,
+        channels=CHANNELS,
+        normalize_params=normalize_params,
+        device=device,
+    )
     train_data, train_flows, diam_train = processed[0], processed[1], processed[5]
     if len(train_data) == 0:
-        peer_common.fail(f"{args.train_data}: no training image has {MIN_TRAIN_MASKS} masks or more")
+        peer_common.fail(
+            f"{args.train_data}: no training image has {MIN_TRAIN_MASKS} masks or more"
+        )
     diam_mean = float(diam_train.mean())
 
     torch.manual_seed(args.seed)
@@ -93,9 +101,19 @@ def train(args):
     net.diam_labels.data = torch.Tensor([diam_mean])
     optimizer = torch.optim.AdamW(net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     if state is None:
-        state = {"peer": "cellpose", "seed": args.seed, "minutes": args.minutes, "epochs_done": 0,
-                 "num_epochs": None, "cores": args.cores, "cpu_seconds": 0.0, "training_done": False,
-                 "diam_mean": diam_mean, "num_train_images": len(train_data), "history": []}
+        state = {
+            "peer": "cellpose",
+            "seed": args.seed,
+            "minutes": args.minutes,
+            "epochs_done": 0,
+            "num_epochs": None,
+            "cores": args.cores,
+            "cpu_seconds": 0.0,
+            "training_done": False,
+            "diam_mean": diam_mean,
+            "num_train_images": len(train_data),
+            "history": [],
+        }
     else:
         checkpoint = torch.load(os.path.join(run_dir, CHECKPOINT), map_location="cpu")
         net.load_state_dict(checkpoint["net"])
@@ -104,7 +122,8 @@ def train(args):
     num_images = len(train_data)
     # a first attempt trains at least one batch, whatever the budget
     while (state["epochs_done"] == 0 or not budget.exhausted()) and (
-            state["num_epochs"] is None or state["epochs_done"] < state["num_epochs"]):
+        state["num_epochs"] is None or state["epochs_done"] < state["num_epochs"]
+    ):
         epoch = state["epochs_done"]
         epoch_start, epoch_cpu_start = time.time(), budget.spent()
         # the schedule's first epochs do not depend on its length (warm-up over 10 epochs)
@@ -116,11 +135,12 @@ def train(args):
         net.train()
         losses = []
         for start in range(0, num_images, BATCH_SIZE):
-            indices = order[start:start + BATCH_SIZE]
+            indices = order[start : start + BATCH_SIZE]
             batch, flows = cp_train._get_batch(indices, data=train_data, labels=train_flows)
             rescale = diam_train[indices] / net.diam_mean.item()
             patches, targets = transforms.random_rotate_and_resize(
-                batch, Y=flows, rescale=rescale, scale_range=SCALE_RANGE, xy=(PATCH, PATCH))[:2]
+                batch, Y=flows, rescale=rescale, scale_range=SCALE_RANGE, xy=(PATCH, PATCH)
+            )[:2]
             output = net(torch.from_numpy(patches).to(device))[0]
             loss = cp_train._loss_fn_seg(targets, output, device)
             optimizer.zero_grad()
@@ -130,12 +150,20 @@ def train(args):
             if budget.exhausted():
                 break
         state["epochs_done"] = epoch + 1
-        state["history"].append({"epoch": epoch, "lr": float(rates[epoch]),
-                                 "loss": float(np.mean(losses)), "seconds": time.time() - epoch_start,
-                                 "cpu_seconds": budget.spent() - epoch_cpu_start})
+        state["history"].append(
+            {
+                "epoch": epoch,
+                "lr": float(rates[epoch]),
+                "loss": float(np.mean(losses)),
+                "seconds": time.time() - epoch_start,
+                "cpu_seconds": budget.spent() - epoch_cpu_start,
+            }
+        )
         if state["num_epochs"] is None:
             # the schedule's length: the epochs that fit the budget at this epoch's pace
-            state["num_epochs"] = max(10, 1 + int(budget.left() // (budget.spent() - epoch_cpu_start)))
+            state["num_epochs"] = max(
+                10, 1 + int(budget.left() // (budget.spent() - epoch_cpu_start))
+            )
         state["cpu_seconds"] = budget.spent()
         _save_checkpoint(torch, run_dir, net, optimizer)
         peer_common.write_checkpoint_state(run_dir, state, CHECKPOINT)
@@ -177,7 +205,11 @@ def main():
     if args.command == "train":
         train(args)
     elif args.command == "predict":
-        print(peer_common.predict_split(args.data, args.run_dir, load_predictor(args.run_dir, args.threads)))
+        print(
+            peer_common.predict_split(
+                args.data, args.run_dir, load_predictor(args.run_dir, args.threads)
+            )
+        )
     else:
         peer_common.serve(load_predictor(args.run_dir, args.threads))
 

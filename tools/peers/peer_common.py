@@ -15,6 +15,7 @@ checkpoint), ``last_checkpoint`` (written with every checkpoint, so that the com
 stopped run) and ``predictions/<dataset>/<k>.tif``, the (H, W) int32 label image predicted for
 image ``k`` of the index.
 """
+
 import argparse
 import json
 import os
@@ -43,7 +44,11 @@ def read_index(folder):
             index = json.load(f)
     except (OSError, ValueError) as e:
         fail(f"{path}: cannot read the exported split ({e})")
-    if not isinstance(index, dict) or not isinstance(index.get("images"), list) or not index["images"]:
+    if (
+        not isinstance(index, dict)
+        or not isinstance(index.get("images"), list)
+        or not index["images"]
+    ):
         fail(f"{path}: expected {{'dataset': name, 'images': [...]}} with at least one image")
     return index
 
@@ -59,7 +64,9 @@ def load_split(folder, *, with_labels):
     for entry in index["images"]:
         image = tifffile.imread(os.path.join(folder, entry["image"]))
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            fail(f"{entry['image']} in {folder}: expected (H, W, 3) uint8; got {image.shape} {image.dtype}")
+            fail(
+                f"{entry['image']} in {folder}: expected (H, W, 3) uint8; got {image.shape} {image.dtype}"
+            )
         images.append(image)
         if with_labels:
             if not entry.get("labels"):
@@ -158,8 +165,10 @@ def predict_split(folder, run_dir, predict_labels):
         labels = consecutive_labels(predict_labels(image))
         seconds += time.perf_counter() - start
         if labels.shape != image.shape[:2]:
-            fail(f"{entry['image']}: predicted labels of shape {labels.shape} for an image of "
-                 f"shape {image.shape[:2]}")
+            fail(
+                f"{entry['image']}: predicted labels of shape {labels.shape} for an image of "
+                f"shape {image.shape[:2]}"
+            )
         name = os.path.splitext(os.path.basename(entry["image"]))[0]
         write_label_image(os.path.join(out_dir, f"{name}.tif"), labels)
     return {"dataset": index["dataset"], "num_images": len(index["images"]), "seconds": seconds}
@@ -198,8 +207,12 @@ def build_parser(description):
     train.add_argument("--train-data", required=True, help="exported training split")
     train.add_argument("--run-dir", required=True)
     train.add_argument("--seed", type=int, required=True)
-    train.add_argument("--minutes", type=float, required=True,
-                       help="training budget: minutes on --cores busy cores, counted in CPU time")
+    train.add_argument(
+        "--minutes",
+        type=float,
+        required=True,
+        help="training budget: minutes on --cores busy cores, counted in CPU time",
+    )
     train.add_argument("--cores", type=int, required=True, help="the cores of the budget")
     train.add_argument("--threads", type=int, required=True)
     predict = sub.add_parser("predict", help="label images of an exported split")

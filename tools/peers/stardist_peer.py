@@ -24,6 +24,7 @@ docs/peers.md lists each parameter and where it comes from. In short:
     python tools/peers/stardist_peer.py train --train-data D --run-dir R --seed 0 --minutes 60 --cores 2 --threads 2
     python tools/peers/stardist_peer.py predict --data D --run-dir R --threads 2
 """
+
 import os
 import random
 import sys
@@ -86,13 +87,21 @@ def _budget_callback(model, budget, run_dir, state):
         def on_epoch_end(self, epoch, logs=None):
             state["epochs_done"] += 1
             state["cpu_seconds"] = budget.spent()
-            state["learning_rate"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+            state["learning_rate"] = float(
+                keras.backend.get_value(self.model.optimizer.learning_rate)
+            )
             for callback in model.callbacks:
-                if isinstance(callback, keras.callbacks.ModelCheckpoint) and callback.save_best_only:
+                if (
+                    isinstance(callback, keras.callbacks.ModelCheckpoint)
+                    and callback.save_best_only
+                ):
                     state["best_val_loss"] = float(callback.best)
                 if isinstance(callback, keras.callbacks.ReduceLROnPlateau):
-                    state["plateau"] = {"best": float(callback.best), "wait": int(callback.wait),
-                                        "cooldown_counter": int(callback.cooldown_counter)}
+                    state["plateau"] = {
+                        "best": float(callback.best),
+                        "wait": int(callback.wait),
+                        "cooldown_counter": int(callback.cooldown_counter),
+                    }
             state["history"].append({k: float(v) for k, v in (logs or {}).items()})
             peer_common.write_checkpoint_state(run_dir, state, f"{MODEL_NAME}/weights_last.h5")
 
@@ -132,18 +141,32 @@ def train(args):
     x_val, y_val = [images[i] for i in val_ids], [labels[i] for i in val_ids]
 
     if state is None:
-        state = {"peer": "stardist", "seed": args.seed, "minutes": args.minutes, "epochs_done": 0,
-                 "cores": args.cores, "cpu_seconds": 0.0, "training_done": False, "history": [],
-                 "num_train_images": len(train_ids), "num_val_images": len(val_ids)}
-        config = Config2D(n_rays=N_RAYS, grid=GRID, n_channel_in=3, use_gpu=False,
-                          train_tensorboard=False)
+        state = {
+            "peer": "stardist",
+            "seed": args.seed,
+            "minutes": args.minutes,
+            "epochs_done": 0,
+            "cores": args.cores,
+            "cpu_seconds": 0.0,
+            "training_done": False,
+            "history": [],
+            "num_train_images": len(train_ids),
+            "num_val_images": len(val_ids),
+        }
+        config = Config2D(
+            n_rays=N_RAYS, grid=GRID, n_channel_in=3, use_gpu=False, train_tensorboard=False
+        )
         model = StarDist2D(config, name=MODEL_NAME, basedir=run_dir)
     else:
         model = StarDist2D(None, name=MODEL_NAME, basedir=run_dir)
     budget = peer_common.ComputeBudget(args.minutes, args.cores, state["cpu_seconds"])
     epochs_left = model.config.train_epochs - state["epochs_done"]
     # a first attempt trains at least one batch, whatever the budget
-    if not state["training_done"] and epochs_left > 0 and (state["epochs_done"] == 0 or not budget.exhausted()):
+    if (
+        not state["training_done"]
+        and epochs_left > 0
+        and (state["epochs_done"] == 0 or not budget.exhausted())
+    ):
         seed = args.seed + 1000 * state["epochs_done"]  # a resumed run draws new patches
         random.seed(seed)
         np.random.seed(seed)
@@ -153,8 +176,14 @@ def train(args):
             model.load_weights("weights_last.h5")
             _restore_training_state(model, state)
         model.callbacks.append(_budget_callback(model, budget, run_dir, state))
-        model.train(x_train, y_train, validation_data=(x_val, y_val), augmenter=augmenter,
-                    seed=seed, epochs=epochs_left)
+        model.train(
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            augmenter=augmenter,
+            seed=seed,
+            epochs=epochs_left,
+        )
     state["training_done"] = True
     state["stopped_by"] = "budget" if budget.exhausted() else "epochs"
     state["cpu_seconds"] = budget.spent()
@@ -177,8 +206,9 @@ def load_predictor(run_dir, threads):
 
     def predict_labels(image):
         x = normalize_image(image)
-        labels, _ = model.predict_instances(x, n_tiles=model._guess_n_tiles(x),
-                                            show_tile_progress=False)
+        labels, _ = model.predict_instances(
+            x, n_tiles=model._guess_n_tiles(x), show_tile_progress=False
+        )
         return labels
 
     return predict_labels
@@ -190,7 +220,11 @@ def main():
     if args.command == "train":
         train(args)
     elif args.command == "predict":
-        print(peer_common.predict_split(args.data, args.run_dir, load_predictor(args.run_dir, args.threads)))
+        print(
+            peer_common.predict_split(
+                args.data, args.run_dir, load_predictor(args.run_dir, args.threads)
+            )
+        )
     else:
         peer_common.serve(load_predictor(args.run_dir, args.threads))
 

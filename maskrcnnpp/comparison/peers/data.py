@@ -16,6 +16,7 @@ The folder's name holds a fingerprint of the records (image ids, file names, siz
 annotation counts), so a dataset whose content changes is exported anew; it is written under a
 temporary name and renamed when complete.
 """
+
 import hashlib
 import json
 import os
@@ -36,9 +37,17 @@ def dataset_fingerprint(records):
     """A hash of what identifies the records' images and annotations."""
     digest = hashlib.sha256()
     for record in records:
-        digest.update(json.dumps(
-            [record["image_id"], record["file_name"], record["height"], record["width"],
-             len(record.get("annotations", []))]).encode())
+        digest.update(
+            json.dumps(
+                [
+                    record["image_id"],
+                    record["file_name"],
+                    record["height"],
+                    record["width"],
+                    len(record.get("annotations", [])),
+                ]
+            ).encode()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -59,8 +68,10 @@ def export_split(dataset_name, cache_dir=None, *, with_labels):
     if not records:
         raise ValueError(f"dataset '{dataset_name}' has no images")
     fingerprint = dataset_fingerprint(records)
-    folder = os.path.join(cache_dir or default_cache_dir(),
-                          f"{dataset_name}-{fingerprint}-{'labels' if with_labels else 'images'}")
+    folder = os.path.join(
+        cache_dir or default_cache_dir(),
+        f"{dataset_name}-{fingerprint}-{'labels' if with_labels else 'images'}",
+    )
     if os.path.isfile(os.path.join(folder, "index.json")):
         return folder
     temporary = f"{folder}.tmp{os.getpid()}"
@@ -76,19 +87,30 @@ def export_split(dataset_name, cache_dir=None, *, with_labels):
                 f"{record['file_name']}: image of size {image.shape[:2]}, the dataset "
                 f"'{dataset_name}' says {(record['height'], record['width'])}"
             )
-        entry = {"image_id": record["image_id"], "file_name": record["file_name"],
-                 "image": f"images/{k:05d}.tif", "labels": None}
+        entry = {
+            "image_id": record["image_id"],
+            "file_name": record["file_name"],
+            "image": f"images/{k:05d}.tif",
+            "labels": None,
+        }
         tifffile.imwrite(os.path.join(temporary, entry["image"]), image, compression="zlib")
         if with_labels:
             labels = coco_segmentations_to_label_image(
                 [a["segmentation"] for a in record.get("annotations", [])],
-                record["height"], record["width"])
+                record["height"],
+                record["width"],
+            )
             entry["labels"] = f"labels/{k:05d}.tif"
-            tifffile.imwrite(os.path.join(temporary, entry["labels"]),
-                             labels.astype(np.int32), compression="zlib")
+            tifffile.imwrite(
+                os.path.join(temporary, entry["labels"]),
+                labels.astype(np.int32),
+                compression="zlib",
+            )
         entries.append(entry)
     with open(os.path.join(temporary, "index.json"), "w") as f:
-        json.dump({"dataset": dataset_name, "fingerprint": fingerprint, "images": entries}, f, indent=1)
+        json.dump(
+            {"dataset": dataset_name, "fingerprint": fingerprint, "images": entries}, f, indent=1
+        )
     try:
         os.rename(temporary, folder)
     except OSError:  # a concurrent export of the same records renamed its copy first

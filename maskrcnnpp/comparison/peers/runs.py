@@ -15,6 +15,7 @@ comparison reads it the same way:
    for the classical baseline): ``final_metrics.json`` and
    ``inference/<test dataset>/nuclei_per_image.json``, as our runs write them.
 """
+
 import json
 import logging
 import os
@@ -48,7 +49,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # the checkout: the peers run from its tools/ and .venv-peers (they are not part of the installed package)
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+REPO_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+)
 # the peer each kind names, as the tables and final_metrics.json call it
 PEER_KINDS = {"stardist": "StarDist 2D", "cellpose": "Cellpose 3"}
 PEERS_ENV_NAME = ".venv-peers"
@@ -57,8 +60,11 @@ PEERS_PYTHON_ENV = "MASKRCNNPP_PEERS_PYTHON"
 DEFAULT_TRAIN_MINUTES = 60.0
 # a comparison row ``--model NAME=peer:KIND`` and the overrides it takes (tools/train_peer.py's options)
 PEER_PREFIX = "peer:"
-PEER_OPTS = {"TRAIN_MINUTES": "--minutes", "DATASETS.TRAIN": "--train-dataset",
-             "DATASETS.TEST": "--test-dataset"}
+PEER_OPTS = {
+    "TRAIN_MINUTES": "--minutes",
+    "DATASETS.TRAIN": "--train-dataset",
+    "DATASETS.TEST": "--test-dataset",
+}
 
 
 class PeersNotInstalled(RuntimeError):
@@ -67,7 +73,9 @@ class PeersNotInstalled(RuntimeError):
 
 def peers_python():
     """The interpreter of the peers' environment; raises :class:`PeersNotInstalled`."""
-    python = os.environ.get(PEERS_PYTHON_ENV) or os.path.join(REPO_ROOT, PEERS_ENV_NAME, "bin", "python")
+    python = os.environ.get(PEERS_PYTHON_ENV) or os.path.join(
+        REPO_ROOT, PEERS_ENV_NAME, "bin", "python"
+    )
     if not os.path.isfile(python):
         raise PeersNotInstalled(
             f"the peers' environment is missing ({python}): make it with "
@@ -87,10 +95,12 @@ def peer_kind(config_file):
     """``"stardist"`` for ``"peer:stardist"``; None for a config file."""
     if not isinstance(config_file, str) or not config_file.startswith(PEER_PREFIX):
         return None
-    kind = config_file[len(PEER_PREFIX):]
+    kind = config_file[len(PEER_PREFIX) :]
     if kind not in PEER_KINDS:
-        raise ValueError(f"{config_file}: unknown peer '{kind}'; peers: "
-                         f"{', '.join(PEER_PREFIX + k for k in PEER_KINDS)}")
+        raise ValueError(
+            f"{config_file}: unknown peer '{kind}'; peers: "
+            f"{', '.join(PEER_PREFIX + k for k in PEER_KINDS)}"
+        )
     return kind
 
 
@@ -98,14 +108,21 @@ def check_peer_opts(opts, where):
     """A peer row's KEY VALUE overrides: only the keys of :data:`PEER_OPTS`."""
     for key in opts[::2]:
         if key not in PEER_OPTS:
-            raise ValueError(f"{where}: a peer takes only the overrides {', '.join(PEER_OPTS)}; "
-                             f"got {key}")
+            raise ValueError(
+                f"{where}: a peer takes only the overrides {', '.join(PEER_OPTS)}; got {key}"
+            )
 
 
 def peer_train_command(kind, opts, *, seed, output_dir, resume):
     """The ``tools/train_peer.py`` command of one (peer, seed) run of a comparison."""
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_peer.py"), "--peer", kind,
-               "--seed", str(seed)]
+    command = [
+        sys.executable,
+        os.path.join(REPO_ROOT, "tools", "train_peer.py"),
+        "--peer",
+        kind,
+        "--seed",
+        str(seed),
+    ]
     for key, value in zip(opts[::2], opts[1::2]):
         command += [PEER_OPTS[key], value]
     # the run folder last, as in train_net.py's commands (OUTPUT_DIR)
@@ -135,10 +152,15 @@ def score_predictions(dataset_name, predictions_dir, index, output_dir, *, metho
     """
     records = DatasetCatalog.get(dataset_name)
     if sorted(r["image_id"] for r in records) != sorted(e["image_id"] for e in index["images"]):
-        raise ValueError(f"{predictions_dir}: the predictions are for other images than "
-                         f"the dataset '{dataset_name}' has now")
-    evaluator = NucleiEvaluator(dataset_name, score_thresh=0.5,
-                                output_dir=os.path.join(output_dir, "inference", dataset_name))
+        raise ValueError(
+            f"{predictions_dir}: the predictions are for other images than "
+            f"the dataset '{dataset_name}' has now"
+        )
+    evaluator = NucleiEvaluator(
+        dataset_name,
+        score_thresh=0.5,
+        output_dir=os.path.join(output_dir, "inference", dataset_name),
+    )
     evaluator.reset()
     for entry in index["images"]:
         name = os.path.splitext(os.path.basename(entry["image"]))[0]
@@ -146,15 +168,27 @@ def score_predictions(dataset_name, predictions_dir, index, output_dir, *, metho
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no prediction for image {entry['file_name']}")
         labels = tifffile.imread(path)
-        evaluator.process([{"image_id": entry["image_id"]}],
-                          [{"instances": label_image_to_instances(labels)}])
+        evaluator.process(
+            [{"image_id": entry["image_id"]}], [{"instances": label_image_to_instances(labels)}]
+        )
     results = dict(evaluator.evaluate())
     write_final_metrics(output_dir, {dataset_name: results}, method=method)
     return results
 
 
-def run_peer(kind, output_dir, *, seed, minutes=DEFAULT_TRAIN_MINUTES, cores=None, threads,
-             train_dataset="dsb2018_train", test_dataset="dsb2018_val", data_cache=None, resume=False):
+def run_peer(
+    kind,
+    output_dir,
+    *,
+    seed,
+    minutes=DEFAULT_TRAIN_MINUTES,
+    cores=None,
+    threads,
+    train_dataset="dsb2018_train",
+    test_dataset="dsb2018_val",
+    data_cache=None,
+    resume=False,
+):
     """
     Train, predict and score one peer run (module docstring).
 
@@ -187,21 +221,48 @@ def run_peer(kind, output_dir, *, seed, minutes=DEFAULT_TRAIN_MINUTES, cores=Non
             raise ValueError(f"dataset '{name}' is not registered")
     state_path = os.path.join(output_dir, "peer_state.json")
     if os.path.isfile(state_path) and not resume:
-        raise ValueError(f"{output_dir} holds a started training ({state_path}): pass --resume "
-                         "to continue it, or choose another folder")
+        raise ValueError(
+            f"{output_dir} holds a started training ({state_path}): pass --resume "
+            "to continue it, or choose another folder"
+        )
     os.makedirs(output_dir, exist_ok=True)
     start = time.perf_counter()
     train_data = export_split(train_dataset, data_cache, with_labels=True)
     test_data = export_split(test_dataset, data_cache, with_labels=False)
     common = ["--run-dir", output_dir, "--threads", str(threads)]
-    _run([python, script, "train", "--train-data", train_data, "--seed", str(seed),
-          "--minutes", str(minutes), "--cores", str(cores), *common], f"{kind} training")
+    _run(
+        [
+            python,
+            script,
+            "train",
+            "--train-data",
+            train_data,
+            "--seed",
+            str(seed),
+            "--minutes",
+            str(minutes),
+            "--cores",
+            str(cores),
+            *common,
+        ],
+        f"{kind} training",
+    )
     _run([python, script, "predict", "--data", test_data, *common], f"{kind} prediction")
     with open(os.path.join(test_data, "index.json")) as f:
         index = json.load(f)
     results = score_predictions(
-        test_dataset, os.path.join(output_dir, "predictions", test_dataset), index, output_dir,
-        method=f"{PEER_KINDS[kind]} ({os.path.relpath(script, REPO_ROOT)})")
-    logger.info("%s seed %d on %s in %.0f s: %s", kind, seed, test_dataset,
-                time.perf_counter() - start, results.get("nuclei"))
+        test_dataset,
+        os.path.join(output_dir, "predictions", test_dataset),
+        index,
+        output_dir,
+        method=f"{PEER_KINDS[kind]} ({os.path.relpath(script, REPO_ROOT)})",
+    )
+    logger.info(
+        "%s seed %d on %s in %.0f s: %s",
+        kind,
+        seed,
+        test_dataset,
+        time.perf_counter() - start,
+        results.get("nuclei"),
+    )
     return results

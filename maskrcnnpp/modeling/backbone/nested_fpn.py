@@ -235,9 +235,8 @@ class NestedFPN(Backbone):
         finest = bottom_up_features[self.in_features[0]]
         # the pyramid's own channels-last layout is undone at the outputs; a layout the
         # caller chose (e.g. a channels-last model and input) is kept
-        converts_layout = (
-            self._computes_channels_last(finest)
-            and not finest.is_contiguous(memory_format=torch.channels_last)
+        converts_layout = self._computes_channels_last(finest) and not finest.is_contiguous(
+            memory_format=torch.channels_last
         )
         nodes = {
             (level, 0): lateral_conv(self._to_pyramid_layout(bottom_up_features[in_feature]))
@@ -270,7 +269,7 @@ class NestedFPN(Backbone):
         # checkpoints written before the laterals and output convs took FPN's names
         for old, new in self._old_names.items():
             for key in [k for k in state_dict if k.startswith(f"{prefix}{old}.")]:
-                state_dict[f"{prefix}{new}{key[len(prefix + old):]}"] = state_dict.pop(key)
+                state_dict[f"{prefix}{new}{key[len(prefix + old) :]}"] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _computes_channels_last(self, feature):

@@ -47,7 +47,7 @@ class ResNetEncoder(StagedEncoder):
             self._out_feature_channels[name] = resnet._out_feature_channels[name]
 
     def stages(self):
-        """"res1": the stem's conv1 + ReLU; "res2": the stem's 3x3 max-pool, then the
+        """ "res1": the stem's conv1 + ReLU; "res2": the stem's 3x3 max-pool, then the
         ResNet's res2; then res3.. as the ResNet runs them. The input's H and W must be
         divisible by :attr:`size_divisibility`."""
         resnet = self.resnet
@@ -60,7 +60,8 @@ class ResNetEncoder(StagedEncoder):
 
         named_stages = zip(resnet.stage_names, resnet.stages)
         return [("res1", stem_conv)] + [
-            (name, pooled(stage) if k == 0 else stage) for k, (name, stage) in enumerate(named_stages)
+            (name, pooled(stage) if k == 0 else stage)
+            for k, (name, stage) in enumerate(named_stages)
         ]
 
 

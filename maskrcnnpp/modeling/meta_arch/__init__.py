@@ -1,4 +1,5 @@
 """Meta-architectures: the semantic UNet++."""
+
 from .semantic_unetpp import SemanticUNetPlusPlus
 
 __all__ = ["SemanticUNetPlusPlus"]

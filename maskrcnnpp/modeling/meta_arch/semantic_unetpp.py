@@ -139,7 +139,9 @@ class SemanticUNetPlusPlus(nn.Module):
                 f"MODEL.UNETPP.SLIDING_WINDOW_OVERLAP {sliding_window_overlap} in [0, 1)."
             )
         if num_classes < 2:
-            raise ValueError(f"MODEL.UNETPP.NUM_CLASSES must be >= 2 (with background), got {num_classes}.")
+            raise ValueError(
+                f"MODEL.UNETPP.NUM_CLASSES must be >= 2 (with background), got {num_classes}."
+            )
         if target not in ("semantic", "interior_boundary"):
             raise ValueError(
                 f"MODEL.UNETPP.TARGET {target!r}: choose 'semantic' or 'interior_boundary'."
@@ -169,7 +171,10 @@ class SemanticUNetPlusPlus(nn.Module):
         self.loss_weights = list(loss_weights) or [1.0] * len(self.head_columns)
         head_outputs = 1 if num_classes == 2 else num_classes
         self.heads = nn.ModuleDict(
-            {f"x_0_{j}": nn.Conv2d(self.decoder.out_channels, head_outputs, 1) for j in self.head_columns}
+            {
+                f"x_0_{j}": nn.Conv2d(self.decoder.out_channels, head_outputs, 1)
+                for j in self.head_columns
+            }
         )
         self.num_classes = num_classes
         self.ce_weight = ce_weight
@@ -187,7 +192,9 @@ class SemanticUNetPlusPlus(nn.Module):
     def from_config(cls, cfg):
         c = cfg.MODEL.UNETPP
         # setup_cfg has checked that c.ENCODER is registered (config/checks.py)
-        encoder = BACKBONE_REGISTRY.get(c.ENCODER)(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        encoder = BACKBONE_REGISTRY.get(c.ENCODER)(
+            cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))
+        )
         return {
             "encoder": encoder,
             "in_features": list(c.IN_FEATURES),
@@ -228,7 +235,9 @@ class SemanticUNetPlusPlus(nn.Module):
         self._test_level = level
 
     # ------------------------------------------------------------------------------------
-    def head_logits(self, images: torch.Tensor, depth: Optional[int] = None) -> Dict[int, torch.Tensor]:
+    def head_logits(
+        self, images: torch.Tensor, depth: Optional[int] = None
+    ) -> Dict[int, torch.Tensor]:
         """
         Args:
             images (Tensor): normalized (N, C, H, W), H and W divisible by
@@ -248,7 +257,9 @@ class SemanticUNetPlusPlus(nn.Module):
             if j <= depth:
                 out = self.heads[f"x_0_{j}"](top_row[j])
                 if self.top_row_stride != 1:
-                    out = F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+                    out = F.interpolate(
+                        out, size=images.shape[-2:], mode="bilinear", align_corners=False
+                    )
                 logits[j] = out
         return logits
 
@@ -263,7 +274,9 @@ class SemanticUNetPlusPlus(nn.Module):
 
             features = run_stages_up_to(images, resnet_stages(self.encoder), names, names[-1])
         else:
-            if depth < len(self.in_features) - 1 and not getattr(self, "_warned_full_encoder", False):
+            if depth < len(self.in_features) - 1 and not getattr(
+                self, "_warned_full_encoder", False
+            ):
                 logger.warning(
                     f"{type(self.encoder).__name__} has no forward_up_to: the pruned model runs "
                     f"its whole encoder (only the decoder is pruned)."
@@ -311,7 +324,9 @@ class SemanticUNetPlusPlus(nn.Module):
         logits = self.head_logits(images.tensor)
         return {
             f"loss_sem_seg_x_0_{j}": weight
-            * hybrid_loss(logits[j], targets, ignore_value=self.ignore_value, ce_weight=self.ce_weight)
+            * hybrid_loss(
+                logits[j], targets, ignore_value=self.ignore_value, ce_weight=self.ce_weight
+            )
             for j, weight in zip(self.head_columns, self.loss_weights)
         }
 
@@ -329,7 +344,9 @@ class SemanticUNetPlusPlus(nn.Module):
             Tensor: (K, C, H, W), K the heads on columns <= depth, in column order.
         """
         if self.sliding_window_size and max(image.shape[-2:]) > self.sliding_window_size:
-            num_heads = len([j for j in self.head_columns if j <= (depth or len(self.in_features) - 1)])
+            num_heads = len(
+                [j for j in self.head_columns if j <= (depth or len(self.in_features) - 1)]
+            )
             flat = sliding_window_predict(
                 image,
                 lambda crop: self._whole_image_head_probabilities(crop, depth).flatten(0, 1),
@@ -339,7 +356,9 @@ class SemanticUNetPlusPlus(nn.Module):
             return flat.view(num_heads, -1, *flat.shape[-2:])
         return self._whole_image_head_probabilities(image, depth)
 
-    def _whole_image_head_probabilities(self, image: torch.Tensor, depth: Optional[int]) -> torch.Tensor:
+    def _whole_image_head_probabilities(
+        self, image: torch.Tensor, depth: Optional[int]
+    ) -> torch.Tensor:
         height, width = image.shape[-2:]
         padded = self._pad([image], 0.0).tensor
         logits = self.head_logits(padded, depth).values()
@@ -363,7 +382,9 @@ class SemanticUNetPlusPlus(nn.Module):
         return self._chosen_heads_probabilities(image)
 
     @staticmethod
-    def dihedral_mean(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+    def dihedral_mean(
+        predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor
+    ) -> torch.Tensor:
         """
         Args:
             predict: maps an image (C_in, H, W) to a map (..., H, W) at its size, e.g.

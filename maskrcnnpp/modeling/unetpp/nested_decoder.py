@@ -30,8 +30,9 @@ class NestedDecoderNode(nn.Module):
     along channels and ``H`` two 3x3 conv + norm + ReLU with ``channels`` outputs.
     """
 
-    def __init__(self, *, same_level_channels: Sequence[int], below_channels: int, channels: int,
-                 norm: str):
+    def __init__(
+        self, *, same_level_channels: Sequence[int], below_channels: int, channels: int, norm: str
+    ):
         """
         Args:
             same_level_channels (list[int]): channels of each same-level input, in order.
@@ -72,8 +73,9 @@ class NestedDecoder(nn.Module):
     sub-network that feeds ``X(0, k)``, which needs only the encoder levels 0..k.
     """
 
-    def __init__(self, *, in_channels: Sequence[int], channels: Sequence[int], skip: str,
-                 norm: str):
+    def __init__(
+        self, *, in_channels: Sequence[int], channels: Sequence[int], skip: str, norm: str
+    ):
         """
         Args:
             in_channels (list[int]): channels of the encoder maps ``X(i, 0)``, i = 0..L-1.

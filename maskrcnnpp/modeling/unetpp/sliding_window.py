@@ -53,8 +53,9 @@ def sliding_window_predict(
         for x in window_starts(width, window, overlap):
             out = predict(image[:, y : y + window, x : x + window])
             if total is None:
-                total = torch.zeros((out.shape[0], height, width), dtype=out.dtype,
-                                    device=out.device)
+                total = torch.zeros(
+                    (out.shape[0], height, width), dtype=out.dtype, device=out.device
+                )
             total[:, y : y + window, x : x + window] += out
             count[:, y : y + window, x : x + window] += 1
     return total / count.to(total.dtype)
