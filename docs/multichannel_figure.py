@@ -39,11 +39,17 @@ def two_channel_stack(nuclei: np.ndarray) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nuclei-image", required=True, help="a grayscale fluorescence nuclei image")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--nuclei-image", required=True, help="a grayscale fluorescence nuclei image"
+    )
     parser.add_argument("--work", required=True, help="folder for the OME-TIFF and the predictions")
     parser.add_argument("--figure", default=os.path.join(REPO, "docs", "multichannel_example.png"))
-    parser.add_argument("model", nargs=argparse.REMAINDER, help="-- then tools/predict.py's model arguments")
+    parser.add_argument(
+        "model", nargs=argparse.REMAINDER, help="-- then tools/predict.py's model arguments"
+    )
     args = parser.parse_args(argv)
     model = args.model[1:] if args.model[:1] == ["--"] else args.model
 
@@ -53,10 +59,22 @@ def main(argv=None) -> int:
     stack = two_channel_stack(nuclei)
     os.makedirs(args.work, exist_ok=True)
     image = os.path.join(args.work, "two_channel.ome.tif")
-    tifffile.imwrite(image, stack, metadata={"axes": "CYX", "Channel": {"Name": ["membrane", "DAPI"]}})
+    tifffile.imwrite(
+        image, stack, metadata={"axes": "CYX", "Channel": {"Name": ["membrane", "DAPI"]}}
+    )
     out = os.path.join(args.work, "predictions")
-    command = [sys.executable, os.path.join(REPO, "tools", "predict.py"), "--input", image,
-               "--output", out, "--overwrite", "--channel", "DAPI", *model]
+    command = [
+        sys.executable,
+        os.path.join(REPO, "tools", "predict.py"),
+        "--input",
+        image,
+        "--output",
+        out,
+        "--overwrite",
+        "--channel",
+        "DAPI",
+        *model,
+    ]
     subprocess.run(command, check=True)
 
     def stretch(plane):
