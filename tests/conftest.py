@@ -27,6 +27,33 @@ def pytest_configure(config):
         config.addinivalue_line("filterwarnings", line)
 
 
+# Building and running the full-width configs of the GPU schedules (configs/DSB2018/*.yaml; not
+# DSB2018/cpu/ nor quick/) takes many seconds each: these tests run them under -m slow, and the
+# quick and CPU configs in the CI set (every config still merges there: test_every_config_merges).
+FULL_WIDTH_CONFIG_TESTS = {
+    "test_config_merges_builds_and_runs",
+    "test_shipped_config_trains_and_infers",
+    "test_mosaics_keep_every_nucleus_with_every_shipped_config",
+}
+
+
+def _full_width_config(name):
+    return (
+        isinstance(name, str)
+        and name.startswith("DSB2018/")
+        and not name.startswith("DSB2018/cpu/")
+    )
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.originalname in FULL_WIDTH_CONFIG_TESTS and any(
+            map(_full_width_config, params.values())
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def shared_dsb2018():
     """Path of the shared real DSB2018 data (../shared/datasets/dsb2018); skips if absent."""

@@ -17,7 +17,14 @@ QUICK = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
 
 
 @pytest.mark.parametrize(
-    "views", [[], ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"]], ids=["plain", "dihedral_mean"]
+    "views",
+    [
+        pytest.param([], id="plain"),
+        # eight views of every image: the same code path, 8x the time
+        pytest.param(
+            ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"], id="dihedral_mean", marks=pytest.mark.slow
+        ),
+    ],
 )
 def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory, views):
     cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"

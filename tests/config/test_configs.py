@@ -21,6 +21,13 @@ def test_configs_are_shipped():
         assert f"DSB2018/{variant}.yaml" in ALL_CONFIGS
 
 
+def test_every_config_merges():
+    """Every shipped YAML merges with its _BASE_ files and passes the config checks (building
+    and running the full-width ones is under -m slow: tests/conftest.py)."""
+    for name in ALL_CONFIGS:
+        assert setup_cfg(str(CONFIG_DIR / name)).MODEL.META_ARCHITECTURE, name
+
+
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_config_merges_builds_and_runs(name):
     cfg = setup_cfg(str(CONFIG_DIR / name), ["MODEL.DEVICE", "cpu"])

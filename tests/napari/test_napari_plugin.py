@@ -263,6 +263,7 @@ def test_widget_reports_bad_choices(make_napari_viewer, qtbot, tmp_path, small_m
     assert "flat nuclei" not in viewer.layers
 
 
+@pytest.mark.slow  # the docs' picture: a whole napari window in a subprocess
 def test_screenshot_tool(tmp_path, run_script, small_model, nuclei_image):
     """The command of docs/viewers.md that makes its napari screenshot."""
     config, weights = small_model

@@ -232,8 +232,15 @@ def test_compare_argument_errors_are_one_line_before_training(
 # ------------------------------------------------------------------------------------------
 def interrupt_after(command, ready, timeout=240):
     """Run ``command``, send SIGINT once ``ready()`` holds; returns (returncode, stderr)."""
+    # SIGINT as a terminal gives it, even where pytest itself runs with it ignored (`nohup ... &`)
     proc = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + timeout
     while not ready():
