@@ -272,16 +272,17 @@ class PredictionWriter:
         return self.path("labels", name)
 
     def image_files(self, name: str) -> List[str]:
-        """The paths of every file this run may write for image ``name``."""
-        kinds = ["labels", "overlays", "measurements"]
-        files = [
-            self.path(kind, name)
-            for kind in kinds + [EXTRA_OUTPUTS[o][0] for o in self.extra_outputs]
-        ]
-        return files + [os.path.join(self.output_dir, "labels", name + LABELS_32_BIT_EXTENSION)]
+        """The paths of the files this run writes for image ``name``: its label image (the
+        16-bit PNG, or the 32-bit TIFF where that was written), overlay, measurements and extra
+        outputs."""
+        tiff = os.path.join(self.output_dir, "labels", name + LABELS_32_BIT_EXTENSION)
+        kinds = ["overlays", "measurements"] + [EXTRA_OUTPUTS[o][0] for o in self.extra_outputs]
+        labels = tiff if os.path.isfile(tiff) else self.path("labels", name)
+        return [labels] + [self.path(kind, name) for kind in kinds]
 
     def _remove_files(self, name: str) -> None:
-        for path in self.image_files(name):
+        tiff = os.path.join(self.output_dir, "labels", name + LABELS_32_BIT_EXTENSION)
+        for path in [*self.image_files(name), tiff, self.path("labels", name)]:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
 

@@ -370,7 +370,8 @@ def test_stopped_run_resumed_equals_an_uninterrupted_run(signum, weights, tmp_pa
     proc = run_script(*predict_command(weights, inputs, out, "--resume")[1:])
     assert proc.returncode == 0, proc.stderr
     finished = int(proc.stderr.split("resuming: ")[1].split(" of 8")[0])
-    assert finished >= done
+    # an image whose files were written but not yet recorded when the signal came is done again
+    assert finished >= done - 1
     assert (
         "8 image(s)" in proc.stdout
         and f"({finished} image(s) finished by the stopped run, kept)" in proc.stdout
