@@ -129,6 +129,9 @@ def build_cases(args, repo_root: str):
 def run_throughput(args):
     from .throughput import metrics_throughput, prepare_throughput
 
+    if args.dsb_root is None:
+        print("[benchmark] throughput skipped: no --dsb-root (a DSB2018 copy in the Kaggle layout)")
+        return []
     if not os.path.isdir(os.path.join(args.dsb_root, "stage1_train")):
         print(f"[benchmark] throughput skipped: no DSB2018 copy at {args.dsb_root} (--dsb-root)")
         return []

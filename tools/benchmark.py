@@ -138,8 +138,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--dsb-root",
-        default=os.path.join(os.path.dirname(REPO_ROOT), "shared", "datasets", "dsb2018"),
-        help="DSB2018 copy in Kaggle layout for the throughput suite",
+        help="DSB2018 copy in the Kaggle layout for the throughput suite (skipped without one)",
     )
     parser.add_argument("--prepare-images", type=int, help="images to convert (all / 6)")
     parser.add_argument("--prepare-workers", type=int, default=2, help="prepare_dsb2018 workers")
