@@ -24,7 +24,7 @@ Suites (--suites):
   training_precision
                   one CPU training step in float32 and in bfloat16 (SOLVER.AMP.ENABLED on the
                   CPU) for each of --training-configs
-  throughput      datasets/prepare_dsb2018.py on the shared DSB2018 copy; nuclei metrics
+  throughput      datasets/prepare_dsb2018.py on the DSB2018 copy of --dsb-root; nuclei metrics
 
     python tools/benchmark.py --quick                  # the regression check, < 1 min
     python tools/benchmark.py --threads 2              # the full run (CPU, and CUDA if present)
