@@ -66,6 +66,7 @@ def fake_training_run(root):
     return root
 
 
+@pytest.mark.slow  # every suite of the project's own measurements, end to end
 def test_tiny_run_of_every_suite_writes_complete_records(tmp_path, shared_dsb2018, run_script):
     pytest.importorskip("segmentation_models_pytorch")
     argv = [

@@ -19,7 +19,8 @@ QUICK = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
 @pytest.mark.parametrize(
     "views",
     [
-        pytest.param([], id="plain"),
+        # the project's own measurement tool: run on purpose (-m slow)
+        pytest.param([], id="plain", marks=pytest.mark.slow),
         # eight views of every image: the same code path, 8x the time
         pytest.param(
             ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"], id="dihedral_mean", marks=pytest.mark.slow

@@ -192,8 +192,17 @@ def test_onnx_export_failure_names_the_operator():
 
 @pytest.mark.parametrize(
     "export_format,views",
-    [("torchscript", []), ("onnx", []), ("onnx", ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"])],
-    ids=["torchscript", "onnx", "onnx_dihedral_mean"],
+    [
+        pytest.param("torchscript", [], id="torchscript"),
+        pytest.param("onnx", [], id="onnx"),
+        # the eight views of every image: the onnx path again, 8x the time
+        pytest.param(
+            "onnx",
+            ["MODEL.UNETPP.TEST_DIHEDRAL_MEAN", "True"],
+            id="onnx_dihedral_mean",
+            marks=pytest.mark.slow,
+        ),
+    ],
 )
 def test_unetpp_export_round_trip(export_format, views, tmp_path):
     # 64x64 traced, 48x80 (odd multiple of 16 wide) and 45x70 (padded, cropped back) checked.

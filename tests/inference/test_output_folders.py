@@ -145,7 +145,8 @@ def _hold_lock(folder):
     return proc
 
 
-@pytest.mark.parametrize("tool", ["label_folder", "dsb2018"])
+# both conversions share the lock (data/prepared.py's run_locked); the DSB2018 one under -m slow
+@pytest.mark.parametrize("tool", ["label_folder", pytest.param("dsb2018", marks=pytest.mark.slow)])
 def test_second_dataset_conversion_into_the_same_folder_is_refused(tool, tmp_path, run_script):
     """Before: two conversions into one folder both ran (the last writer won)."""
     out = tmp_path / "prepared"
@@ -343,7 +344,11 @@ def test_full_disk_stops_at_the_first_failed_write_and_resume_finishes(
     assert run_files(out) == run_files(reference)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize(
+    "signum",
+    # Ctrl-C keeps the finished images too (tests/inference/test_reliability.py); here under -m slow
+    [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL],
+)
 def test_stopped_run_resumed_equals_an_uninterrupted_run(signum, weights, tmp_path, run_script):
     """Before: no --resume; a killed run (SIGKILL) left no COCO file at all."""
     inputs = image_folder(tmp_path / "in", 8, size=96)
