@@ -6,9 +6,10 @@ The napari screenshot of docs/viewers.md, made headless: an image opened in napa
     xvfb-run -a .venv/bin/python tools/napari_screenshot.py --model NAME \
         --input IMAGE --output docs/napari_segment_nuclei.png [--channel K] [--score-thresh S]
 
-or ``--config-file FILE --weights FILE`` instead of ``--model``. Qt draws offscreen; its
-OpenGL needs an X display, which ``xvfb-run`` (Debian package xvfb) provides where there is
-none. The PNG is the napari window at --size (default 1100x620), written atomically.
+or ``--config-file FILE --weights FILE`` instead of ``--model``. napari's canvas is drawn with
+OpenGL into an X window: ``xvfb-run`` (Debian package xvfb) gives a virtual display where
+there is none, and Qt's X platform plugin needs the libxcb packages of docs/viewers.md. The
+PNG is the napari window at --size (default 1400x700), written atomically.
 
 Exit status: 0 written; 1 the segmentation failed (the reason on stderr); 2 nothing could run
 (bad arguments, no model).
@@ -23,10 +24,14 @@ from maskrcnnpp.utils.known_warnings import filter_known_warnings
 
 filter_known_warnings()  # before Detectron2's imports, which emit some of them
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Qt's X platform where there is a display (xvfb-run's): its offscreen platform draws the
+# widgets but not the OpenGL canvas
+os.environ.setdefault("QT_QPA_PLATFORM", "xcb" if os.environ.get("DISPLAY") else "offscreen")
 
 import napari
+from napari._qt.dialogs.qt_notification import NapariQtNotification
 
+from maskrcnnpp.model_zoo import list_models
 from maskrcnnpp.napari.widget import CONFIG_AND_WEIGHTS, SegmentNucleiWidget
 from maskrcnnpp.utils.atomic_io import atomic_write_png
 
@@ -51,7 +56,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--score-thresh", type=float, default=0.5, metavar="S", help="score threshold (default 0.5)"
     )
-    parser.add_argument("--size", default="1100x620", metavar="WxH", help="window size in pixels")
+    parser.add_argument("--size", default="1400x700", metavar="WxH", help="window size in pixels")
     args = parser.parse_args(argv)
     if args.config_file and not args.weights:
         parser.error("--config-file needs --weights")
@@ -59,7 +64,7 @@ def parse_args(argv=None):
         args.size = tuple(int(v) for v in args.size.lower().split("x"))
         assert len(args.size) == 2 and min(args.size) > 0
     except (ValueError, AssertionError):
-        parser.error(f"--size {args.size!r}: give WIDTHxHEIGHT, e.g. 1100x620")
+        parser.error(f"--size {args.size!r}: give WIDTHxHEIGHT, e.g. 1400x700")
     return args
 
 
@@ -68,20 +73,21 @@ def main(argv=None):
     if not os.path.isfile(args.input):
         print(f"error: --input {args.input}: no such file", file=sys.stderr)
         return 2
-    viewer = napari.Viewer(show=False)
+    if args.model and args.model not in list_models():
+        print(
+            f"error: --model {args.model!r} is not a shipped model "
+            f"({', '.join(list_models()) or 'none shipped'})",
+            file=sys.stderr,
+        )
+        return 2
+    viewer = napari.Viewer(show=True)  # a shown window: its canvas is drawn
     try:
         (layer,) = viewer.open(args.input)[:1]
         widget = SegmentNucleiWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Segment nuclei", area="right")
+        dock = viewer.window.add_dock_widget(widget, name="Segment nuclei", area="right")
+        dock.setMaximumWidth(430)  # the rest of the window for the canvas
         widget.image.value = layer
         if args.model:
-            if args.model not in widget.model.choices:
-                print(
-                    f"error: --model {args.model!r} is not a shipped model "
-                    f"({', '.join(widget.model.choices[:-1]) or 'none shipped'})",
-                    file=sys.stderr,
-                )
-                return 2
             widget.model.value = args.model
         else:
             widget.model.value = CONFIG_AND_WEIGHTS
@@ -102,6 +108,9 @@ def main(argv=None):
         viewer.layers.selection.active = viewer.layers[-1]
         viewer.window.resize(*args.size)
         viewer.reset_view()
+        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+            toast.close()  # notices (e.g. about the Qt backend) would cover the canvas
+        napari.qt.get_qapp().processEvents()
         shot = viewer.screenshot(canvas_only=False, flash=False)
         atomic_write_png(args.output, shot[:, :, :3])
         status = widget.status.value  # read before the window (and the label) is closed

@@ -95,12 +95,16 @@ echo "[setup] installing maskrcnnpp (editable) with its test, bench and napari e
 $PIP install -q -e ".[test,bench,napari]"
 
 # The napari plugin's tests draw with OpenGL, which Qt (offscreen) gets from an X display:
-# Xvfb where there is none (pytest-xvfb starts it). The Debian package, when missing.
+# Xvfb where there is none (pytest-xvfb starts it), and the libraries Qt's X platform plugin
+# loads (tools/napari_screenshot.py draws napari's canvas in an X window). Debian packages,
+# when missing.
 if ! command -v Xvfb >/dev/null; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "[setup] installing xvfb with apt-get (a virtual X display for the napari tests)"
     apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends xvfb xauth >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends xvfb xauth \
+      libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-render-util0 libxcb-image0 \
+      libxkbcommon-x11-0 >/dev/null
   else
     echo "[setup] warning: no Xvfb: install the xvfb package, or the napari tests fail headless"
   fi
