@@ -74,11 +74,18 @@ def run_script():
     """Run a script of the repository (``tools/*.py``, ``datasets/*.py``) as a user does, in a
     subprocess with one OpenMP thread: ``run_script("tools/predict.py", *args)`` returns the
     ``subprocess.CompletedProcess`` (text ``stdout`` and ``stderr``, ``returncode``). Tests
-    never import a script; what they call in-process is the library."""
+    never import a script; what they call in-process is the library.
 
-    def run(relative, *args, env=None, timeout=600):
+    ``env`` adds to (or overrides, OMP_NUM_THREADS included) the test's environment;
+    ``timeout`` is in seconds (None: none). ``driver``, a Python file, runs instead of the
+    script with the script's path and arguments after its own (``python driver script
+    *args``): a driver that patches the library and then runs the script with ``runpy``
+    (tests/engine/test_faults.py kills training in the middle of a checkpoint that way)."""
+
+    def run(relative, *args, env=None, timeout=600, driver=None):
+        command = [sys.executable, *([str(driver)] if driver else []), str(REPO_ROOT / relative)]
         return subprocess.run(
-            [sys.executable, str(REPO_ROOT / relative), *map(str, args)],
+            [*command, *map(str, args)],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,

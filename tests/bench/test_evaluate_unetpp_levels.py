@@ -2,8 +2,6 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -27,36 +25,27 @@ QUICK = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
         ),
     ],
 )
-def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory, views):
-    cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
+def test_levels_table_matches_the_pruned_models(tmp_path, views, run_script):
     torch.manual_seed(0)
     cfg = setup_cfg(str(QUICK), ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     weights = tmp_path / "model.pth"
     torch.save({"model": model.state_dict()}, weights)
-    env = dict(__import__("os").environ, MASKRCNNPP_CACHE=str(cache), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "evaluate_unetpp_levels.py"),
-            "--config-file",
-            str(QUICK),
-            "--runs",
-            "1",
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.WEIGHTS",
-            str(weights),
-            "DATALOADER.NUM_WORKERS",
-            "0",
-            "OUTPUT_DIR",
-            str(tmp_path / "out"),
-            *views,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "tools/evaluate_unetpp_levels.py",
+        "--config-file",
+        QUICK,
+        "--runs",
+        "1",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        weights,
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        tmp_path / "out",
+        *views,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -74,29 +63,22 @@ def test_levels_table_matches_the_pruned_models(tmp_path, tmp_path_factory, view
         assert 0.0 <= record["nuclei"]["iou"] <= 1.0
     # Level 2 from the one-pass evaluation equals the really pruned model's evaluation (with the
     # test-time mean over 8 views too).
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "train_net.py"),
-            "--config-file",
-            str(QUICK),
-            "--eval-only",
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.WEIGHTS",
-            str(weights),
-            "MODEL.UNETPP.TEST_LEVEL",
-            "2",
-            "DATALOADER.NUM_WORKERS",
-            "0",
-            "OUTPUT_DIR",
-            str(tmp_path / "pruned"),
-            *views,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "tools/train_net.py",
+        "--config-file",
+        QUICK,
+        "--eval-only",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        weights,
+        "MODEL.UNETPP.TEST_LEVEL",
+        "2",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        tmp_path / "pruned",
+        *views,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,8 +5,6 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -55,40 +53,33 @@ METRICS = [
 ]
 
 
-def _compare(root, *extra):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "compare.py"),
-            "--output-root",
-            str(root),
-            "--seeds",
-            "0",
-            "1",
-            "--model",
-            f"fpn={FPN}",
-            "--model",
-            f"nested={NESTED}",
-            "--pair",
-            "fpn",
-            "nested",
-            "--pair",
-            "classical",
-            "nested",
-            "--jobs",
-            "2",
-            "--threads",
-            "1",
-            "--bootstrap-resamples",
-            "2000",
-            "--opts",
-            *TINY,
-            *extra,
-        ],
-        cwd=REPO,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
+def _compare(run_script, root, *extra):
+    proc = run_script(
+        "tools/compare.py",
+        "--output-root",
+        root,
+        "--seeds",
+        "0",
+        "1",
+        "--model",
+        f"fpn={FPN}",
+        "--model",
+        f"nested={NESTED}",
+        "--pair",
+        "fpn",
+        "nested",
+        "--pair",
+        "classical",
+        "nested",
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+        "--bootstrap-resamples",
+        "2000",
+        "--opts",
+        *TINY,
+        *extra,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -106,11 +97,11 @@ def _per_image(root, model, seed, key):
 
 
 @pytest.mark.timeout(400)
-def test_compare_tool_trains_tabulates_and_resumes(tmp_path):
+def test_compare_tool_trains_tabulates_and_resumes(tmp_path, run_script):
     """2 configs x 2 seeds x 2 iterations on the synthetic nuclei (about a minute on 2 busy
     cores: four train_net.py start-ups two at a time, then one resumed)."""
     root = tmp_path / "cmp"
-    stdout = _compare(root)
+    stdout = _compare(run_script, root)
     comparison = json.loads((root / "comparison.json").read_text())
     assert list(comparison["datasets"]) == ["nuclei_synth_val"]
     block = comparison["datasets"]["nuclei_synth_val"]
@@ -183,7 +174,7 @@ def test_compare_tool_trains_tabulates_and_resumes(tmp_path):
         if (m, s) != ("nested", 1)
     ]
     mtimes = [p.stat().st_mtime_ns for p in finished]
-    _compare(root)
+    _compare(run_script, root)
     assert [p.stat().st_mtime_ns for p in finished] == mtimes
     for path in finished:
         assert len(json.loads((path.parent / "compare_run.json").read_text())["attempts"]) == 1

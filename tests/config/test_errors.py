@@ -11,8 +11,6 @@ import logging
 import os
 import pathlib
 import struct
-import subprocess
-import sys
 import zlib
 
 import cv2
@@ -33,7 +31,6 @@ from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
 from maskrcnnpp.engine import NucleiTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TRAIN_NET = REPO / "tools" / "train_net.py"
 NESTED = REPO / "configs" / "quick" / "mask_rcnn_NestedFPN.yaml"
 VGG_NESTED = REPO / "configs" / "quick" / "mask_rcnn_VGG_NestedFPN.yaml"
 # a narrow Mask R-CNN++ on the fixture's 64 px images as they are: one training step takes well under a second
@@ -137,21 +134,14 @@ def test_unregistered_own_dataset_says_how_to_register_it():
         check_datasets_registered(cfg)
 
 
-def test_train_net_names_an_unregistered_dataset_and_exits_nonzero():
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(TRAIN_NET),
-            "--config-file",
-            str(NESTED),
-            "DATASETS.TRAIN",
-            "('dsb2018_trian',)",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+def test_train_net_names_an_unregistered_dataset_and_exits_nonzero(run_script):
+    proc = run_script(
+        "tools/train_net.py",
+        "--config-file",
+        NESTED,
+        "DATASETS.TRAIN",
+        "('dsb2018_trian',)",
         timeout=120,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     assert proc.returncode != 0
     assert "DATASETS.TRAIN names dataset 'dsb2018_trian', which is not registered" in proc.stderr
@@ -161,7 +151,7 @@ def test_train_net_names_an_unregistered_dataset_and_exits_nonzero():
 # ------------------------------------------------------------------------------------------
 # Frozen layers without weights: training from scratch with FREEZE_AT > 0 is refused
 # ------------------------------------------------------------------------------------------
-def test_training_from_scratch_with_frozen_stages_is_refused(tmp_path):
+def test_training_from_scratch_with_frozen_stages_is_refused(tmp_path, run_script):
     """Detectron2's default FREEZE_AT 2 with no MODEL.WEIGHTS would train around a random stem
     and res2: the trainer refuses before building the data loader."""
     cfg = setup_cfg(str(NESTED), ["MODEL.BACKBONE.FREEZE_AT", "2", "OUTPUT_DIR", str(tmp_path)])
@@ -172,11 +162,16 @@ def test_training_from_scratch_with_frozen_stages_is_refused(tmp_path):
     ):
         NucleiTrainer(cfg)
     assert not any(tmp_path.iterdir())
-    proc = subprocess.run(
-        [sys.executable, str(TRAIN_NET), "--config-file", str(NESTED), "MODEL.BACKBONE.FREEZE_AT", "2",
-         "OUTPUT_DIR", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )  # fmt: skip
+    proc = run_script(
+        "tools/train_net.py",
+        "--config-file",
+        NESTED,
+        "MODEL.BACKBONE.FREEZE_AT",
+        "2",
+        "OUTPUT_DIR",
+        tmp_path / "run",
+        timeout=120,
+    )
     assert proc.returncode == 2 and "they would stay random" in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "run" / "last_checkpoint").exists()
     # the shipped from-scratch configs train every stage; pretrained weights may be frozen

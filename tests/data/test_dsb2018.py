@@ -4,8 +4,6 @@ registration and image reading."""
 import json
 import os
 import pickle
-import subprocess
-import sys
 import uuid
 
 import cv2
@@ -20,10 +18,6 @@ from maskrcnnpp.data import dsb2018_conversion as prepare
 from maskrcnnpp.data.dsb2018 import kaggle_image_path, register_dsb2018
 from maskrcnnpp.data.image_io import ImageReadError, read_image_rgb, read_mask
 from maskrcnnpp.utils import atomic_io
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PREPARE_SCRIPT = os.path.join(REPO_ROOT, "datasets", "prepare_dsb2018.py")
-
 
 # A few real images of each modality (small ones; one with two masks sharing a pixel).
 REAL_IMAGES = {
@@ -240,13 +234,10 @@ def test_bad_masks_are_reported_and_left_out(root_with_bad_masks, capsys):
     np.testing.assert_array_equal(semantic, (_blob(1, 1) | _blob(6, 8)).astype(np.uint8))
 
 
-def test_strict_stops_naming_the_bad_file(root_with_bad_masks):
+def test_strict_stops_naming_the_bad_file(root_with_bad_masks, run_script):
     root, bad = root_with_bad_masks
-    result = subprocess.run(
-        [sys.executable, PREPARE_SCRIPT, "--root", str(root), "--strict", "--workers", "2"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
+    result = run_script(
+        "datasets/prepare_dsb2018.py", "--root", root, "--strict", "--workers", "2", timeout=None
     )
     assert result.returncode == 1, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -7,8 +7,6 @@ import json
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,7 +18,6 @@ from maskrcnnpp.engine import drop_partial_last_line, read_metrics_json
 from maskrcnnpp.utils.atomic_io import atomic_open
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TRAIN_NET = REPO / "tools" / "train_net.py"
 CONFIG = REPO / "configs" / "quick" / "mask_rcnn_VGG_NestedFPN.yaml"
 NARROW = [
     "MODEL.VGG.STAGE_CHANNELS",
@@ -87,18 +84,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def _train(args, *, driver=None, env=None):
-    command = [sys.executable] + ([str(driver)] if driver else []) + [str(TRAIN_NET), *args]
-    return subprocess.run(
-        command,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})),
-    )
-
-
 def _iteration_of(checkpoint):
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["iteration"]
 
@@ -117,7 +102,7 @@ def _assert_loads_into_model(checkpoint):
     [("after", "model_0000003.pth", 4), ("during", "model_0000001.pth", 2)],
 )
 def test_killed_at_a_checkpoint_then_resumed_to_the_end(
-    tmp_path, kill_when, last_complete, resumes_at
+    tmp_path, kill_when, last_complete, resumes_at, run_script
 ):
     out = tmp_path / "run"
     args = [
@@ -134,7 +119,13 @@ def test_killed_at_a_checkpoint_then_resumed_to_the_end(
     driver = tmp_path / "kill_at_checkpoint.py"
     driver.write_text(_KILLING_DRIVER)
 
-    killed = _train(args, driver=driver, env={"KILL_AT": "model_0000003", "KILL_WHEN": kill_when})
+    killed = run_script(
+        "tools/train_net.py",
+        *args,
+        driver=driver,
+        env={"KILL_AT": "model_0000003", "KILL_WHEN": kill_when},
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-3000:]
     assert (out / "last_checkpoint").read_text() == last_complete
     assert _iteration_of(out / last_complete) == resumes_at - 1
@@ -148,7 +139,7 @@ def test_killed_at_a_checkpoint_then_resumed_to_the_end(
     with open(out / "metrics.json", "a") as f:
         f.write('{"iteration": 3, "total_loss": 1.2, "loss_m')
 
-    resumed = _train(["--resume", *args])
+    resumed = run_script("tools/train_net.py", "--resume", *args, timeout=300)
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-4000:]
     assert f"[Checkpointer] Loading from {out / last_complete}" in log
@@ -162,20 +153,20 @@ def test_killed_at_a_checkpoint_then_resumed_to_the_end(
     assert (out / "training_curves.png").stat().st_size > 1000
 
 
-def test_two_process_cpu_training(tmp_path):
+def test_two_process_cpu_training(tmp_path, run_script):
     out = tmp_path / "ddp"
-    proc = _train(
-        [
-            "--config-file",
-            str(CONFIG),
-            "--num-gpus",
-            "2",
-            *TINY,
-            "SOLVER.MAX_ITER",
-            "3",
-            "OUTPUT_DIR",
-            str(out),
-        ]
+    proc = run_script(
+        "tools/train_net.py",
+        "--config-file",
+        CONFIG,
+        "--num-gpus",
+        "2",
+        *TINY,
+        "SOLVER.MAX_ITER",
+        "3",
+        "OUTPUT_DIR",
+        out,
+        timeout=300,
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

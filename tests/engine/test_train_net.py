@@ -3,34 +3,24 @@ write the metrics, the plot and the pictures; evaluate again from the checkpoint
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TRAIN_NET = REPO / "tools" / "train_net.py"
 QUICK = REPO / "configs" / "quick" / "mask_rcnn_FPN.yaml"
 
 
-def _run(args, env_cache):
-    env = dict(__import__("os").environ, MASKRCNNPP_CACHE=str(env_cache), OMP_NUM_THREADS="2")
-    proc = subprocess.run(
-        [sys.executable, str(TRAIN_NET), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _run(run_script, args):
+    # two OpenMP threads (the fixture's default is one); MASKRCNNPP_CACHE is the session's
+    proc = run_script("tools/train_net.py", *args, env={"OMP_NUM_THREADS": "2"}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
 
-def test_two_iterations_then_eval_only(tmp_path, tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
+def test_two_iterations_then_eval_only(tmp_path, run_script):
     out = tmp_path / "run"
     log = _run(
+        run_script,
         [
             "--config-file",
             str(QUICK),
@@ -51,7 +41,6 @@ def test_two_iterations_then_eval_only(tmp_path, tmp_path_factory):
             "OUTPUT_DIR",
             str(out),
         ],
-        cache,
     )
     assert "Results on nuclei_synth_val" in log and "| mask_rcnn_FPN " in log
     final = json.loads((out / "final_metrics.json").read_text())["results"]["nuclei_synth_val"]
@@ -70,6 +59,7 @@ def test_two_iterations_then_eval_only(tmp_path, tmp_path_factory):
     assert state["iteration"] == 1 and "model" in state
 
     log = _run(
+        run_script,
         [
             "--config-file",
             str(QUICK),
@@ -85,7 +75,6 @@ def test_two_iterations_then_eval_only(tmp_path, tmp_path_factory):
             "OUTPUT_DIR",
             str(tmp_path / "eval"),
         ],
-        cache,
     )
     again = json.loads((tmp_path / "eval" / "final_metrics.json").read_text())["results"]
     # same weights, same data: the same numbers
@@ -95,10 +84,10 @@ def test_two_iterations_then_eval_only(tmp_path, tmp_path_factory):
 QUICK_UNETPP = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
 
 
-def test_unetpp_trains_then_evaluates_pruned(tmp_path, tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
+def test_unetpp_trains_then_evaluates_pruned(tmp_path, run_script):
     out = tmp_path / "unetpp"
     log = _run(
+        run_script,
         [
             "--config-file",
             str(QUICK_UNETPP),
@@ -113,7 +102,6 @@ def test_unetpp_trains_then_evaluates_pruned(tmp_path, tmp_path_factory):
             "OUTPUT_DIR",
             str(out),
         ],
-        cache,
     )
     assert "Results on nuclei_synth_sem_seg_val" in log
     final = json.loads((out / "final_metrics.json").read_text())["results"][
@@ -127,6 +115,7 @@ def test_unetpp_trains_then_evaluates_pruned(tmp_path, tmp_path_factory):
     assert {f"heads.x_0_{j}.weight" for j in range(1, 5)} <= set(state["model"])
 
     _run(
+        run_script,
         [
             "--config-file",
             str(QUICK_UNETPP),
@@ -140,7 +129,6 @@ def test_unetpp_trains_then_evaluates_pruned(tmp_path, tmp_path_factory):
             "OUTPUT_DIR",
             str(tmp_path / "pruned"),
         ],
-        cache,
     )
     pruned = json.loads((tmp_path / "pruned" / "final_metrics.json").read_text())["results"]
     assert pruned["nuclei_synth_sem_seg_val"]["nuclei"]["num_images"] == 16

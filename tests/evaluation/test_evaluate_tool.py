@@ -8,8 +8,6 @@ hand) and the bad-input errors (in-process through the library function the tool
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -17,8 +15,6 @@ import pytest
 
 from maskrcnnpp.evaluation.results_file_evaluation import evaluate_results_file
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOL = os.path.join(REPO, "tools", "evaluate.py")
 HEIGHT, WIDTH = 40, 50
 
 
@@ -93,13 +89,13 @@ def perfect_results():
     return results
 
 
-def run_tool(*args):
-    return subprocess.run(
-        [sys.executable, TOOL, *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+@pytest.fixture
+def run_tool(run_script):
+    """tools/evaluate.py with these arguments, in a subprocess (the ``run_script`` fixture)."""
+    return lambda *args: run_script("tools/evaluate.py", *args, timeout=300)
 
 
-def test_perfect_predictions(gt_file, tmp_path):
+def test_perfect_predictions(gt_file, tmp_path, run_tool):
     pred = write_json(tmp_path / "pred.json", perfect_results())
     out = tmp_path / "metrics" / "m.json"
     proc = run_tool("--gt", gt_file, "--pred", pred, "--out", str(out))
@@ -116,7 +112,7 @@ def test_perfect_predictions(gt_file, tmp_path):
     assert metrics["nuclei"]["num_images"] == 2
 
 
-def test_degraded_predictions(gt_file, tmp_path):
+def test_degraded_predictions(gt_file, tmp_path, run_tool):
     results = perfect_results()[1:]  # image 1 loses its first nucleus
     # A low-score false positive on image 2: below --score-thresh for the nuclei metrics;
     # for COCO AP it ranks after every true positive, so precision stays 1 up to recall 3/4.
@@ -150,7 +146,7 @@ def test_degraded_predictions(gt_file, tmp_path):
     assert nuclei["pq"] == pytest.approx((2 / 3 + 1) / 2)
 
 
-def test_bad_input_exits_nonzero_end_to_end(gt_file, tmp_path):
+def test_bad_input_exits_nonzero_end_to_end(gt_file, tmp_path, run_tool):
     out = tmp_path / "m.json"
     missing = str(tmp_path / "nope.json")
     proc = run_tool("--gt", gt_file, "--pred", missing, "--out", str(out))
@@ -238,7 +234,7 @@ def test_empty_results_say_no_predictions(gt_file, tmp_path, capsys):
     assert f"No predictions: {pred} is an empty list" in capsys.readouterr().out
 
 
-def test_results_table_printed_once_on_stdout(gt_file, tmp_path):
+def test_results_table_printed_once_on_stdout(gt_file, tmp_path, run_tool):
     """Before: the AP tables also went to stderr (Detectron2's INFO log and COCOeval's
     summary), so a user saw the results twice."""
     pred = write_json(tmp_path / "pred.json", perfect_results())

@@ -4,10 +4,7 @@ item 1). Each test failed on the code before its fix (the commit says how).
 """
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -111,41 +108,33 @@ def test_predict_with_bfloat16_instance_model(rcnn_weights, tmp_path, run_script
     assert abs(counts["bfloat16"] - counts["float32"]) <= 2, counts
 
 
-def test_train_net_bfloat16_amp_and_evaluation_write_final_metrics(tmp_path, tmp_path_factory):
+def test_train_net_bfloat16_amp_and_evaluation_write_final_metrics(tmp_path, run_script):
     """SOLVER.AMP.ENABLED (bfloat16 training on the CPU) and TEST.PRECISION bfloat16: before,
     the final evaluation crashed in NucleiEvaluator and no final_metrics.json was written."""
-    cache = tmp_path_factory.getbasetemp() / "maskrcnnpp-cache"
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "train_net.py"),
-            "--config-file",
-            str(QUICK / "mask_rcnn_FPN.yaml"),
-            "SOLVER.MAX_ITER",
-            "1",
-            "SOLVER.IMS_PER_BATCH",
-            "1",
-            "SOLVER.AMP.ENABLED",
-            "True",
-            "TEST.PRECISION",
-            "bfloat16",
-            "TEST.DETECTIONS_PER_IMAGE",
-            "20",
-            "TEST.NUCLEI.SCORE_THRESH",
-            "0.0",
-            "TEST.NUCLEI.NUM_VIS",
-            "0",
-            "DATALOADER.NUM_WORKERS",
-            "0",
-            "OUTPUT_DIR",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "tools/train_net.py",
+        "--config-file",
+        QUICK / "mask_rcnn_FPN.yaml",
+        "SOLVER.MAX_ITER",
+        "1",
+        "SOLVER.IMS_PER_BATCH",
+        "1",
+        "SOLVER.AMP.ENABLED",
+        "True",
+        "TEST.PRECISION",
+        "bfloat16",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "20",
+        "TEST.NUCLEI.SCORE_THRESH",
+        "0.0",
+        "TEST.NUCLEI.NUM_VIS",
+        "0",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        out,
         timeout=900,
-        env=dict(os.environ, MASKRCNNPP_CACHE=str(cache), OMP_NUM_THREADS="1"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = json.loads((out / "final_metrics.json").read_text())["results"]["nuclei_synth_val"]

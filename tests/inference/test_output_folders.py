@@ -86,7 +86,7 @@ def wait_for_first_image(proc, out, timeout=240):
 # ------------------------------------------------------------------------------------------
 # One writer per folder
 # ------------------------------------------------------------------------------------------
-def test_second_predict_into_the_same_folder_is_refused(weights, tmp_path):
+def test_second_predict_into_the_same_folder_is_refused(weights, tmp_path, run_script):
     """Before: both printed "12 image(s) written"; the COCO files listed one run's images."""
     first_in, second_in = image_folder(tmp_path / "a", 12), image_folder(tmp_path / "b", 2)
     out = tmp_path / "out"
@@ -102,13 +102,8 @@ def test_second_predict_into_the_same_folder_is_refused(weights, tmp_path):
     first.send_signal(signal.SIGSTOP)  # paused in the middle of its run, lock held
     try:
         start = time.monotonic()
-        second = subprocess.run(
-            predict_command(weights, second_in, out, "--overwrite"),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            env=ENV,
-            timeout=300,
+        second = run_script(
+            *predict_command(weights, second_in, out, "--overwrite")[1:], timeout=300
         )
     finally:
         first.send_signal(signal.SIGCONT)

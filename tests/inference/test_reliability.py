@@ -135,26 +135,19 @@ def test_export_refuses_weights_of_another_architecture(weights, tmp_path, run_s
     assert not out.exists()
 
 
-def test_eval_only_refuses_weights_of_another_architecture(weights, tmp_path):
+def test_eval_only_refuses_weights_of_another_architecture(weights, tmp_path, run_script):
     """Before: --eval-only evaluated the randomly initialised model and reported its metrics."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "train_net.py"),
-            "--config-file",
-            UNETPP_CONFIG,
-            "--eval-only",
-            *CPU,
-            "MODEL.WEIGHTS",
-            weights["rcnn"],
-            "OUTPUT_DIR",
-            str(tmp_path / "eval"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "tools/train_net.py",
+        "--config-file",
+        UNETPP_CONFIG,
+        "--eval-only",
+        *CPU,
+        "MODEL.WEIGHTS",
+        weights["rcnn"],
+        "OUTPUT_DIR",
+        str(tmp_path / "eval"),
         timeout=300,
-        env=ENV,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert error_lines(proc.stderr)[-1].startswith(
@@ -255,22 +248,20 @@ def test_config_value_error_names_the_file(tmp_path):
         setup_cfg(str(bad))
 
 
-def test_train_net_traceback_on_request(tmp_path):
+def test_train_net_traceback_on_request(tmp_path, run_script):
     bad = tmp_path / "typo.yaml"
     bad.write_text(f'_BASE_: "{RCNN_CONFIG}"\nSOLVER:\n  BASE_LRR: 0.1\n')
-    command = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(bad)]
-    plain = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
+    plain = run_script("tools/train_net.py", "--config-file", str(bad), timeout=300)
     assert plain.returncode == 2
     assert error_lines(plain.stderr) == [
         f"train_net: error: {bad} (or one of its _BASE_ files): Non-existent config key: SOLVER.BASE_LRR"
     ]
-    verbose = subprocess.run(
-        command,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    verbose = run_script(
+        "tools/train_net.py",
+        "--config-file",
+        str(bad),
+        env={"MASKRCNNPP_TRACEBACK": "1"},
         timeout=300,
-        env=dict(ENV, MASKRCNNPP_TRACEBACK="1"),
     )
     assert verbose.returncode == 2 and "Traceback (most recent call last)" in verbose.stderr
 
@@ -278,29 +269,22 @@ def test_train_net_traceback_on_request(tmp_path):
 # ------------------------------------------------------------------------------------------
 # 12. Known third-party warnings
 # ------------------------------------------------------------------------------------------
-def test_predict_run_prints_no_warning(weights, images, tmp_path):
+def test_predict_run_prints_no_warning(weights, images, tmp_path, run_script):
     """Before: torch.jit.script FutureWarnings (twice), the torch.meshgrid UserWarning and
     torch's is_fx_tracing notice on every run."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "predict.py"),
-            "--config-file",
-            RCNN_CONFIG,
-            "--input",
-            str(images),
-            "--output",
-            str(tmp_path / "out"),
-            *CPU,
-            *SMALL_RCNN,
-            "MODEL.WEIGHTS",
-            weights["rcnn"],
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "tools/predict.py",
+        "--config-file",
+        RCNN_CONFIG,
+        "--input",
+        str(images),
+        "--output",
+        str(tmp_path / "out"),
+        *CPU,
+        *SMALL_RCNN,
+        "MODEL.WEIGHTS",
+        weights["rcnn"],
         timeout=300,
-        env=ENV,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert error_lines(proc.stderr) == [], proc.stderr[-3000:]
