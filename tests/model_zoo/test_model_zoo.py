@@ -28,6 +28,8 @@ FLOOR_IMAGES = 8
 # The shipped weights scored DSB 0.6248 on those 8 images when they were packaged (2 threads);
 # the floor leaves a margin for thread-count and platform differences.
 DSB_FLOOR = 0.58
+# bfloat16 against float32 on those images: DSB score and fg IoU differences at most this
+BFLOAT16_DSB_TOLERANCE = 0.02
 
 
 def test_shipped_models_are_listed():
@@ -155,14 +157,41 @@ def _val_images(shared_dsb2018, count):
         yield np.ascontiguousarray(image), labels
 
 
-def test_shipped_model_scores_above_its_floor_on_dsb2018(shared_dsb2018):
-    predictor = NucleiPredictor(model_zoo.get_config(SHIPPED))
-    stats = []
+def _scores_on_val(shared_dsb2018, precision):
+    """(summary, per-image nucleus counts) of the shipped model on the first FLOOR_IMAGES val
+    images with TEST.PRECISION ``precision``."""
+    cfg = model_zoo.get_config(SHIPPED)
+    cfg.TEST.PRECISION = precision
+    predictor = NucleiPredictor(cfg)
+    stats, counts = [], []
     for image, labels in _val_images(shared_dsb2018, FLOOR_IMAGES):
-        stats.append(image_nuclei_stats(labels, predictor(image).labels))
-    summary = summarize_nuclei_stats(stats)
+        predicted = predictor(image).labels
+        stats.append(image_nuclei_stats(labels, predicted))
+        counts.append(int(predicted.max(initial=0)))
+    return summarize_nuclei_stats(stats), counts
+
+
+@pytest.fixture(scope="module")
+def float32_scores(shared_dsb2018):
+    return _scores_on_val(shared_dsb2018, "float32")
+
+
+def test_shipped_model_scores_above_its_floor_on_dsb2018(float32_scores):
+    summary, _ = float32_scores
     print(f"DSB {summary['dsb_score']:.4f} on {FLOOR_IMAGES} val images")
     assert summary["dsb_score"] >= DSB_FLOOR
+
+
+def test_shipped_model_in_bfloat16_stays_within_its_tolerance(shared_dsb2018, float32_scores):
+    """TEST.PRECISION bfloat16 on the trained instance model: the same nuclei as float32
+    within a tolerance (the semantic family: tests/engine/test_semantic_training.py)."""
+    reference, reference_counts = float32_scores
+    summary, counts = _scores_on_val(shared_dsb2018, "bfloat16")
+    print(f"DSB float32 {reference['dsb_score']:.4f}, bfloat16 {summary['dsb_score']:.4f}")
+    assert abs(summary["dsb_score"] - reference["dsb_score"]) <= BFLOAT16_DSB_TOLERANCE
+    assert abs(summary["iou"] - reference["iou"]) <= BFLOAT16_DSB_TOLERANCE
+    for count, reference_count in zip(counts, reference_counts):
+        assert abs(count - reference_count) <= max(2, 0.05 * reference_count)
 
 
 @pytest.mark.slow
