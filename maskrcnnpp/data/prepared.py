@@ -34,8 +34,6 @@ from ..structures.rle import mask_to_annotation_fields
 from ..utils.cli import ignore_interrupts
 from ..utils.folder_lock import FolderInUseError, exclusive_folder
 
-# registered even when not prepared, so that configs can name them
-STANDARD_SPLITS = ("train", "val", "test")
 __all__ = [
     "CATEGORY",
     "DatasetFormatError",
@@ -60,6 +58,8 @@ __all__ = [
     "warn_unlisted_annotations",
 ]
 
+# registered even when not prepared, so that configs can name them
+STANDARD_SPLITS = ("train", "val", "test")
 THING_CLASSES = ["nucleus"]
 STUFF_CLASSES = ["background", "nucleus"]
 SEM_SEG_IGNORE_LABEL = 255
