@@ -236,3 +236,20 @@ def check_args(args):
             fail(f"--{name.replace('_', '-')} {folder}: no index.json (not an exported split)")
     if args.command in ("predict", "serve") and not os.path.isdir(args.run_dir):
         fail(f"--run-dir {args.run_dir}: no such folder (train first)")
+
+
+def main(description, train, load_predictor):
+    """
+    The command line of a peer's script: ``train`` (``train(args)``), ``predict`` (the
+    predictions of a split by ``load_predictor(run_dir, threads)``) or ``serve`` (the same
+    predictor for the speed benchmark). Returns the exit status.
+    """
+    args = build_parser(description).parse_args()
+    check_args(args)
+    if args.command == "train":
+        train(args)
+    elif args.command == "predict":
+        print(predict_split(args.data, args.run_dir, load_predictor(args.run_dir, args.threads)))
+    else:
+        serve(load_predictor(args.run_dir, args.threads))
+    return 0

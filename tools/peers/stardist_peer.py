@@ -214,20 +214,5 @@ def load_predictor(run_dir, threads):
     return predict_labels
 
 
-def main():
-    args = peer_common.build_parser(__doc__.split("\n\n")[0]).parse_args()
-    peer_common.check_args(args)
-    if args.command == "train":
-        train(args)
-    elif args.command == "predict":
-        print(
-            peer_common.predict_split(
-                args.data, args.run_dir, load_predictor(args.run_dir, args.threads)
-            )
-        )
-    else:
-        peer_common.serve(load_predictor(args.run_dir, args.threads))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(peer_common.main(__doc__.split("\n\n")[0], train, load_predictor))
