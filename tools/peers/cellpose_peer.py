@@ -115,7 +115,10 @@ def train(args):
             "history": [],
         }
     else:
-        checkpoint = torch.load(os.path.join(run_dir, CHECKPOINT), map_location="cpu")
+        # our own file; runs of older versions stored numpy scalars, which weights_only refuses
+        checkpoint = torch.load(
+            os.path.join(run_dir, CHECKPOINT), map_location="cpu", weights_only=False
+        )
         net.load_state_dict(checkpoint["net"])
         optimizer.load_state_dict(checkpoint["optimizer"])
     budget = peer_common.ComputeBudget(args.minutes, args.cores, state["cpu_seconds"])
@@ -129,7 +132,7 @@ def train(args):
         # the schedule's first epochs do not depend on its length (warm-up over 10 epochs)
         rates = learning_rates(LEARNING_RATE, state["num_epochs"] or 10)
         for group in optimizer.param_groups:
-            group["lr"] = rates[epoch]
+            group["lr"] = float(rates[epoch])
         np.random.seed((args.seed * 100_003 + epoch) % 2**32)
         order = np.random.permutation(num_images)
         net.train()

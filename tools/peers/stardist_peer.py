@@ -103,7 +103,7 @@ def _budget_callback(model, budget, run_dir, state):
                         "cooldown_counter": int(callback.cooldown_counter),
                     }
             state["history"].append({k: float(v) for k, v in (logs or {}).items()})
-            peer_common.write_checkpoint_state(run_dir, state, f"{MODEL_NAME}/weights_last.h5")
+            peer_common.write_checkpoint_state(run_dir, state, f"{MODEL_NAME}/weights_now.h5")
 
     return BudgetCallback()
 
@@ -173,7 +173,7 @@ def train(args):
         tf.random.set_seed(seed)
         model.prepare_for_training()
         if state["epochs_done"]:
-            model.load_weights("weights_last.h5")
+            model.load_weights("weights_now.h5")
             _restore_training_state(model, state)
         model.callbacks.append(_budget_callback(model, budget, run_dir, state))
         model.train(
