@@ -13,7 +13,7 @@ import torch
 
 from .case import BenchmarkCase, synchronize
 
-__all__ = ["COMPONENTS", "profile_case_group", "format_module_profile"]
+__all__ = ["COMPONENTS", "ComponentTimer", "profile_case_group", "format_module_profile"]
 
 # (component, pattern of the module names it sums, relative to the detector; a backbone
 # measured alone has the same names without "backbone.")
@@ -30,25 +30,29 @@ NECK_REST = "neck outside its convs (up-sampling, sums, layout)"
 REST = "rest (pre- and post-processing)"
 
 
-def _component_modules(model: torch.nn.Module) -> Dict[str, List[torch.nn.Module]]:
+def _component_modules(
+    model: torch.nn.Module, components=COMPONENTS
+) -> Dict[str, List[torch.nn.Module]]:
     prefix = "" if hasattr(model, "backbone") else "backbone."
-    found = {name: [] for name, _ in COMPONENTS}
+    found = {name: [] for name, _ in components}
     found["backbone"] = [model.backbone] if hasattr(model, "backbone") else [model]
     for module_name, module in model.named_modules():
-        for name, pattern in COMPONENTS:
+        for name, pattern in components:
             if re.fullmatch(pattern, prefix + module_name):
                 found[name].append(module)
     return found
 
 
-class _ComponentTimer:
-    """Forward hooks on a model's components that add up the seconds spent in each."""
+class ComponentTimer:
+    """Forward hooks on a model's components that add up the seconds spent in each:
+    ``components`` are (name, pattern of module names) as :data:`COMPONENTS`; ``backbone``
+    is always timed."""
 
-    def __init__(self, model: torch.nn.Module, device: str):
+    def __init__(self, model: torch.nn.Module, device: str, components=COMPONENTS):
         self.device = device
         self.elapsed: Dict[str, float] = {}
         self._handles = []
-        for name, modules in _component_modules(model).items():
+        for name, modules in _component_modules(model, components).items():
             for module in modules:
                 starts = []
                 self._handles += [
@@ -101,7 +105,7 @@ def profile_case_group(
     """
     first = cases[0]
     workloads = {case.name: case.build() for case in cases}
-    timers = {name: _ComponentTimer(w.module, first.device) for name, w in workloads.items()}
+    timers = {name: ComponentTimer(w.module, first.device) for name, w in workloads.items()}
     per_round = {name: [] for name in workloads}
     try:
         for k in range(warmup + rounds):

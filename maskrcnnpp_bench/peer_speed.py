@@ -10,7 +10,9 @@ Prediction speed of our models and the peers side by side, in one run (``tools/b
 
 What is timed: from the decoded (H, W, 3) uint8 RGB image in memory to the (H, W) label image,
 normalisation, the network, post-processing (our mask paste and tiling; StarDist's NMS;
-Cellpose's flow dynamics) included; reading and writing files left out. Our models run in
+Cellpose's flow dynamics) included; reading and writing files left out. Where an instance
+model of ours spends the time of the largest image, stage by stage, is measured after the
+timed rounds, with hooks on (:func:`profile_instance_prediction`). Our models run in
 this process (:class:`NucleiPredictor`, ``torch.set_num_threads(threads)``); each peer in a
 worker of ``.venv-peers`` (``tools/peers/<kind>_peer.py serve``) that holds its model and the
 images in memory, with the same thread count (OMP_NUM_THREADS, TensorFlow's intra-op pool,
@@ -21,14 +23,17 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
+import time
 from collections import OrderedDict
 
 import numpy as np
 import tifffile
 import torch
 from detectron2.data import DatasetCatalog
+from detectron2.modeling.meta_arch import rcnn
 
 from maskrcnnpp.comparison.peers.runs import peer_script, peers_python
 from maskrcnnpp.config.setup import setup_cfg
@@ -36,6 +41,7 @@ from maskrcnnpp.data.image_io import read_image_rgb
 from maskrcnnpp.inference.predictor import NucleiPredictor
 from maskrcnnpp.utils.atomic_io import atomic_open
 
+from .module_profile import ComponentTimer
 from .runner import machine_info
 from .timing import median_paired_ratio, summarize_seconds, time_interleaved
 
@@ -43,6 +49,7 @@ __all__ = [
     "OurModel",
     "PeerWorker",
     "square_image",
+    "profile_instance_prediction",
     "run_peer_speed",
     "format_peer_speed",
     "write_peer_speed",
@@ -144,6 +151,110 @@ def square_image(image, side):
     return np.ascontiguousarray(image[top : top + side, left : left + side])
 
 
+# the modules of a GeneralizedRCNN whose forward time :func:`profile_instance_prediction` sums
+_PREDICTION_MODULES = (
+    ("RPN", r"proposal_generator"),
+    ("ROI box head", r"roi_heads\.(box_pooler|box_head|box_predictor)"),
+    ("ROI mask head", r"roi_heads\.(mask_pooler|mask_head)"),
+    ("ROI heads", r"roi_heads"),
+    ("model", r""),
+)
+# the stages of one prediction, in the order of the profile's table
+PREDICTION_STAGES = (
+    "resize and tensor (predictor)",
+    "backbone",
+    "RPN",
+    "ROI box head",
+    "ROI mask head",
+    "ROI heads rest (box NMS, caps)",
+    "mask paste at image size (detector_postprocess)",
+    "model rest (normalisation, padding)",
+    "post-processing (mask crops, tile merge, label image)",
+    "total",
+)
+
+
+def _prediction_stages(elapsed, total):
+    """Seconds of :data:`PREDICTION_STAGES` from one prediction's hook sums."""
+    get = elapsed.get
+    return {
+        "resize and tensor (predictor)": get("run_model", 0.0) - get("model", 0.0),
+        "backbone": get("backbone", 0.0),
+        "RPN": get("RPN", 0.0),
+        "ROI box head": get("ROI box head", 0.0),
+        "ROI mask head": get("ROI mask head", 0.0),
+        "ROI heads rest (box NMS, caps)": get("ROI heads", 0.0)
+        - get("ROI box head", 0.0)
+        - get("ROI mask head", 0.0),
+        "mask paste at image size (detector_postprocess)": get("paste", 0.0),
+        "model rest (normalisation, padding)": get("model", 0.0)
+        - get("backbone", 0.0)
+        - get("RPN", 0.0)
+        - get("ROI heads", 0.0)
+        - get("paste", 0.0),
+        "post-processing (mask crops, tile merge, label image)": total - get("run_model", 0.0),
+        "total": total,
+    }
+
+
+def profile_instance_prediction(model, key, *, rounds, warmup):
+    """
+    Where one of our instance models spends a prediction of a loaded image, stage by stage
+    (:data:`PREDICTION_STAGES`): forward hooks on the network's modules, and timed wrappers
+    around :meth:`NucleiPredictor.run_model` and Detectron2's ``detector_postprocess`` (which
+    pastes every mask at the image size), removed afterwards. ``warmup`` untimed rounds, then
+    ``rounds`` timed ones.
+
+    Args:
+        model (OurModel): with the image ``key`` loaded.
+
+    Returns:
+        dict or None: ``{"ms": {stage: median ms}, "nuclei": N, "tiles": T}``; None for a model
+        without ROI heads (a semantic model).
+    """
+    predictor = model.predictor
+    network = predictor.model
+    if not hasattr(network, "roi_heads"):
+        return None
+    timer = ComponentTimer(network, "cpu", _PREDICTION_MODULES)
+    elapsed = timer.elapsed
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                elapsed[name] = elapsed.get(name, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    paste = rcnn.detector_postprocess
+    predictor.run_model = timed("run_model", predictor.run_model)
+    rcnn.detector_postprocess = timed("paste", paste)
+    per_round = []
+    try:
+        for k in range(warmup + rounds):
+            elapsed.clear()
+            start = time.perf_counter()
+            prediction = predictor(model.images[key])
+            total = time.perf_counter() - start
+            if k >= warmup:
+                per_round.append(_prediction_stages(elapsed, total))
+    finally:
+        timer.remove()
+        del predictor.run_model
+        rcnn.detector_postprocess = paste
+    return {
+        "ms": {
+            stage: 1000 * statistics.median(r[stage] for r in per_round)
+            for stage in PREDICTION_STAGES
+        },
+        "nuclei": int(len(prediction.scores)),
+        "tiles": int(prediction.num_tiles),
+    }
+
+
 def run_peer_speed(
     ours,
     peers,
@@ -229,6 +340,18 @@ def run_peer_speed(
             )
             for name, times in seconds.items():
                 totals[name] += times[0]
+        profile_side = max(sides)
+        logger.info(
+            "where our instance models spend a %dx%d prediction", profile_side, profile_side
+        )
+        profiles = OrderedDict()
+        for name, model in models.items():
+            if isinstance(model, OurModel):
+                profile = profile_instance_prediction(
+                    model, f"side{profile_side}", rounds=rounds, warmup=warmup
+                )
+                if profile is not None:
+                    profiles[name] = profile
     finally:
         for model in models.values():
             model.close()
@@ -257,6 +380,7 @@ def run_peer_speed(
         },
         latency=latency,
         throughput=throughput,
+        profile=OrderedDict(side=profile_side, models=profiles),
         machine=machine_info(),
     )
 
@@ -291,6 +415,31 @@ def format_peer_speed(result):
             f"{throughput['ratio_to_reference']:.2f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    profiles = result.get("profile", {}).get("models", {})
+    if profiles:
+        side = result["profile"]["side"]
+        names = list(profiles)
+        lines += [
+            "",
+            f"## Where our instance models spend a {side}x{side} prediction",
+            "",
+            "Median ms over the rounds, with hooks on (their totals are a little above the "
+            "untimed-hook latency); "
+            + ", ".join(
+                f"{n}: {profiles[n]['nuclei']} nuclei, {profiles[n]['tiles']} tile(s)"
+                for n in names
+            )
+            + ".",
+            "",
+            "| stage | " + " | ".join(f"{n} ms | {n} %" for n in names) + " |",
+            "|:---|" + "---:|---:|" * len(names),
+        ]
+        for stage in PREDICTION_STAGES:
+            cells = [stage]
+            for n in names:
+                ms = profiles[n]["ms"]
+                cells += [f"{ms[stage]:.0f}", f"{100 * ms[stage] / ms['total']:.0f}"]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

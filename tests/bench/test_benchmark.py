@@ -240,3 +240,61 @@ def test_module_profile_accounts_for_the_whole_inference():
         assert ms["bottom-up"] < ms["backbone"] < ms["total"]
     table = format_module_profile(profile)
     assert "| nested nodes X(i, j>=1) | 0 |" in table and "| total |" in table
+
+
+def test_instance_prediction_profile_accounts_for_the_whole_prediction(tmp_path):
+    """benchmark_peers.py's profile: the stages of one prediction add up to its total, the
+    hooks and wrappers are gone afterwards, and a semantic model has no profile."""
+    from detectron2.modeling import build_model
+    from detectron2.modeling.meta_arch import rcnn
+
+    from maskrcnnpp.config.setup import setup_cfg
+    from maskrcnnpp.data.synthetic_nuclei import generate_synthetic_nuclei_image
+    from maskrcnnpp_bench.peer_speed import (
+        PREDICTION_STAGES,
+        OurModel,
+        format_peer_speed,
+        profile_instance_prediction,
+    )
+
+    image = generate_synthetic_nuclei_image(0, image_size=128)[0][:96]
+    shipped = REPO_ROOT / "maskrcnnpp" / "model_zoo" / "configs" / "mask_rcnnpp_nuclei.yaml"
+    model = OurModel("nested", str(shipped), ["MODEL.WEIGHTS", "maskrcnnpp://mask_rcnnpp_nuclei"])
+    model.load("image", image)
+    paste = rcnn.detector_postprocess
+    profile = profile_instance_prediction(model, "image", rounds=1, warmup=0)
+    ms = profile["ms"]
+    assert list(ms) == list(PREDICTION_STAGES)
+    assert sum(ms[s] for s in PREDICTION_STAGES[:-1]) == pytest.approx(ms["total"], rel=1e-6)
+    for stage in ("backbone", "RPN", "ROI box head", "ROI mask head"):
+        assert ms[stage] > 0, stage
+    assert ms["mask paste at image size (detector_postprocess)"] > 0
+    assert min(ms.values()) >= 0
+    assert profile["tiles"] == 1 and profile["nuclei"] > 0
+    assert rcnn.detector_postprocess is paste and "run_model" not in vars(model.predictor)
+
+    semantic_config = str(REPO_ROOT / "configs" / "quick" / "unetpp_vgg.yaml")
+    torch.manual_seed(0)
+    weights = tmp_path / "unetpp.pth"
+    torch.save({"model": build_model(setup_cfg(semantic_config, [])).state_dict()}, weights)
+    semantic = OurModel("unetpp", semantic_config, ["MODEL.WEIGHTS", str(weights)])
+    semantic.load("image", image)
+    assert profile_instance_prediction(semantic, "image", rounds=1, warmup=0) is None
+
+    timing = {"ms": {"median": 10.0, "q1": 9.0, "q3": 11.0}, "ratio_to_reference": 1.0}
+    result = {
+        "what": "w",
+        "threads": 1,
+        "rounds": 1,
+        "num_images": 1,
+        "reference": "nested",
+        "models": {"nested": "ours"},
+        "latency": {"96": {"nested": timing}},
+        "throughput": {
+            "nested": {"seconds": 1.0, "images_per_second": 1.0, "ratio_to_reference": 1.0}
+        },
+        "profile": {"side": 96, "models": {"nested": profile}},
+    }
+    table = format_peer_speed(result)
+    assert "## Where our instance models spend a 96x96 prediction" in table
+    assert f"| total | {ms['total']:.0f} | 100 |" in table
