@@ -2,6 +2,7 @@
 (Mask R-CNN / Mask R-CNN++: ``{"instances": Instances}``) or a semantic one (UNet++ family:
 ``{"sem_seg": (C, H, W)}``), as one label image."""
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import List
@@ -11,6 +12,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
 from ..checkpoint.checkpointer import load_model_weights
 from ..data.pixel_scale import build_instance_augmentations
@@ -76,7 +78,12 @@ class NucleiPredictor:
     models (as in their evaluation).
 
     * Instance models: detections with score >= ``score_thresh`` and a non-empty mask; where
-      masks overlap the higher score keeps the pixel.
+      masks overlap the higher score keeps the pixel. While the predictor runs the model, its
+      box predictors keep only such detections (their ``test_score_thresh`` raised to
+      ``score_thresh``, :meth:`run_model`), so the mask head and the mask paste work on the
+      nuclei that are kept. The nuclei are the same as with the evaluation's low threshold:
+      a detection is suppressed only by one with a higher score, and the cap on detections
+      per image takes the highest scores first.
     * Semantic models: the class probabilities are stitched from the tiles' cores; nuclei are
       the 8-connected components of ``argmax != 0`` (for a binary model, ``argmax == 1``),
       each scored by its mean nucleus probability ``1 - p(background)`` (for a binary model,
@@ -190,8 +197,28 @@ class NucleiPredictor:
         aug_input = T.AugInput(np.ascontiguousarray(image))
         self.augmentations(aug_input)
         tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
-        with torch.no_grad(), inference_autocast(self.precision, self.model):
+        with (
+            torch.no_grad(),
+            inference_autocast(self.precision, self.model),
+            self._detections_from(self.score_thresh),
+        ):
             return self.model([{"image": tensor, "height": height, "width": width}])[0]
+
+    @contextlib.contextmanager
+    def _detections_from(self, score_thresh):
+        """The model's box predictors keep detections with score >= ``score_thresh`` (or their
+        own higher threshold) inside the block, and get their threshold back after it."""
+        predictors = [m for m in self.model.modules() if isinstance(m, FastRCNNOutputLayers)]
+        saved = [p.test_score_thresh for p in predictors]
+        # their filter is score > threshold; the predictor keeps score >= score_thresh
+        lowered = float(np.nextafter(np.float32(score_thresh), np.float32(0)))
+        try:
+            for predictor, threshold in zip(predictors, saved):
+                predictor.test_score_thresh = max(threshold, lowered)
+            yield
+        finally:
+            for predictor, threshold in zip(predictors, saved):
+                predictor.test_score_thresh = threshold
 
     def __call__(self, image: np.ndarray) -> NucleiPrediction:
         """

@@ -295,6 +295,38 @@ def test_image_with_more_nuclei_than_any_cap(tmp_path):
     assert "reached the cap of 200 detections (TEST.DETECTIONS_PER_IMAGE 200" in reached[1]
 
 
+def test_mask_head_sees_only_the_detections_the_predictor_keeps(monkeypatch):
+    """The predictor raises the box predictor's threshold to TEST.PREDICT.SCORE_THRESH while it
+    runs the model: the same nuclei and scores as with the evaluation's 0.05, fewer ROIs
+    through the mask head and the paste, and the model's threshold back afterwards."""
+    import contextlib
+
+    from maskrcnnpp.inference import NucleiPredictor
+
+    cfg = setup_cfg(
+        str(REPO / "maskrcnnpp" / "model_zoo" / "configs" / "mask_rcnnpp_nuclei.yaml"),
+        [*CPU, "MODEL.WEIGHTS", "maskrcnnpp://mask_rcnnpp_nuclei"],
+    )
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST < cfg.TEST.PREDICT.SCORE_THRESH == 0.5
+    predictor = NucleiPredictor(cfg)
+    rois = []
+    predictor.model.roi_heads.mask_head.register_forward_hook(
+        lambda module, inputs, output: rois.append(len(inputs[0]))
+    )
+    image = generate_synthetic_nuclei_image(3, image_size=256)[0]
+    kept = predictor(image)
+    box_predictor = predictor.model.roi_heads.box_predictor
+    assert box_predictor.test_score_thresh == cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    monkeypatch.setattr(
+        NucleiPredictor, "_detections_from", lambda self, thresh: contextlib.nullcontext()
+    )
+    everything = predictor(image)
+    assert kept.labels.max() > 10
+    assert np.array_equal(kept.labels, everything.labels)
+    assert np.array_equal(kept.scores, everything.scores)
+    assert rois[0] == kept.labels.max() < rois[1], rois
+
+
 # ------------------------------------------------------------------------------------------
 # 3. No prediction or export with random weights; overrides swallowed by --input
 # ------------------------------------------------------------------------------------------
