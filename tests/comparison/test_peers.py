@@ -238,3 +238,34 @@ def test_each_peer_trains_predicts_and_is_scored(run_script, tmp_path):
     ]
     table = (root / "comparison.md").read_text()
     assert "| stardist |" in table and "| cellpose |" in table
+
+    # a training stopped after its first epoch's checkpoint resumes from it: the state is set
+    # back to "stopped", and a larger budget trains more epochs on top of the checkpoint
+    for peer in ("stardist", "cellpose"):
+        run = root / peer / "seed0"
+        state = json.loads((run / "peer_state.json").read_text())
+        state.update(training_done=False, thresholds_done=False)
+        (run / "peer_state.json").write_text(json.dumps(state))
+        proc = run_script(
+            "tools/train_peer.py",
+            "--peer",
+            peer,
+            "--seed",
+            "0",
+            "--minutes",
+            "1",
+            "--cores",
+            "1",
+            "--threads",
+            "1",
+            "--resume",
+            "--output-dir",
+            run,
+            env={"DETECTRON2_DATASETS": str(tmp_path / "datasets")},
+            timeout=1800,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        resumed = json.loads((run / "peer_state.json").read_text())
+        assert resumed["training_done"] and resumed["epochs_done"] >= 2
+        assert resumed["history"][:1] == state["history"][:1]
+        assert resumed["cpu_seconds"] > state["cpu_seconds"]

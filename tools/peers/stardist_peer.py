@@ -173,7 +173,10 @@ def train(args):
         tf.random.set_seed(seed)
         model.prepare_for_training()
         if state["epochs_done"]:
-            model.load_weights("weights_now.h5")
+            # Keras writes weights_now.h5 after every epoch; StarDist renames it to
+            # weights_last.h5 when a training ends
+            now = os.path.join(run_dir, MODEL_NAME, "weights_now.h5")
+            model.load_weights("weights_now.h5" if os.path.isfile(now) else "weights_last.h5")
             _restore_training_state(model, state)
         model.callbacks.append(_budget_callback(model, budget, run_dir, state))
         model.train(
