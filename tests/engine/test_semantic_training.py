@@ -11,6 +11,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.samplers import TrainingSampler
 from detectron2.modeling import build_model
+from detectron2.utils.env import seed_all_rng
 
 from maskrcnnpp.config import setup_cfg
 from maskrcnnpp.data.build import build_nuclei_train_loader
@@ -231,7 +232,9 @@ def recomputed_bn_stats(model, cfg, records, num_batches=30):
 def trained_pair(two_look_dataset, tmp_path_factory):
     name, records = two_look_dataset
     cfg = tiny_unet_cfg(name, tmp_path_factory.mktemp("pipeline"))
-    torch.manual_seed(cfg.SEED)
+    # every generator (torch, NumPy's global one the augmentations draw from, random), so that
+    # the model does not depend on the tests that ran before in this process
+    seed_all_rng(cfg.SEED)
     trainer = NucleiTrainer(cfg)
     trainer.train()
     return cfg, records, trainer.model, reference_training(cfg, records)

@@ -4,6 +4,7 @@ write the metrics, the plot and the pictures; evaluate again from the checkpoint
 import json
 import pathlib
 
+import pytest
 import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -84,6 +85,9 @@ def test_two_iterations_then_eval_only(tmp_path, run_script):
 QUICK_UNETPP = REPO / "configs" / "quick" / "unetpp_vgg.yaml"
 
 
+# CI covers its parts: semantic training (tests/engine/test_semantic_training.py), pruned
+# evaluation (tests/modeling/test_semantic_unetpp.py) and train_net.py (the instance tests here)
+@pytest.mark.slow
 def test_unetpp_trains_then_evaluates_pruned(tmp_path, run_script):
     out = tmp_path / "unetpp"
     log = _run(

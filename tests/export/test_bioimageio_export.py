@@ -86,6 +86,8 @@ def _bioimageio_test(source):
     assert any(n.startswith("Reproduce test outputs") for n in names), names
 
 
+# the instance package (the shipped model's kind) runs the same checks in CI
+@pytest.mark.slow
 def test_semantic_package_passes_bioimageio_test(tmp_path, run_script):
     config_file = _unetpp_config()
     opts = NARROW_UNETPP + COMMON
