@@ -257,8 +257,23 @@ def readme_mismatches(text):
                         f"{where}, column {header[column]!r}: README {cells[column]!r}, "
                         f"records {expected!r}"
                     )
-            problems += _train_minutes_problems(where, row["train min"], summary)
+            seeds = _parse_seeds(row["seeds"])
+            if seeds and str(folders[name][seeds[0]][0]["config_file"]).startswith("peer:"):
+                problems += _peer_budget_problems(where, row["train min"], folders[name], seeds)
+            else:
+                problems += _train_minutes_problems(where, row["train min"], summary)
     return problems, compared
+
+
+def _peer_budget_problems(where, printed, runs_by_seed, seeds):
+    """A peer's ``train min`` is its budget, "N CPU": minutes x cores of CPU time, from each
+    seed's peer_state.json (its wall time depends on what else shared the machine)."""
+    budgets = set()
+    for seed in seeds:
+        state = json.loads((runs_by_seed[seed][1] / "peer_state.json").read_text())
+        budgets.add(round(state["minutes"] * state["cores"]))
+    expected = [f"{budget} CPU" for budget in sorted(budgets)]
+    return [] if [printed] == expected else [f"{where}: train min {printed!r}, budget {expected}"]
 
 
 def _train_minutes_problems(where, printed, summary):
