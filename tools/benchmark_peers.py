@@ -80,8 +80,9 @@ def main(argv=None):
         "--output", required=True, help="folder of peer_speed.json and peer_speed.md"
     )
     args = parser.parse_args(argv)
-    setup_logger(name="maskrcnnpp")
-    logging.getLogger("maskrcnnpp").setLevel(logging.INFO)
+    for name in ("maskrcnnpp", "maskrcnnpp_bench"):  # the latter says which table it times
+        setup_logger(name=name)
+        logging.getLogger(name).setLevel(logging.INFO)
     with exit_on_errors("benchmark_peers.py", (ValueError, FileNotFoundError, PeersNotInstalled)):
         if not args.model and not args.peer:
             raise ValueError("nothing to time: give --model and/or --peer")
