@@ -40,5 +40,10 @@ MODELS = {
             sha256="61e69238be9a2425f78d0326d698cfc11c127577769454efca80495fca679258",
             summary="Mask R-CNN++ (ResNet-18, the paper's nested node), DSB2018 nuclei of every type",
         ),
+        ZooModel(
+            name="unet_nuclei",
+            sha256="3e6fe022709ca341754d382a43cb396e4c2dda22200682e75b3801b81aaa17ba",
+            summary="U-Net (VGG-style), the nuclei foreground of every DSB2018 type; touching nuclei not separated",
+        ),
     )
 }

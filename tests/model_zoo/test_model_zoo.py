@@ -21,19 +21,24 @@ from maskrcnnpp.model_zoo import model_zoo as zoo_module
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-SHIPPED = "mask_rcnnpp_nuclei"
+SHIPPED = "mask_rcnnpp_nuclei"  # the instance model: fine-tuning and bfloat16 tests
 # The first 8 images of the DSB2018 val list (the shipped weights saw them in training: this
-# guards the weights file and the prediction path, it does not measure generalisation).
+# guards the weights files and the prediction path, it does not measure generalisation).
 FLOOR_IMAGES = 8
-# The shipped weights scored DSB 0.6248 on those 8 images when they were packaged (2 threads);
-# the floor leaves a margin for thread-count and platform differences.
-DSB_FLOOR = 0.58
+# Per shipped model, the floors on those 8 images ("dsb_score", "iou" = mean fg IoU), below what
+# each scored when it was packaged (2 threads), with a margin for thread count and platform:
+# mask_rcnnpp_nuclei DSB 0.6248; unet_nuclei fg IoU 0.8993, DSB 0.5447.
+FLOORS = {
+    "mask_rcnnpp_nuclei": {"dsb_score": 0.58},
+    "unet_nuclei": {"iou": 0.87, "dsb_score": 0.50},
+}
 # bfloat16 against float32 on those images: DSB score and fg IoU differences at most this
 BFLOAT16_DSB_TOLERANCE = 0.02
 
 
-def test_shipped_models_are_listed():
+def test_every_shipped_model_is_listed_and_has_a_floor():
     assert SHIPPED in model_zoo.list_models()
+    assert sorted(FLOORS) == model_zoo.list_models()
 
 
 def test_unknown_name_lists_the_shipped_ones():
@@ -51,16 +56,17 @@ def test_predict_refuses_an_unknown_model_in_one_line(run_script, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_config_and_weights_load_as_float32():
-    cfg = model_zoo.get_config(SHIPPED)
-    assert cfg.MODEL.WEIGHTS == f"maskrcnnpp://{SHIPPED}"
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_config_and_weights_load_as_float32(name):
+    cfg = model_zoo.get_config(name)
+    assert cfg.MODEL.WEIGHTS == f"maskrcnnpp://{name}"
     model = build_model(cfg)
     load_model_weights(model, cfg.MODEL.WEIGHTS)
-    stored = torch.load(model_zoo.get_weights_path(SHIPPED), map_location="cpu", weights_only=True)[
+    stored = torch.load(model_zoo.get_weights_path(name), map_location="cpu", weights_only=True)[
         "model"
     ]
     floats = [key for key, value in stored.items() if value.is_floating_point()]
-    # float16 but for the tensors beyond its range (the stem's BatchNorm running variance)
+    # float16 but for the tensors beyond its range (a first BatchNorm's running variance)
     halves = [key for key in floats if stored[key].dtype == torch.float16]
     assert len(halves) > 0.9 * len(floats)
     assert all(stored[key].float().abs().max() > 30000 for key in set(floats) - set(halves))
@@ -157,10 +163,10 @@ def _val_images(shared_dsb2018, count):
         yield np.ascontiguousarray(image), labels
 
 
-def _scores_on_val(shared_dsb2018, precision):
-    """(summary, per-image nucleus counts) of the shipped model on the first FLOOR_IMAGES val
-    images with TEST.PRECISION ``precision``."""
-    cfg = model_zoo.get_config(SHIPPED)
+def _scores_on_val(shared_dsb2018, name, precision):
+    """(summary, per-image nucleus counts) of the shipped model ``name`` on the first
+    FLOOR_IMAGES val images with TEST.PRECISION ``precision``."""
+    cfg = model_zoo.get_config(name)
     cfg.TEST.PRECISION = precision
     predictor = NucleiPredictor(cfg)
     stats, counts = [], []
@@ -173,20 +179,28 @@ def _scores_on_val(shared_dsb2018, precision):
 
 @pytest.fixture(scope="module")
 def float32_scores(shared_dsb2018):
-    return _scores_on_val(shared_dsb2018, "float32")
+    """The instance model's float32 scores, shared by its floor and bfloat16 tests."""
+    return _scores_on_val(shared_dsb2018, SHIPPED, "float32")
 
 
-def test_shipped_model_scores_above_its_floor_on_dsb2018(float32_scores):
-    summary, _ = float32_scores
-    print(f"DSB {summary['dsb_score']:.4f} on {FLOOR_IMAGES} val images")
-    assert summary["dsb_score"] >= DSB_FLOOR
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_shipped_model_scores_above_its_floor_on_dsb2018(name, shared_dsb2018, request):
+    if name == SHIPPED:
+        summary, _ = request.getfixturevalue("float32_scores")
+    else:
+        summary, _ = _scores_on_val(shared_dsb2018, name, "float32")
+    print(
+        f"{name}: DSB {summary['dsb_score']:.4f}, fg IoU {summary['iou']:.4f} on {FLOOR_IMAGES} val images"
+    )
+    for metric, floor in FLOORS[name].items():
+        assert summary[metric] >= floor, (name, metric, summary[metric])
 
 
 def test_shipped_model_in_bfloat16_stays_within_its_tolerance(shared_dsb2018, float32_scores):
     """TEST.PRECISION bfloat16 on the trained instance model: the same nuclei as float32
     within a tolerance (the semantic family: tests/engine/test_semantic_training.py)."""
     reference, reference_counts = float32_scores
-    summary, counts = _scores_on_val(shared_dsb2018, "bfloat16")
+    summary, counts = _scores_on_val(shared_dsb2018, SHIPPED, "bfloat16")
     print(f"DSB float32 {reference['dsb_score']:.4f}, bfloat16 {summary['dsb_score']:.4f}")
     assert abs(summary["dsb_score"] - reference["dsb_score"]) <= BFLOAT16_DSB_TOLERANCE
     assert abs(summary["iou"] - reference["iou"]) <= BFLOAT16_DSB_TOLERANCE
@@ -213,8 +227,10 @@ def test_pip_install_ships_the_weights(tmp_path):
         text=True,
     ).stdout.strip()
     installed = pathlib.Path(site) / "maskrcnnpp" / "model_zoo"
-    entry = zoo_module.MODELS[SHIPPED]
-    assert (installed / entry.config_file).read_bytes() == pathlib.Path(
-        model_zoo.get_config_file(SHIPPED)
-    ).read_bytes()
-    assert hashlib.sha256((installed / entry.weights_file).read_bytes()).hexdigest() == entry.sha256
+    assert model_zoo.list_models()
+    for name, entry in zoo_module.MODELS.items():
+        assert (installed / entry.config_file).read_bytes() == pathlib.Path(
+            model_zoo.get_config_file(name)
+        ).read_bytes()
+        weights = (installed / entry.weights_file).read_bytes()
+        assert hashlib.sha256(weights).hexdigest() == entry.sha256, name
